@@ -1,0 +1,2 @@
+//! Placeholder: the verify benchmark lands with the core issue.
+fn main() {}

@@ -1,0 +1,277 @@
+//! The claims of a verified QStash token.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use crate::VerifyError;
+use crate::keys::MatchedKey;
+
+/// The claims of a token that passed verification, and which key matched.
+///
+/// QStash signs `iss`, `sub` (the destination URL), `aud` (always `""`), `exp` (`iat + 300`),
+/// `nbf`, `iat`, `jti` (unique per delivery attempt) and `body` (the body's SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    pub(crate) iss: String,
+    pub(crate) sub: String,
+    pub(crate) aud: Option<String>,
+    pub(crate) exp: i64,
+    pub(crate) nbf: Option<i64>,
+    pub(crate) iat: Option<i64>,
+    pub(crate) jti: Option<String>,
+    pub(crate) body: String,
+    pub(crate) key: MatchedKey,
+}
+
+impl Claims {
+    /// `iss`: always `Upstash` once verified.
+    pub fn issuer(&self) -> &str {
+        &self.iss
+    }
+
+    /// `sub`: the URL QStash delivered to (destination, URL-group endpoint or callback URL).
+    pub fn subject(&self) -> &str {
+        &self.sub
+    }
+
+    /// `sub`, by what it means: the URL QStash delivered to.
+    pub fn url(&self) -> &str {
+        &self.sub
+    }
+
+    /// `aud` when it is a string (QStash sends `""`); not checked.
+    pub fn audience(&self) -> Option<&str> {
+        self.aud.as_deref()
+    }
+
+    /// `exp`, Unix seconds.
+    pub fn expires_at(&self) -> i64 {
+        self.exp
+    }
+
+    /// `nbf`, Unix seconds; QStash sends Go's zero time, `-62135596800`.
+    pub fn not_before(&self) -> Option<i64> {
+        self.nbf
+    }
+
+    /// `iat`, Unix seconds (a fractional value is truncated); not compared with the clock.
+    pub fn issued_at(&self) -> Option<i64> {
+        self.iat
+    }
+
+    /// `jti`, when it is a string: unique per delivery *attempt* (not per message).
+    pub fn jwt_id(&self) -> Option<&str> {
+        self.jti.as_deref()
+    }
+
+    /// `body`: base64url of the body's SHA-256, as signed (with its padding, if any).
+    pub fn body_hash(&self) -> &str {
+        &self.body
+    }
+
+    /// Which key's MAC matched.
+    pub fn matched_key(&self) -> MatchedKey {
+        self.key
+    }
+}
+
+/// Claims as parsed, before any check. JSON semantics: for a duplicated member the last one
+/// wins (as in JavaScript's and Python's parsers); unknown members are skipped.
+#[derive(Default)]
+pub(crate) struct RawClaims {
+    pub(crate) iss: Option<String>,
+    pub(crate) sub: Option<String>,
+    pub(crate) aud: Option<String>,
+    pub(crate) exp: Option<i64>,
+    pub(crate) nbf: Option<i64>,
+    pub(crate) iat: Option<i64>,
+    pub(crate) jti: Option<String>,
+    pub(crate) body: Option<String>,
+}
+
+impl RawClaims {
+    /// Parses the payload JSON. Wrong types are reported as [`VerifyError::InvalidClaim`];
+    /// anything else that is not one JSON object as [`VerifyError::Malformed`].
+    pub(crate) fn parse(json: &[u8]) -> Result<Self, VerifyError> {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let mut error = None;
+        let parsed = de.deserialize_map(ClaimsVisitor { error: &mut error });
+        let parsed = match (parsed, error) {
+            (_, Some(claim_error)) => return Err(claim_error),
+            (Ok(parsed), None) => parsed,
+            (Err(_), None) => return Err(VerifyError::Malformed("payload is not a json object")),
+        };
+        de.end()
+            .map_err(|_| VerifyError::Malformed("payload has trailing data"))?;
+        Ok(parsed)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Field {
+    Iss,
+    Sub,
+    Aud,
+    Exp,
+    Nbf,
+    Iat,
+    Jti,
+    Body,
+    Other,
+}
+
+impl Field {
+    fn from_name(name: &str) -> Self {
+        match name {
+            "iss" => Self::Iss,
+            "sub" => Self::Sub,
+            "aud" => Self::Aud,
+            "exp" => Self::Exp,
+            "nbf" => Self::Nbf,
+            "iat" => Self::Iat,
+            "jti" => Self::Jti,
+            "body" => Self::Body,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a claim name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
+                Ok(Field::from_name(v))
+            }
+        }
+        d.deserialize_identifier(FieldVisitor)
+    }
+}
+
+struct ClaimsVisitor<'a> {
+    /// Set when a claim has the wrong type, so the caller reports which one.
+    error: &'a mut Option<VerifyError>,
+}
+
+impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
+    type Value = RawClaims;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a json object of claims")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawClaims, A::Error> {
+        let mut c = RawClaims::default();
+        while let Some(field) = map.next_key::<Field>()? {
+            if let Field::Other = field {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let value = map.next_value::<JsonValue>()?;
+            match (field, value) {
+                (Field::Iss, JsonValue::Str(v)) => c.iss = Some(v),
+                (Field::Sub, JsonValue::Str(v)) => c.sub = Some(v),
+                (Field::Body, JsonValue::Str(v)) => c.body = Some(v),
+                (Field::Exp, JsonValue::Int(v)) => c.exp = Some(v),
+                (Field::Nbf, JsonValue::Int(v)) => c.nbf = Some(v),
+                (Field::Iat, JsonValue::Int(v)) => c.iat = Some(v),
+                // `as` saturates (and maps NaN, which JSON cannot hold, to 0).
+                (Field::Iat, JsonValue::Float(v)) => c.iat = Some(v as i64),
+                // Unchecked claims: kept when they are strings, otherwise skipped.
+                (Field::Aud, v) => c.aud = v.into_string(),
+                (Field::Jti, v) => c.jti = v.into_string(),
+                _ => {
+                    *self.error = Some(VerifyError::InvalidClaim(field.name()));
+                    return Err(de::Error::custom("claim has the wrong type"));
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// A claim's JSON value, reduced to what the checks need.
+pub(crate) enum JsonValue {
+    Str(String),
+    /// An integer that fits in `i64`.
+    Int(i64),
+    /// Any other number.
+    Float(f64),
+    /// `null`, a boolean, an array or an object.
+    Other,
+}
+
+impl JsonValue {
+    pub(crate) fn into_string(self) -> Option<String> {
+        match self {
+            Self::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> de::Deserialize<'de> for JsonValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = JsonValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a json value")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<JsonValue, E> {
+        Ok(JsonValue::Str(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<JsonValue, E> {
+        Ok(JsonValue::Str(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<JsonValue, E> {
+        Ok(JsonValue::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<JsonValue, E> {
+        Ok(i64::try_from(v).map_or(JsonValue::Float(v as f64), JsonValue::Int))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<JsonValue, E> {
+        Ok(JsonValue::Float(v))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<JsonValue, E> {
+        Ok(JsonValue::Other)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<JsonValue, E> {
+        Ok(JsonValue::Other)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<JsonValue, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(JsonValue::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonValue, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(JsonValue::Other)
+    }
+}
+
+impl Field {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Iss => "iss",
+            Self::Sub => "sub",
+            Self::Aud => "aud",
+            Self::Exp => "exp",
+            Self::Nbf => "nbf",
+            Self::Iat => "iat",
+            Self::Jti => "jti",
+            Self::Body => "body",
+            Self::Other => "other",
+        }
+    }
+}

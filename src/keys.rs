@@ -1,0 +1,282 @@
+//! Signing keys: the current and the next key QStash signs with.
+//!
+//! ```
+//! use qstash_receiver::SigningKeys;
+//!
+//! let keys = SigningKeys::new("sig_current_key", "sig_next_key")?;
+//! // Debug output never shows a key.
+//! assert!(!format!("{keys:?}").contains("sig_current_key"));
+//! # Ok::<(), qstash_receiver::KeyError>(())
+//! ```
+
+use std::fmt;
+
+use hmac::{Hmac, KeyInit};
+use sha2::Sha256;
+
+/// The environment variable holding the current signing key, as every official SDK names it.
+pub const CURRENT_KEY_ENV: &str = "QSTASH_CURRENT_SIGNING_KEY";
+/// The environment variable holding the next signing key, as every official SDK names it.
+pub const NEXT_KEY_ENV: &str = "QSTASH_NEXT_SIGNING_KEY";
+
+/// The local development server's public current key (`qstash dev`).
+const DEV_CURRENT_KEY: &str = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r";
+/// The local development server's public next key (`qstash dev`).
+const DEV_NEXT_KEY: &str = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs";
+
+pub(crate) type HmacSha256 = Hmac<Sha256>;
+
+/// Which of the two keys a token's MAC matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatchedKey {
+    /// The current signing key.
+    Current,
+    /// The next signing key (the token was signed after a key roll this process has not seen,
+    /// or during the rotation window).
+    Next,
+}
+
+/// One key with its HMAC state precomputed (the key's inner and outer pads hashed once).
+#[derive(Clone)]
+pub(crate) struct KeyMac {
+    mac: HmacSha256,
+}
+
+impl KeyMac {
+    /// HMAC-SHA256 keyed with `key`'s bytes: a key longer than one block is hashed first and a
+    /// shorter one zero-padded (RFC 2104), so this is infallible.
+    pub(crate) fn new(key: &[u8]) -> Self {
+        let mut block = hmac::digest::Key::<HmacSha256>::default();
+        if key.len() > block.len() {
+            let digest = <Sha256 as sha2::Digest>::digest(key);
+            block
+                .iter_mut()
+                .zip(digest.iter())
+                .for_each(|(d, s)| *d = *s);
+        } else {
+            block.iter_mut().zip(key).for_each(|(d, s)| *d = *s);
+        }
+        Self {
+            mac: <HmacSha256 as KeyInit>::new(&block),
+        }
+    }
+
+    /// A fresh MAC state keyed with this key.
+    #[inline]
+    pub(crate) fn mac(&self) -> HmacSha256 {
+        self.mac.clone()
+    }
+}
+
+/// The pair of keys a QStash receiver verifies against: the *current* key, and the *next* key
+/// that becomes current when the keys are rolled.
+///
+/// Holding both keeps a receiver working through one roll. A key is the signing key string's
+/// UTF-8 bytes (`sig_` prefix included, not base64-decoded), as QStash uses it.
+///
+/// `Debug` shows no key material.
+#[derive(Clone)]
+pub struct SigningKeys {
+    current: KeyMac,
+    next: KeyMac,
+    dev: bool,
+}
+
+impl SigningKeys {
+    /// Builds a key pair. An empty key is refused: it would silently disable a check.
+    ///
+    /// ```
+    /// # use qstash_receiver::{SigningKeys, KeyError};
+    /// assert!(matches!(SigningKeys::new("", "sig_next"), Err(KeyError::Empty { which: "current" })));
+    /// ```
+    pub fn new(current: impl AsRef<str>, next: impl AsRef<str>) -> Result<Self, KeyError> {
+        let (current, next) = (current.as_ref(), next.as_ref());
+        if current.is_empty() {
+            return Err(KeyError::Empty { which: "current" });
+        }
+        if next.is_empty() {
+            return Err(KeyError::Empty { which: "next" });
+        }
+        Ok(Self {
+            current: KeyMac::new(current.as_bytes()),
+            next: KeyMac::new(next.as_bytes()),
+            dev: false,
+        })
+    }
+
+    /// Reads `QSTASH_CURRENT_SIGNING_KEY` and `QSTASH_NEXT_SIGNING_KEY`.
+    ///
+    /// The error names the variable that is missing, empty or not Unicode. Surrounding
+    /// whitespace (a stray newline from a `.env` file) is trimmed. There is no fallback:
+    /// missing keys are an error, never a disabled check.
+    pub fn from_env() -> Result<Self, KeyError> {
+        Self::from_env_vars(CURRENT_KEY_ENV.to_owned(), NEXT_KEY_ENV.to_owned())
+    }
+
+    /// Reads the key pair of one QStash region: for `"US-EAST-1"`, the variables
+    /// `US_EAST_1_QSTASH_CURRENT_SIGNING_KEY` and `US_EAST_1_QSTASH_NEXT_SIGNING_KEY`
+    /// (the region upper-cased, `-` turned into `_`), as the official SDKs name them.
+    pub fn from_env_region(region: &str) -> Result<Self, KeyError> {
+        let prefix = region_env_prefix(region);
+        Self::from_env_vars(
+            format!("{prefix}_{CURRENT_KEY_ENV}"),
+            format!("{prefix}_{NEXT_KEY_ENV}"),
+        )
+    }
+
+    fn from_env_vars(current_var: String, next_var: String) -> Result<Self, KeyError> {
+        let current = read_env(current_var)?;
+        let next = read_env(next_var)?;
+        Self::new(current, next)
+    }
+
+    /// The local development server's (`qstash dev`) fixed keys.
+    ///
+    /// **Development only.** These keys are published in the QStash CLI and SDKs: anyone can sign
+    /// a delivery with them. Never use them in production, and never as a fallback when the
+    /// real keys are missing; make accepting them an explicit choice (a flag or a build profile).
+    pub fn qstash_dev() -> Self {
+        Self {
+            current: KeyMac::new(DEV_CURRENT_KEY.as_bytes()),
+            next: KeyMac::new(DEV_NEXT_KEY.as_bytes()),
+            dev: true,
+        }
+    }
+
+    /// Whether these are the development server's public keys ([`SigningKeys::qstash_dev`]).
+    pub fn is_dev(&self) -> bool {
+        self.dev
+    }
+
+    pub(crate) fn key(&self, which: MatchedKey) -> &KeyMac {
+        match which {
+            MatchedKey::Current => &self.current,
+            MatchedKey::Next => &self.next,
+        }
+    }
+}
+
+impl fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKeys")
+            .field("current", &"[redacted]")
+            .field("next", &"[redacted]")
+            .field("dev", &self.dev)
+            .finish()
+    }
+}
+
+/// The environment-variable prefix of a region: `"us-east-1"` → `"US_EAST_1"`.
+pub(crate) fn region_env_prefix(region: &str) -> String {
+    region
+        .trim()
+        .chars()
+        .map(|c| {
+            if c == '-' {
+                '_'
+            } else {
+                c.to_ascii_uppercase()
+            }
+        })
+        .collect()
+}
+
+fn read_env(var: String) -> Result<String, KeyError> {
+    match std::env::var(&var) {
+        Ok(value) => {
+            let value = value.trim();
+            if value.is_empty() {
+                Err(KeyError::EmptyEnv { var })
+            } else {
+                Ok(value.to_owned())
+            }
+        }
+        Err(std::env::VarError::NotPresent) => Err(KeyError::MissingEnv { var }),
+        Err(std::env::VarError::NotUnicode(_)) => Err(KeyError::NotUnicodeEnv { var }),
+    }
+}
+
+/// Why a [`SigningKeys`] could not be built. Never contains a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// A key given to [`SigningKeys::new`] is empty.
+    #[error("the {which} signing key is empty")]
+    Empty {
+        /// `"current"` or `"next"`.
+        which: &'static str,
+    },
+    /// An environment variable is not set.
+    #[error("environment variable {var} is not set")]
+    MissingEnv {
+        /// The variable's name.
+        var: String,
+    },
+    /// An environment variable is set but empty (or only whitespace).
+    #[error("environment variable {var} is empty")]
+    EmptyEnv {
+        /// The variable's name.
+        var: String,
+    },
+    /// An environment variable is not valid Unicode.
+    #[error("environment variable {var} is not valid unicode")]
+    NotUnicodeEnv {
+        /// The variable's name.
+        var: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hmac::Mac;
+
+    #[test]
+    fn empty_keys_are_refused() {
+        assert_eq!(
+            SigningKeys::new("", "b").err(),
+            Some(KeyError::Empty { which: "current" })
+        );
+        assert_eq!(
+            SigningKeys::new("a", "").err(),
+            Some(KeyError::Empty { which: "next" })
+        );
+        assert!(SigningKeys::new("a", "b").is_ok());
+    }
+
+    #[test]
+    fn debug_redacts_keys() {
+        let keys = SigningKeys::new("sig_secretcurrent", "sig_secretnext").unwrap();
+        let debug = format!("{keys:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(debug.contains("[redacted]"));
+    }
+
+    #[test]
+    fn precomputed_mac_equals_plain_hmac_for_all_key_lengths() {
+        for len in [1usize, 31, 63, 64, 65, 200] {
+            let key: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut ours = KeyMac::new(&key).mac();
+            let mut plain = HmacSha256::new_from_slice(&key).unwrap();
+            ours.update(b"header.payload");
+            plain.update(b"header.payload");
+            assert_eq!(
+                ours.finalize().into_bytes(),
+                plain.finalize().into_bytes(),
+                "key length {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn dev_keys_are_flagged() {
+        assert!(SigningKeys::qstash_dev().is_dev());
+        assert!(!SigningKeys::new("a", "b").unwrap().is_dev());
+    }
+
+    #[test]
+    fn region_prefix() {
+        assert_eq!(region_env_prefix("us-east-1"), "US_EAST_1");
+        assert_eq!(region_env_prefix("EU-CENTRAL-1"), "EU_CENTRAL_1");
+    }
+}

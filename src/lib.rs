@@ -1,0 +1,93 @@
+//! Receive [Upstash QStash](https://upstash.com/docs/qstash) deliveries in Rust web servers.
+//!
+//! QStash POSTs (or GETs, PUTs…) messages, schedules and callbacks to public URLs and signs each
+//! delivery with a JWT in the `Upstash-Signature` header. Anyone can call a public URL, so a
+//! receiver that does not verify is an open door. This crate verifies strictly and fast, over the
+//! raw body bytes, against the current and the next signing key, and tells precisely what failed.
+//!
+//! # Quick start
+//!
+//! ```
+//! # #[cfg(feature = "test-utils")] {
+//! use qstash_receiver::{SigningKeys, Verifier};
+//! # use qstash_receiver::test_utils::Signer;
+//! # unsafe { std::env::set_var("QSTASH_CURRENT_SIGNING_KEY", "sig_current");
+//! #          std::env::set_var("QSTASH_NEXT_SIGNING_KEY", "sig_next"); }
+//!
+//! // Keys from QSTASH_CURRENT_SIGNING_KEY / QSTASH_NEXT_SIGNING_KEY; missing keys are an error.
+//! let verifier = Verifier::new(SigningKeys::from_env()?);
+//!
+//! # let body = br#"{"task":"mail"}"#;
+//! # let signature = Signer::new("sig_current").sign("https://example.com/api/jobs", body);
+//! // `signature`: the Upstash-Signature header; `body`: the raw body bytes, unparsed.
+//! let claims = verifier.verify(&signature, body, Some("https://example.com/api/jobs"))?;
+//! println!("delivered to {} (key: {:?})", claims.url(), claims.matched_key());
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | *(none)* | the core: [`SigningKeys`], [`Verifier`], [`Claims`], [`VerifyError`], [`Delivery`], [`CallbackEvent`], [`Receiver`], [`Rejection`], [`UrlPolicy`]; no framework, no async runtime |
+//! | `test-utils` | [`test_utils::Signer`]: tokens and delivery headers exactly as QStash makes them |
+//!
+//! # Verification policy
+//!
+//! - The token is a compact JWS of three strict base64url segments; `alg` must be `HS256`
+//!   (`none`, `HS512`, `RS256`… are refused, as is a `crit` header).
+//! - The MAC (HMAC-SHA256, keyed with the key string's UTF-8 bytes) is checked with the current
+//!   key, then, only on a MAC mismatch, with the next key, in constant time. Once a key matches,
+//!   every later failure is reported as itself (expired, URL mismatch, body mismatch…).
+//! - `iss` must be `Upstash`; `exp` is required (expired when `exp <= now - leeway`); `nbf` may be
+//!   negative (QStash sends Go's zero time); `aud: ""` passes; claim types are strict.
+//! - `sub` must equal the expected URL exactly, when one is given.
+//! - base64url(SHA-256(raw body)) must equal the `body` claim, padding ignored, in constant time.
+//!
+//! # Why not `jsonwebtoken`
+//!
+//! The core implements the narrow HS256 path on `hmac`, `sha2`, `base64` and `subtle` instead of
+//! a general JWT library. `jsonwebtoken` 12, configured as well as it allows (HS256 pinned,
+//! audience check off, our own `nbf`/`exp` checks), still refuses a token whose header repeats
+//! `alg` (JSON's last-member-wins, which QStash's own SDKs accept), cannot say which key failed
+//! how, and costs more per call than hashing the body: the `verify` benchmark measures it beside
+//! this crate (see the README's Performance section).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+mod callback;
+mod claims;
+mod delivery;
+mod error;
+mod keys;
+mod random;
+mod receiver;
+mod rejection;
+mod url;
+mod verify;
+
+#[cfg(feature = "test-utils")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
+pub mod test_utils;
+
+pub use callback::{CallbackEvent, FailureCallbackEvent};
+pub use claims::Claims;
+pub use delivery::{
+    CALLER_IP_HEADER, Delivery, DeliveryError, MESSAGE_ID_HEADER, REGION_HEADER, RETRIED_HEADER,
+    SCHEDULE_ID_HEADER, SIGNATURE_HEADER, TOPIC_NAME_HEADER,
+};
+pub use error::VerifyError;
+pub use keys::{CURRENT_KEY_ENV, KeyError, MatchedKey, NEXT_KEY_ENV, SigningKeys};
+pub use receiver::{DEFAULT_MAX_BODY_BYTES, Receiver};
+pub use rejection::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Rejection};
+pub use url::{RequestTarget, UrlPolicy, UrlPolicyError};
+pub use verify::{VerifiedToken, Verifier};

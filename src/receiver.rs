@@ -1,0 +1,293 @@
+//! The framework-free steps every adapter runs, in one place, so that axum, tower and actix-web
+//! make the same decisions: which URL to expect, when to refuse before reading the body, the
+//! body limit, and the final check.
+//!
+//! ```
+//! # #[cfg(feature = "test-utils")] {
+//! use std::time::SystemTime;
+//! use qstash_receiver::{Receiver, RequestTarget, SigningKeys, UrlPolicy, Verifier, test_utils::Signer};
+//!
+//! let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?))
+//!     .url_policy(UrlPolicy::public_base("https://app.example.com")?)
+//!     .max_body_bytes(64 * 1024);
+//!
+//! let body = br#"{"task":"mail"}"#;
+//! let delivery = Signer::new("sig_current").delivery("https://app.example.com/jobs", body);
+//! let headers = delivery.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+//!
+//! // 1. Headers and token, before reading the body: refuses a bad token early.
+//! let (token, meta) = receiver.check_request(headers, &RequestTarget::new("/jobs"), SystemTime::now())?;
+//! // 2. The announced length against the limit (413 without reading).
+//! receiver.check_content_length(Some(body.len() as u64))?;
+//! // 3. Read at most `receiver.limit()` bytes, then check the body.
+//! let claims = receiver.check_body(token, body)?;
+//! assert_eq!(claims.url(), "https://app.example.com/jobs");
+//! assert_eq!(meta.message_id(), Some(delivery.message_id.as_str()));
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::time::SystemTime;
+
+use crate::{
+    Claims, Delivery, REGION_HEADER, Rejection, RequestTarget, SIGNATURE_HEADER, UrlPolicy,
+    VerifiedToken, Verifier, VerifyError,
+};
+
+/// The default body limit: 1 MiB, QStash's maximum message size on its default (free) plan.
+/// Paid plans allow larger messages: raise it with [`Receiver::max_body_bytes`].
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A configured receiver: the verifier, the expected-URL policy and the body limit. Cheap to
+/// clone. The adapters (tower layer, axum extractors, actix-web middleware) wrap one.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    verifier: Verifier,
+    url_policy: UrlPolicy,
+    max_body_bytes: usize,
+    non_retryable_invalid_payload: bool,
+}
+
+impl Receiver {
+    /// A receiver with `verifier`, the default (unconfigured, fail-closed) [`UrlPolicy`] and a
+    /// body limit of [`DEFAULT_MAX_BODY_BYTES`].
+    #[must_use]
+    pub fn new(verifier: Verifier) -> Self {
+        Self {
+            verifier,
+            url_policy: UrlPolicy::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            non_retryable_invalid_payload: false,
+        }
+    }
+
+    /// How to decide the URL each delivery must be signed for.
+    #[must_use]
+    pub fn url_policy(mut self, policy: UrlPolicy) -> Self {
+        self.url_policy = policy;
+        self
+    }
+
+    /// Shorthand for [`UrlPolicy::exact`].
+    #[must_use]
+    pub fn expected_url(self, url: impl Into<String>) -> Self {
+        self.url_policy(UrlPolicy::exact(url))
+    }
+
+    /// The largest body accepted, in bytes; larger ones are answered 413.
+    #[must_use]
+    pub fn max_body_bytes(mut self, limit: usize) -> Self {
+        self.max_body_bytes = limit;
+        self
+    }
+
+    /// Answer a verified body that cannot be parsed with 489 and
+    /// `Upstash-NonRetryable-Error: true` (QStash moves it to the dead-letter queue) instead of
+    /// 400 (retried, uselessly). Off by default.
+    #[must_use]
+    pub fn non_retryable_invalid_payload(mut self, enabled: bool) -> Self {
+        self.non_retryable_invalid_payload = enabled;
+        self
+    }
+
+    /// The verifier (clones share its keys: rotate them with [`Verifier::set_keys`]).
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// The expected-URL policy.
+    pub fn policy(&self) -> &UrlPolicy {
+        &self.url_policy
+    }
+
+    /// The body limit, in bytes.
+    pub fn limit(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    /// The rejection for a verified body that does not parse (400, or 489 when configured).
+    pub fn invalid_payload(&self, message: impl Into<String>) -> Rejection {
+        Rejection::InvalidPayload {
+            message: message.into(),
+            non_retryable: self.non_retryable_invalid_payload,
+        }
+    }
+
+    /// Step 1, before reading the body: the signature header, the token at time `now` (keys of
+    /// the `Upstash-Region` when configured), the expected URL, and the delivery headers.
+    ///
+    /// Header names are matched case-insensitively. Returns the token, whose body is still to
+    /// be checked, and the delivery metadata.
+    pub fn check_request<'a, I, N>(
+        &self,
+        headers: I,
+        target: &RequestTarget<'_>,
+        now: SystemTime,
+    ) -> Result<(VerifiedToken, Delivery), Rejection>
+    where
+        I: IntoIterator<Item = (N, &'a [u8])> + Clone,
+        N: AsRef<str>,
+    {
+        let mut signature: Option<&[u8]> = None;
+        let mut region: Option<&[u8]> = None;
+        for (name, value) in headers.clone() {
+            let name = name.as_ref();
+            if name.eq_ignore_ascii_case(SIGNATURE_HEADER) {
+                if signature.is_some() {
+                    return Err(
+                        VerifyError::Malformed("more than one upstash-signature header").into(),
+                    );
+                }
+                signature = Some(value);
+            } else if name.eq_ignore_ascii_case(REGION_HEADER) {
+                region = Some(value);
+            }
+        }
+        let signature = signature.ok_or(VerifyError::MissingSignature)?;
+        let signature = std::str::from_utf8(signature)
+            .map_err(|_| VerifyError::Malformed("signature header is not ascii"))?;
+        let region = region.and_then(|r| std::str::from_utf8(r).ok());
+        let url = self.url_policy.expected_url(target)?;
+        let token = self.verifier.verify_token_in_region_at(
+            signature.trim(),
+            url.as_deref(),
+            region,
+            now,
+        )?;
+        let delivery = Delivery::from_headers(headers)?;
+        Ok((token, delivery))
+    }
+
+    /// Step 2: a `Content-Length` over the limit is refused (413) without reading the body.
+    pub fn check_content_length(&self, content_length: Option<u64>) -> Result<(), Rejection> {
+        match content_length {
+            Some(len) if len > self.max_body_bytes as u64 => Err(self.too_large()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The rejection for a body over the limit (413).
+    pub fn too_large(&self) -> Rejection {
+        Rejection::PayloadTooLarge {
+            limit: self.max_body_bytes,
+        }
+    }
+
+    /// Step 3, once the body is read (at most [`Receiver::limit`] bytes): the body hash.
+    pub fn check_body(&self, token: VerifiedToken, body: &[u8]) -> Result<Claims, Rejection> {
+        if body.len() > self.max_body_bytes {
+            return Err(self.too_large());
+        }
+        token.verify_body(body).map_err(Rejection::from)
+    }
+}
+
+#[cfg(all(test, feature = "test-utils"))]
+mod tests {
+    use super::*;
+    use crate::SigningKeys;
+    use crate::test_utils::Signer;
+
+    fn receiver() -> Receiver {
+        Receiver::new(Verifier::new(SigningKeys::new("sig_a", "sig_b").unwrap()))
+            .url_policy(UrlPolicy::public_base("https://x.example").unwrap())
+            .max_body_bytes(16)
+    }
+
+    fn headers(pairs: &[(String, String)]) -> Vec<(&str, &[u8])> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn full_path_accepts_and_reports_each_failure() {
+        let r = receiver();
+        let target = RequestTarget::new("/jobs");
+        let d = Signer::new("sig_b").delivery("https://x.example/jobs", b"hi");
+        let (token, meta) = r
+            .check_request(headers(&d.headers), &target, SystemTime::now())
+            .unwrap();
+        assert_eq!(meta.retried(), 0);
+        assert_eq!(
+            r.check_body(token.clone(), b"hi").unwrap().matched_key(),
+            crate::MatchedKey::Next
+        );
+        assert_eq!(
+            r.check_body(token, b"ho").unwrap_err().code(),
+            "body_mismatch"
+        );
+
+        let other = RequestTarget::new("/other");
+        let err = r
+            .check_request(headers(&d.headers), &other, SystemTime::now())
+            .unwrap_err();
+        assert_eq!((err.status(), err.code()), (401, "url_mismatch"));
+
+        let missing = r
+            .check_request(Vec::<(&str, &[u8])>::new(), &target, SystemTime::now())
+            .unwrap_err();
+        assert_eq!(
+            (missing.status(), missing.code()),
+            (401, "missing_signature")
+        );
+
+        let mut bad_retried = d.headers.clone();
+        bad_retried.push(("upstash-retried".into(), "x".into()));
+        let err = r
+            .check_request(headers(&bad_retried), &target, SystemTime::now())
+            .unwrap_err();
+        assert_eq!(err.status(), 400);
+
+        assert_eq!(r.check_content_length(Some(17)).unwrap_err().status(), 413);
+        assert!(r.check_content_length(Some(16)).is_ok());
+        assert!(r.check_content_length(None).is_ok());
+    }
+
+    #[test]
+    fn unconfigured_url_policy_fails_closed() {
+        let r = Receiver::new(Verifier::new(SigningKeys::new("sig_a", "sig_b").unwrap()));
+        let d = Signer::new("sig_a").delivery("https://x.example/jobs", b"");
+        let err = r
+            .check_request(
+                headers(&d.headers),
+                &RequestTarget::new("/jobs"),
+                SystemTime::now(),
+            )
+            .unwrap_err();
+        assert_eq!((err.status(), err.code()), (500, "misconfigured"));
+    }
+
+    #[test]
+    fn region_header_selects_region_keys() {
+        let verifier = Verifier::new(SigningKeys::new("sig_a", "sig_b").unwrap()).with_region_keys(
+            "EU-CENTRAL-1",
+            SigningKeys::new("sig_eu", "sig_eu2").unwrap(),
+        );
+        let r = Receiver::new(verifier).url_policy(UrlPolicy::skip());
+        let mut d = Signer::new("sig_eu").delivery("https://x.example/jobs", b"");
+        // The signer says US-EAST-1: the default keys are used and refuse the EU token.
+        let err = r
+            .check_request(
+                headers(&d.headers),
+                &RequestTarget::new("/jobs"),
+                SystemTime::now(),
+            )
+            .unwrap_err();
+        assert_eq!(err.code(), "invalid_signature");
+        for (name, value) in &mut d.headers {
+            if name == "upstash-region" {
+                *value = "eu-central-1".into();
+            }
+        }
+        assert!(
+            r.check_request(
+                headers(&d.headers),
+                &RequestTarget::new("/jobs"),
+                SystemTime::now()
+            )
+            .is_ok()
+        );
+    }
+}

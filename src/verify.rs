@@ -1,0 +1,486 @@
+//! Verification of the `Upstash-Signature` token against the raw body.
+//!
+//! ```
+//! # #[cfg(feature = "test-utils")] {
+//! use std::time::{Duration, SystemTime};
+//! use qstash_receiver::{SigningKeys, Verifier, VerifyError, test_utils::Signer};
+//!
+//! let verifier = Verifier::new(SigningKeys::new("sig_current", "sig_next")?)
+//!     .with_leeway(Duration::from_secs(5));
+//!
+//! let url = "https://example.com/api/qstash";
+//! let token = Signer::new("sig_current").sign(url, b"{\"hello\":1}");
+//!
+//! let claims = verifier.verify(&token, b"{\"hello\":1}", Some(url))?;
+//! assert_eq!(claims.url(), url);
+//!
+//! // A changed body, or a token for another URL, is refused with a precise error.
+//! assert_eq!(verifier.verify(&token, b"{\"hello\":2}", Some(url)), Err(VerifyError::BodyMismatch));
+//! assert!(matches!(
+//!     verifier.verify(&token, b"{\"hello\":1}", Some("https://example.com/other")),
+//!     Err(VerifyError::UrlMismatch { .. })
+//! ));
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::Mac;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::VerifyError;
+use crate::claims::{Claims, JsonValue, RawClaims};
+use crate::error::bounded;
+use crate::keys::{MatchedKey, SigningKeys, region_env_prefix};
+
+/// The issuer QStash puts in every token.
+const ISSUER: &str = "Upstash";
+
+/// The header every QStash token carries today, base64url-encoded: `{"alg":"HS256","typ":"JWT"}`.
+/// Recognized without decoding or parsing.
+const STANDARD_HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+
+/// Tokens longer than this are refused as malformed before any decoding (QStash's are ~400 bytes).
+const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// The keys a verifier uses: the default pair, and optional pairs per QStash region.
+#[derive(Debug)]
+struct KeySet {
+    default: SigningKeys,
+    /// (region as an env prefix, e.g. `US_EAST_1`, keys)
+    regions: Vec<(String, SigningKeys)>,
+}
+
+impl KeySet {
+    fn for_region(&self, region: Option<&str>) -> &SigningKeys {
+        region
+            .and_then(|region| {
+                self.regions
+                    .iter()
+                    .find(|(name, _)| region_matches(name, region))
+            })
+            .map_or(&self.default, |(_, keys)| keys)
+    }
+}
+
+/// Whether an `Upstash-Region` value (`us-east-1`) names the region stored as `US_EAST_1`.
+fn region_matches(stored: &str, header: &str) -> bool {
+    let header = header.trim();
+    stored.len() == header.len()
+        && stored.bytes().zip(header.bytes()).all(|(s, h)| {
+            let h = if h == b'-' {
+                b'_'
+            } else {
+                h.to_ascii_uppercase()
+            };
+            s == h
+        })
+}
+
+/// Verifies QStash signatures: HS256 only, the current key then the next key, strict claims,
+/// exact URL, and the SHA-256 of the raw body.
+///
+/// Cheap to clone (an `Arc` inside) and `Send + Sync`. Clones share the keys:
+/// [`Verifier::set_keys`] on any clone rotates them for all, without a restart.
+#[derive(Clone)]
+pub struct Verifier {
+    keys: Arc<ArcSwap<KeySet>>,
+    leeway: Duration,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = self.keys.load();
+        f.debug_struct("Verifier")
+            .field("keys", &keys.default)
+            .field(
+                "regions",
+                &keys.regions.iter().map(|(r, _)| r).collect::<Vec<_>>(),
+            )
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// A verifier for one key pair, with no clock leeway.
+    #[must_use]
+    pub fn new(keys: SigningKeys) -> Self {
+        Self {
+            keys: Arc::new(ArcSwap::from_pointee(KeySet {
+                default: keys,
+                regions: Vec::new(),
+            })),
+            leeway: Duration::ZERO,
+        }
+    }
+
+    /// Tolerated clock skew, applied to `exp` and `nbf` (default: none). A few seconds
+    /// absorb skew between QStash and this machine; tokens live 300 s.
+    #[must_use]
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Adds the key pair of one QStash region (`"US-EAST-1"`, `"EU-CENTRAL-1"`…). Deliveries whose
+    /// `Upstash-Region` header names that region are verified with it; others with the default
+    /// pair. (The header is not signed, but it only *selects* keys: a token must still match one.)
+    ///
+    /// This verifier's key set is changed in place, for every clone.
+    #[must_use]
+    pub fn with_region_keys(self, region: &str, keys: SigningKeys) -> Self {
+        self.set_region_keys(region, keys);
+        self
+    }
+
+    /// Replaces the default key pair, for this verifier and every clone of it, at once. Verifications
+    /// under way finish with the keys they started with.
+    pub fn set_keys(&self, keys: SigningKeys) {
+        self.keys.rcu(|set| KeySet {
+            default: keys.clone(),
+            regions: set.regions.clone(),
+        });
+    }
+
+    /// Adds or replaces the key pair of one region, for this verifier and every clone of it.
+    pub fn set_region_keys(&self, region: &str, keys: SigningKeys) {
+        let name = region_env_prefix(region);
+        self.keys.rcu(|set| {
+            let mut regions: Vec<_> = set
+                .regions
+                .iter()
+                .filter(|(r, _)| *r != name)
+                .cloned()
+                .collect();
+            regions.push((name.clone(), keys.clone()));
+            KeySet {
+                default: set.default.clone(),
+                regions,
+            }
+        });
+    }
+
+    /// The configured leeway.
+    pub fn leeway(&self) -> Duration {
+        self.leeway
+    }
+
+    /// Verifies a token against the raw body at the system clock's time.
+    ///
+    /// `url`: the URL this receiver expects the delivery to be addressed to (`sub`), compared
+    /// exactly; `None` skips the URL check.
+    pub fn verify(
+        &self,
+        signature: &str,
+        body: &[u8],
+        url: Option<&str>,
+    ) -> Result<Claims, VerifyError> {
+        self.verify_at(signature, body, url, SystemTime::now())
+    }
+
+    /// Verifies a token against the raw body at the time `now`.
+    pub fn verify_at(
+        &self,
+        signature: &str,
+        body: &[u8],
+        url: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Claims, VerifyError> {
+        self.verify_token_at(signature, url, now)?.verify_body(body)
+    }
+
+    /// Verifies everything but the body (format, algorithm, MAC, issuer, time, URL) at the system
+    /// clock's time. Lets a server refuse a bad token before reading a single body byte; the
+    /// body is then checked with [`VerifiedToken::verify_body`].
+    pub fn verify_token(
+        &self,
+        signature: &str,
+        url: Option<&str>,
+    ) -> Result<VerifiedToken, VerifyError> {
+        self.verify_token_at(signature, url, SystemTime::now())
+    }
+
+    /// [`Verifier::verify_token`] at the time `now`.
+    pub fn verify_token_at(
+        &self,
+        signature: &str,
+        url: Option<&str>,
+        now: SystemTime,
+    ) -> Result<VerifiedToken, VerifyError> {
+        self.verify_token_in_region_at(signature, url, None, now)
+    }
+
+    /// [`Verifier::verify_token_at`] with the keys of `region` (the `Upstash-Region` header's
+    /// value) when this verifier has keys for it, else the default keys.
+    pub fn verify_token_in_region_at(
+        &self,
+        signature: &str,
+        url: Option<&str>,
+        region: Option<&str>,
+        now: SystemTime,
+    ) -> Result<VerifiedToken, VerifyError> {
+        let set = self.keys.load();
+        let keys = set.for_region(region);
+        let claims = check_token(keys, signature)?;
+        check_claims(claims, url, now, self.leeway)
+    }
+}
+
+/// A token whose MAC, issuer, time window and URL passed; the body is still to be checked.
+#[derive(Debug, Clone)]
+#[must_use = "the body is not verified until `verify_body` is called"]
+pub struct VerifiedToken {
+    claims: Claims,
+}
+
+impl VerifiedToken {
+    /// The claims; the `body` claim is not checked yet.
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
+    /// Checks that base64url(SHA-256(`body`)) is the token's `body` claim (padding ignored,
+    /// constant time), over the raw bytes as received.
+    pub fn verify_body(self, body: &[u8]) -> Result<Claims, VerifyError> {
+        let digest = Sha256::digest(body);
+        self.verify_body_digest(&digest.into())
+    }
+
+    /// [`VerifiedToken::verify_body`] for a SHA-256 digest computed by the caller (for example
+    /// incrementally, while the body streams in).
+    pub fn verify_body_digest(self, sha256: &[u8; 32]) -> Result<Claims, VerifyError> {
+        let mut encoded = [0u8; 43];
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(sha256, &mut encoded)
+            .map_err(|_| VerifyError::BodyMismatch)?;
+        let ours = encoded.get(..written).unwrap_or_default();
+        let theirs = self.claims.body.trim_end_matches('=').as_bytes();
+        if bool::from(ours.ct_eq(theirs)) {
+            Ok(self.claims)
+        } else {
+            Err(VerifyError::BodyMismatch)
+        }
+    }
+}
+
+/// Steps 1–3 of the policy: format, header, MAC (current key, then next on a mismatch only),
+/// and the claims parsed.
+fn check_token(keys: &SigningKeys, token: &str) -> Result<Claims, VerifyError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(VerifyError::Malformed("token is too long"));
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(VerifyError::Malformed("token must have three segments"));
+    };
+
+    if header != STANDARD_HEADER {
+        check_header(header)?;
+    }
+
+    let mut mac_bytes = [0u8; 32];
+    let sig_len = URL_SAFE_NO_PAD
+        .decode_slice(signature, &mut mac_bytes)
+        .map_err(|_| VerifyError::Malformed("signature segment is not base64url"))?;
+    // Validate the payload's encoding before trusting anything to the MAC step, so a malformed
+    // token is reported as such whatever its MAC.
+    let payload_len = base64_decoded_len(payload)?;
+
+    let signing_input = token
+        .get(..header.len() + 1 + payload.len())
+        .ok_or(VerifyError::Malformed("token must have three segments"))?
+        .as_bytes();
+
+    let key = if sig_len != mac_bytes.len() {
+        return Err(VerifyError::InvalidSignature);
+    } else if mac_matches(keys, MatchedKey::Current, signing_input, &mac_bytes) {
+        MatchedKey::Current
+    } else if mac_matches(keys, MatchedKey::Next, signing_input, &mac_bytes) {
+        MatchedKey::Next
+    } else {
+        return Err(VerifyError::InvalidSignature);
+    };
+
+    let mut json = vec![0u8; payload_len];
+    let written = URL_SAFE_NO_PAD
+        .decode_slice(payload, &mut json)
+        .map_err(|_| VerifyError::Malformed("payload segment is not base64url"))?;
+    json.truncate(written);
+    let raw = RawClaims::parse(&json)?;
+
+    Ok(Claims {
+        iss: raw.iss.ok_or(VerifyError::MissingClaim("iss"))?,
+        sub: raw.sub.ok_or(VerifyError::MissingClaim("sub"))?,
+        aud: raw.aud,
+        exp: raw.exp.ok_or(VerifyError::MissingClaim("exp"))?,
+        nbf: raw.nbf,
+        iat: raw.iat,
+        jti: raw.jti,
+        body: raw.body.ok_or(VerifyError::MissingClaim("body"))?,
+        key,
+    })
+}
+
+/// The decoded length of a strict, unpadded base64url segment, or `Malformed`.
+fn base64_decoded_len(segment: &str) -> Result<usize, VerifyError> {
+    let valid = segment
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid || segment.len() % 4 == 1 {
+        return Err(VerifyError::Malformed("payload segment is not base64url"));
+    }
+    Ok(segment.len() * 3 / 4)
+}
+
+fn mac_matches(keys: &SigningKeys, which: MatchedKey, input: &[u8], expected: &[u8; 32]) -> bool {
+    let mut mac = keys.key(which).mac();
+    mac.update(input);
+    let computed = mac.finalize().into_bytes();
+    bool::from(computed.as_slice().ct_eq(expected))
+}
+
+/// Steps 4–5: issuer, time window, URL.
+fn check_claims(
+    claims: Claims,
+    url: Option<&str>,
+    now: SystemTime,
+    leeway: Duration,
+) -> Result<VerifiedToken, VerifyError> {
+    if claims.iss != ISSUER {
+        return Err(VerifyError::WrongIssuer {
+            found: bounded(&claims.iss, 64),
+        });
+    }
+    let now = unix_nanos(now);
+    let leeway = i128::try_from(leeway.as_nanos()).unwrap_or(i128::MAX);
+    const NANOS: i128 = 1_000_000_000;
+    if i128::from(claims.exp) * NANOS <= now.saturating_sub(leeway) {
+        return Err(VerifyError::Expired { exp: claims.exp });
+    }
+    if let Some(nbf) = claims.nbf {
+        if i128::from(nbf) * NANOS > now.saturating_add(leeway) {
+            return Err(VerifyError::NotYetValid { nbf });
+        }
+    }
+    if let Some(expected) = url {
+        if claims.sub != expected {
+            return Err(VerifyError::UrlMismatch {
+                expected: expected.to_owned(),
+                found: bounded(&claims.sub, 2048),
+            });
+        }
+    }
+    Ok(VerifiedToken { claims })
+}
+
+/// Nanoseconds since the Unix epoch, negative before it.
+fn unix_nanos(t: SystemTime) -> i128 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX),
+        Err(e) => -i128::try_from(e.duration().as_nanos()).unwrap_or(i128::MAX),
+    }
+}
+
+/// Step 2 for a header other than the standard one: a JSON object whose `alg` (last member wins)
+/// is exactly `HS256`, without `crit`.
+fn check_header(segment: &str) -> Result<(), VerifyError> {
+    let json = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| VerifyError::Malformed("header segment is not base64url"))?;
+    let mut de = serde_json::Deserializer::from_slice(&json);
+    let header = de
+        .deserialize_map(HeaderVisitor)
+        .and_then(|h| de.end().map(|()| h))
+        .map_err(|_| VerifyError::Malformed("header is not a json object"))?;
+    if header.crit {
+        return Err(VerifyError::CriticalHeader);
+    }
+    match header.alg {
+        Some(Alg::Str(alg)) if alg == "HS256" => Ok(()),
+        Some(Alg::Str(alg)) => Err(VerifyError::UnsupportedAlgorithm(bounded(&alg, 32))),
+        Some(Alg::NotString) => Err(VerifyError::UnsupportedAlgorithm("<not a string>".into())),
+        None => Err(VerifyError::UnsupportedAlgorithm("<missing>".into())),
+    }
+}
+
+enum Alg {
+    Str(String),
+    NotString,
+}
+
+struct Header {
+    alg: Option<Alg>,
+    crit: bool,
+}
+
+struct HeaderVisitor;
+
+impl<'de> Visitor<'de> for HeaderVisitor {
+    type Value = Header;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a json object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header, A::Error> {
+        let mut header = Header {
+            alg: None,
+            crit: false,
+        };
+        while let Some(name) = map.next_key::<HeaderField>()? {
+            match name {
+                HeaderField::Alg => {
+                    header.alg = Some(match map.next_value::<JsonValue>()?.into_string() {
+                        Some(alg) => Alg::Str(alg),
+                        None => Alg::NotString,
+                    })
+                }
+                HeaderField::Crit => {
+                    map.next_value::<IgnoredAny>()?;
+                    header.crit = true;
+                }
+                HeaderField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(header)
+    }
+}
+
+enum HeaderField {
+    Alg,
+    Crit,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for HeaderField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HeaderField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a header name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HeaderField, E> {
+                Ok(match v {
+                    "alg" => HeaderField::Alg,
+                    "crit" => HeaderField::Crit,
+                    _ => HeaderField::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
