@@ -1,0 +1,1 @@
+//! actix-web 4 middleware, extractors and guard (feature `actix-web`). Being written.

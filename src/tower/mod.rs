@@ -1,0 +1,1 @@
+//! tower Layer + Service (feature `tower`). Being written.

@@ -1,0 +1,176 @@
+//! Shared by the integration tests: one table of deliveries with the answer every adapter must
+//! give, so that axum, tower and actix-web are held to the same behaviour.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::{Duration, SystemTime};
+
+use qstash_receiver::test_utils::Signer;
+use qstash_receiver::{Receiver, SigningKeys, UrlPolicy, Verifier};
+
+/// The keys every shared case uses.
+pub const CURRENT_KEY: &str = "sig_testCurrentKey0123456789ab";
+/// The next key.
+pub const NEXT_KEY: &str = "sig_testNextKey0123456789abcde";
+/// The public base URL the receivers under test expect (`UrlPolicy::public_base`).
+pub const PUBLIC_BASE: &str = "https://receiver.test";
+/// The body limit the receivers under test are configured with.
+pub const LIMIT: usize = 64 * 1024;
+
+/// The receiver configuration every adapter under test uses.
+pub fn receiver() -> Receiver {
+    let keys = SigningKeys::new(CURRENT_KEY, NEXT_KEY).expect("test keys");
+    Receiver::new(Verifier::new(keys))
+        .url_policy(UrlPolicy::public_base(PUBLIC_BASE).expect("base"))
+        .max_body_bytes(LIMIT)
+}
+
+/// One request and the answer expected from a receiver mounted at `POST /jobs` whose handler
+/// answers 200 with the body it received.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: &'static str,
+    pub path: &'static str,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub status: u16,
+    /// `Some(code)`: the JSON rejection's `error`; `None`: the handler ran and echoed the body.
+    pub code: Option<&'static str>,
+}
+
+fn signed(signer: &Signer, path: &str, body: &[u8]) -> Vec<(String, String)> {
+    signer
+        .delivery(&format!("{PUBLIC_BASE}{path}"), body)
+        .headers
+}
+
+fn without(mut headers: Vec<(String, String)>, name: &str) -> Vec<(String, String)> {
+    headers.retain(|(n, _)| n != name);
+    headers
+}
+
+fn replaced(mut headers: Vec<(String, String)>, name: &str, value: &str) -> Vec<(String, String)> {
+    headers.retain(|(n, _)| n != name);
+    headers.push((name.to_owned(), value.to_owned()));
+    headers
+}
+
+/// The table. Every adapter must give each case exactly this status and code.
+pub fn cases() -> Vec<Case> {
+    let current = Signer::new(CURRENT_KEY);
+    let next = Signer::new(NEXT_KEY);
+    let body = br#"{"task":"mail","n":1}"#.to_vec();
+    let binary: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    let expired = Signer::new(CURRENT_KEY).issued_at(SystemTime::now() - Duration::from_secs(3600));
+    let future = Signer::new(CURRENT_KEY)
+        .issued_at(SystemTime::now() + Duration::from_secs(3600))
+        .not_before(Some(
+            (SystemTime::now() + Duration::from_secs(3600))
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or_default(),
+        ));
+    let ok = |name, headers, body: Vec<u8>| Case {
+        name,
+        path: "/jobs",
+        headers,
+        body,
+        status: 200,
+        code: None,
+    };
+    let no = |name, headers, body: Vec<u8>, status, code| Case {
+        name,
+        path: "/jobs",
+        headers,
+        body,
+        status,
+        code: Some(code),
+    };
+    vec![
+        ok(
+            "current key",
+            signed(&current, "/jobs", &body),
+            body.clone(),
+        ),
+        ok("next key", signed(&next, "/jobs", &body), body.clone()),
+        ok("empty body", signed(&current, "/jobs", b""), Vec::new()),
+        ok(
+            "binary body",
+            signed(&current, "/jobs", &binary),
+            binary.clone(),
+        ),
+        no(
+            "missing signature",
+            without(signed(&current, "/jobs", &body), "upstash-signature"),
+            body.clone(),
+            401,
+            "missing_signature",
+        ),
+        no(
+            "malformed signature",
+            replaced(
+                signed(&current, "/jobs", &body),
+                "upstash-signature",
+                "not.a-token",
+            ),
+            body.clone(),
+            401,
+            "malformed_token",
+        ),
+        no(
+            "unknown key",
+            signed(&Signer::new("sig_unknownKey"), "/jobs", &body),
+            body.clone(),
+            401,
+            "invalid_signature",
+        ),
+        no(
+            "expired",
+            signed(&expired, "/jobs", &body),
+            body.clone(),
+            401,
+            "token_expired",
+        ),
+        no(
+            "not yet valid",
+            signed(&future, "/jobs", &body),
+            body.clone(),
+            401,
+            "token_not_yet_valid",
+        ),
+        no(
+            "wrong issuer",
+            signed(&Signer::new(CURRENT_KEY).issuer("Evil"), "/jobs", &body),
+            body.clone(),
+            401,
+            "wrong_issuer",
+        ),
+        no(
+            "token for another route",
+            signed(&current, "/admin", &body),
+            body.clone(),
+            401,
+            "url_mismatch",
+        ),
+        no(
+            "body tampered",
+            signed(&current, "/jobs", &body),
+            br#"{"task":"drop","n":1}"#.to_vec(),
+            401,
+            "body_mismatch",
+        ),
+        no(
+            "malformed retried header",
+            replaced(signed(&current, "/jobs", &body), "upstash-retried", "abc"),
+            body.clone(),
+            400,
+            "invalid_delivery_header",
+        ),
+        no(
+            "body over the limit",
+            signed(&current, "/jobs", &vec![b'a'; LIMIT + 1]),
+            vec![b'a'; LIMIT + 1],
+            413,
+            "payload_too_large",
+        ),
+    ]
+}
