@@ -1,1 +1,300 @@
-//! actix-web 4 middleware, extractors and guard (feature `actix-web`). Being written.
+//! actix-web 4 middleware, extractors and guard (feature `actix-web`).
+//!
+//! - [`QStashMiddleware`]: verifies every request of the scope it wraps before the handler runs.
+//!   It refuses a bad token before reading a single body byte, refuses a body over the limit with
+//!   413 (announced by `Content-Length` or not), checks the body hash over the raw bytes, then puts
+//!   the verified bytes back so that `web::Json<T>`, `web::Bytes` and `String` work unchanged, and
+//!   leaves [`Claims`](crate::Claims) and [`Delivery`](crate::Delivery) in the request extensions.
+//! - Extractors: [`Verified<T>`] over any body extractor (verifies by itself without the
+//!   middleware), [`Callback`], [`FailureCallback`], and [`Delivery`](crate::Delivery) /
+//!   [`Claims`](crate::Claims) from the middleware's verdict.
+//! - [`QStashGuard`]: a *routing aid* that matches requests whose token verifies on everything but
+//!   the body. It is not a security boundary: pair it with the middleware or [`Verified<T>`].
+//! - Every refusal is the core [`Rejection`]: the same status, headers and JSON body
+//!   (`{"error":"<code>","message":"…"}`) as the axum and tower adapters. Replace the response
+//!   with [`RejectionHandler`].
+//!
+//! ```
+//! use actix_web::{App, HttpResponse, test, web};
+//! use qstash_receiver::actix::QStashMiddleware;
+//! use qstash_receiver::{Delivery, Receiver, SigningKeys, UrlPolicy, Verifier};
+//! # use qstash_receiver::test_utils::Signer;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Job {
+//!     task: String,
+//! }
+//!
+//! async fn job(job: web::Json<Job>, delivery: Delivery) -> HttpResponse {
+//!     HttpResponse::Ok().body(format!("{} (attempt {})", job.task, delivery.retried()))
+//! }
+//!
+//! # actix_web::rt::System::new().block_on(async {
+//! let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?))
+//!     .url_policy(UrlPolicy::public_base("https://app.example.com")?);
+//!
+//! let app = test::init_service(
+//!     App::new().service(
+//!         web::scope("/qstash")
+//!             .wrap(QStashMiddleware::new(receiver))
+//!             .route("/jobs", web::post().to(job)),
+//!     ),
+//! )
+//! .await;
+//!
+//! // A delivery signed as QStash signs it is accepted…
+//! # let body = br#"{"task":"mail"}"#;
+//! let delivery = Signer::new("sig_current").delivery("https://app.example.com/qstash/jobs", body);
+//! let mut req = test::TestRequest::post().uri("/qstash/jobs").set_payload(&body[..]);
+//! for (name, value) in &delivery.headers {
+//!     req = req.insert_header((name.as_str(), value.as_str()));
+//! }
+//! let req = req.insert_header(("content-type", "application/json")).to_request();
+//! let res = test::call_service(&app, req).await;
+//! assert_eq!(res.status(), 200);
+//! assert_eq!(test::read_body(res).await, "mail (attempt 0)");
+//!
+//! // …anything else is refused with a typed JSON answer.
+//! let req = test::TestRequest::post().uri("/qstash/jobs").set_payload(&body[..]).to_request();
+//! let res = test::call_service(&app, req).await;
+//! assert_eq!(res.status(), 401);
+//! assert_eq!(
+//!     test::read_body(res).await,
+//!     r#"{"error":"missing_signature","message":"missing upstash-signature header"}"#
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! The crate's test helper [`Signer`](crate::test_utils::Signer) (feature `test-utils`) signs
+//! requests exactly as QStash does, for tests of your own handlers.
+
+mod body;
+mod extract;
+mod guard;
+mod middleware;
+mod response;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use actix_web::body::BoxBody;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+
+use crate::{Delivery, MESSAGE_ID_HEADER, Receiver, Rejection, RequestTarget, VerifiedToken};
+
+pub use extract::{Callback, FailureCallback, QStashRejection, Verified};
+pub use guard::QStashGuard;
+pub use middleware::{QStashMiddleware, QStashMiddlewareService};
+pub use response::{non_retryable, retry_after};
+
+impl ResponseError for Rejection {
+    fn status_code(&self) -> StatusCode {
+        status_of(self)
+    }
+
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        let mut response = HttpResponse::build(self.status_code());
+        response.content_type(mime_json());
+        for (name, value) in self.headers() {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.insert_header((HeaderName::from_static(name), value));
+            }
+        }
+        response.body(self.json_body())
+    }
+}
+
+fn mime_json() -> HeaderValue {
+    HeaderValue::from_static("application/json")
+}
+
+fn status_of(rejection: &Rejection) -> StatusCode {
+    StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+type ResponseFn = dyn Fn(&Rejection) -> HttpResponse + Send + Sync;
+
+/// Replaces the response of every [`Rejection`] (by default: [`Rejection::status`],
+/// [`Rejection::headers`] and the JSON of [`Rejection::json_body`]).
+///
+/// Give it to the middleware with [`QStashMiddleware::rejection_handler`]; for the extractors,
+/// register it as app data (`App::app_data(handler)` or `web::Data<RejectionHandler>`). Requests
+/// that went through a middleware with a handler use the middleware's.
+///
+/// Keep the status: QStash retries anything but a 2xx (and 489), and a refused message must be
+/// retried, so a handler that answers 2xx to a rejection loses the message.
+///
+/// ```
+/// use actix_web::HttpResponse;
+/// use qstash_receiver::actix::RejectionHandler;
+///
+/// let handler = RejectionHandler::new(|rejection| {
+///     HttpResponse::build(actix_web::http::StatusCode::from_u16(rejection.status()).unwrap())
+///         .body(format!("refused: {}", rejection.code()))
+/// });
+/// # let _ = handler;
+/// ```
+#[derive(Clone)]
+pub struct RejectionHandler(Arc<ResponseFn>);
+
+impl RejectionHandler {
+    /// A handler that answers each rejection with `f(rejection)`.
+    pub fn new<F>(f: F) -> Self
+    where
+        F: Fn(&Rejection) -> HttpResponse + Send + Sync + 'static,
+    {
+        Self(Arc::new(f))
+    }
+
+    /// The response for `rejection`.
+    pub fn respond(&self, rejection: &Rejection) -> HttpResponse {
+        (self.0)(rejection)
+    }
+
+    fn from_app_data(req: &HttpRequest) -> Option<Self> {
+        req.app_data::<Self>().cloned().or_else(|| {
+            req.app_data::<web::Data<Self>>()
+                .map(|d| d.get_ref().clone())
+        })
+    }
+}
+
+impl fmt::Debug for RejectionHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RejectionHandler(..)")
+    }
+}
+
+/// What the middleware leaves in the request extensions once a request is verified: the proof
+/// [`Verified<T>`] trusts (only this crate can make one), the receiver for the later
+/// `invalid_payload` answer, and the response handler.
+#[derive(Clone)]
+struct Verdict {
+    receiver: Receiver,
+    handler: Option<RejectionHandler>,
+}
+
+/// The response for `rejection`: the handler's, or the default.
+fn respond(rejection: &Rejection, handler: Option<&RejectionHandler>) -> HttpResponse {
+    match handler {
+        Some(handler) => handler.respond(rejection),
+        None => rejection.error_response(),
+    }
+}
+
+/// Logs a rejection: its code, status and the message id when there is a readable one; never the
+/// token nor the body.
+fn log_rejection(rejection: &Rejection, headers: &HeaderMap) {
+    let message_id = headers
+        .get(MESSAGE_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| id.len() <= 256)
+        .unwrap_or("-");
+    tracing::warn!(
+        code = rejection.code(),
+        status = rejection.status(),
+        message_id,
+        "qstash delivery rejected"
+    );
+}
+
+/// The parts of the request a [`crate::UrlPolicy`] may use.
+fn request_target<'a>(
+    uri: &'a actix_web::http::Uri,
+    headers: &'a HeaderMap,
+    secure: Option<bool>,
+) -> RequestTarget<'a> {
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let scheme = uri
+        .scheme_str()
+        .or(secure.map(|secure| if secure { "https" } else { "http" }));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    RequestTarget::new(path_and_query)
+        .with_scheme(scheme)
+        .with_host(host)
+        .with_forwarded(
+            first_value(headers, "x-forwarded-proto"),
+            first_value(headers, "x-forwarded-host"),
+        )
+}
+
+/// The first element of the first value of a header (`a, b` → `a`).
+fn first_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// Step 1 of [`Receiver`] on an actix request head.
+fn check_head(
+    receiver: &Receiver,
+    uri: &actix_web::http::Uri,
+    headers: &HeaderMap,
+    secure: bool,
+) -> Result<(VerifiedToken, Delivery), Rejection> {
+    let target = request_target(uri, headers, Some(secure));
+    // actix's header iterator is not `Clone`, which `check_request` needs.
+    let pairs: Vec<(&str, &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    receiver.check_request(pairs.iter().copied(), &target, SystemTime::now())
+}
+
+/// The announced `Content-Length`, when there is a readable one.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn target_takes_first_forwarded_values_and_host() {
+        let req = TestRequest::post()
+            .uri("/jobs?a=1")
+            .insert_header(("host", "internal:8080"))
+            .insert_header(("x-forwarded-proto", "https, http"))
+            .insert_header(("x-forwarded-host", " app.example ,proxy"))
+            .to_http_request();
+        let t = request_target(req.uri(), req.headers(), Some(false));
+        assert_eq!(t.path_and_query, "/jobs?a=1");
+        assert_eq!(t.scheme, Some("http"));
+        assert_eq!(t.host, Some("internal:8080"));
+        assert_eq!(t.forwarded_proto, Some("https"));
+        assert_eq!(t.forwarded_host, Some("app.example"));
+    }
+
+    #[test]
+    fn rejection_response_has_status_headers_and_json() {
+        let r = Rejection::InvalidPayload {
+            message: "bad".into(),
+            non_retryable: true,
+        };
+        let res = r.error_response();
+        assert_eq!(res.status().as_u16(), 489);
+        assert_eq!(
+            res.headers().get("upstash-nonretryable-error").unwrap(),
+            "true"
+        );
+        assert_eq!(
+            res.headers().get("content-type").unwrap(),
+            "application/json"
+        );
+    }
+}

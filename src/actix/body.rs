@@ -1,0 +1,59 @@
+//! Reading the payload under a limit, the actix way.
+
+use actix_web::dev;
+use actix_web::error::PayloadError;
+use bytes::{Bytes, BytesMut};
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt as _};
+
+use crate::{Receiver, Rejection};
+
+/// Reads the whole payload, refusing (413) as soon as more than `receiver.limit()` bytes arrived:
+/// never buffers more than the limit plus one chunk. `announced` (the `Content-Length`, already
+/// checked against the limit) sizes the buffer.
+pub(super) async fn read_limited(
+    payload: &mut dev::Payload,
+    receiver: &Receiver,
+    announced: Option<u64>,
+) -> Result<Bytes, Rejection> {
+    let limit = receiver.limit();
+    let capacity = announced
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(8 * 1024)
+        .min(limit);
+    let mut buf = BytesMut::with_capacity(capacity);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| payload_error(&e, receiver))?;
+        if chunk.len() > limit.saturating_sub(buf.len()) {
+            return Err(receiver.too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The payload, cut off with [`PayloadError::Overflow`] past `limit` bytes; for extractors
+/// (`web::Bytes`) that apply their own limit too.
+pub(super) fn limited(payload: dev::Payload, limit: usize) -> dev::Payload {
+    let mut seen = 0usize;
+    let stream = payload.map(move |chunk| {
+        let chunk = chunk?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > limit {
+            Err(PayloadError::Overflow)
+        } else {
+            Ok(chunk)
+        }
+    });
+    let boxed: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> = Box::pin(stream);
+    dev::Payload::from(boxed)
+}
+
+/// A transport error while reading; an overflow reported by actix itself is a 413.
+pub(super) fn payload_error(e: &PayloadError, receiver: &Receiver) -> Rejection {
+    match e {
+        PayloadError::Overflow => receiver.too_large(),
+        other => Rejection::BodyRead(other.to_string()),
+    }
+}

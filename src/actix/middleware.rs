@@ -1,0 +1,179 @@
+//! The middleware: verifies every request of the scope it wraps.
+
+use std::fmt;
+use std::future::{Ready, ready};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{self, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::{Error, HttpMessage as _, HttpResponse};
+use futures_util::future::LocalBoxFuture;
+
+use super::body::read_limited;
+use super::{RejectionHandler, Verdict, check_head, content_length, log_rejection, respond};
+use crate::{Claims, Delivery, Receiver, Rejection};
+
+/// actix-web middleware that verifies QStash deliveries before the handler runs.
+///
+/// Per request, in this order:
+/// 1. the `Upstash-Signature` token, the expected URL (the [`Receiver`]'s
+///    [`UrlPolicy`](crate::UrlPolicy), from the request's original path and query, the scheme the
+///    server saw, `Host`, and the first `X-Forwarded-Proto` / `X-Forwarded-Host`) and the
+///    delivery headers, **before reading the payload**: a bad token is refused unread;
+/// 2. a `Content-Length` over [`Receiver::limit`]: 413 without reading;
+/// 3. the payload, read up to the limit (413 as soon as it is exceeded, chunked bodies too);
+/// 4. the body hash over the raw bytes.
+///
+/// Then the verified bytes are put back as the payload (so `web::Json<T>`, `web::Bytes`, `String`
+/// and [`Verified<T>`](super::Verified) work unchanged downstream) and [`Claims`] and [`Delivery`]
+/// are inserted into the request extensions (and available as extractors).
+///
+/// Every failure is answered with the [`Rejection`]'s status, headers and JSON body (or the
+/// response of [`QStashMiddleware::rejection_handler`]) and logged with `tracing` at `WARN`
+/// (code, status and message id; never the token nor the body). The handler does not run.
+///
+/// Cheap to clone: build it once, outside `HttpServer::new`, and clone it into each worker's app.
+/// See the [module docs](super) for an example.
+#[derive(Clone, Debug)]
+pub struct QStashMiddleware {
+    config: Arc<Config>,
+}
+
+#[derive(Debug)]
+struct Config {
+    receiver: Receiver,
+    handler: Option<RejectionHandler>,
+}
+
+impl QStashMiddleware {
+    /// A middleware verifying with `receiver` (keys, URL policy, body limit).
+    #[must_use]
+    pub fn new(receiver: Receiver) -> Self {
+        Self {
+            config: Arc::new(Config {
+                receiver,
+                handler: None,
+            }),
+        }
+    }
+
+    /// Answers every rejection with `f(rejection)` instead of the default JSON response. Keep a
+    /// non-2xx status: QStash retries only those. Extractors downstream use it too.
+    #[must_use]
+    pub fn rejection_handler<F>(self, f: F) -> Self
+    where
+        F: Fn(&Rejection) -> HttpResponse + Send + Sync + 'static,
+    {
+        Self {
+            config: Arc::new(Config {
+                receiver: self.config.receiver.clone(),
+                handler: Some(RejectionHandler::new(f)),
+            }),
+        }
+    }
+
+    /// The receiver this middleware verifies with.
+    pub fn receiver(&self) -> &Receiver {
+        &self.config.receiver
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for QStashMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Transform = QStashMiddlewareService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(QStashMiddlewareService {
+            service: Rc::new(service),
+            config: Arc::clone(&self.config),
+        }))
+    }
+}
+
+/// The [`Service`] made by [`QStashMiddleware`] around the inner service.
+pub struct QStashMiddlewareService<S> {
+    service: Rc<S>,
+    config: Arc<Config>,
+}
+
+impl<S> fmt::Debug for QStashMiddlewareService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QStashMiddlewareService")
+            .field("receiver", &self.config.receiver)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for QStashMiddlewareService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    dev::forward_ready!(service);
+
+    fn call(&self, mut req: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let config = Arc::clone(&self.config);
+        Box::pin(async move {
+            match verify(&config.receiver, &mut req).await {
+                Ok((claims, delivery)) => {
+                    {
+                        let mut extensions = req.extensions_mut();
+                        extensions.insert(claims);
+                        extensions.insert(delivery);
+                        extensions.insert(Verdict {
+                            receiver: config.receiver.clone(),
+                            handler: config.handler.clone(),
+                        });
+                    }
+                    let response = call_verified(&*service, req).await?;
+                    Ok(response.map_into_left_body())
+                }
+                Err(rejection) => {
+                    log_rejection(&rejection, req.headers());
+                    let response = respond(&rejection, config.handler.as_ref());
+                    Ok(req.into_response(response).map_into_right_body())
+                }
+            }
+        })
+    }
+}
+
+/// Runs the receiver's steps on the request; on success the verified body is the request's
+/// payload again.
+async fn verify(
+    receiver: &Receiver,
+    req: &mut ServiceRequest,
+) -> Result<(Claims, Delivery), Rejection> {
+    let secure = req.app_config().secure();
+    let (token, delivery) = check_head(receiver, req.uri(), req.headers(), secure)?;
+    let announced = content_length(req.headers());
+    receiver.check_content_length(announced)?;
+    let mut payload = req.take_payload();
+    let body = read_limited(&mut payload, receiver, announced).await?;
+    let claims = receiver.check_body(token, &body)?;
+    req.set_payload(dev::Payload::from(body));
+    Ok((claims, delivery))
+}
+
+/// The one place where the inner service runs on a verified request and its response is seen:
+/// the seam for deduplication (claim the message id before, complete or release it after,
+/// depending on the response).
+async fn call_verified<S, B>(service: &S, req: ServiceRequest) -> Result<ServiceResponse<B>, Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+{
+    service.call(req).await
+}
