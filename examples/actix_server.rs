@@ -1,2 +1,179 @@
-//! Placeholder, being written.
-fn main() {}
+//! An actix-web receiver of QStash deliveries, callbacks and failure callbacks.
+//!
+//! ```sh
+//! QSTASH_CURRENT_SIGNING_KEY=sig_… QSTASH_NEXT_SIGNING_KEY=sig_… \
+//! PUBLIC_URL=https://my-app.example.com cargo run --example actix_server --features actix-web
+//! ```
+//!
+//! Environment:
+//! - `QSTASH_CURRENT_SIGNING_KEY`, `QSTASH_NEXT_SIGNING_KEY` (required: exits with status 1
+//!   when missing);
+//! - `BIND` (default `127.0.0.1:3000`);
+//! - `PUBLIC_URL`: the public base URL QStash delivers to; each route's URL is checked as
+//!   `PUBLIC_URL` + path (default `http://` + `BIND`);
+//! - `REDIS_URL`: reserved for deduplication in Redis.
+//!
+//! Routes:
+//! - `POST /jobs` `{"task": string, "fail_times": int (default 0), "sleep_ms": int (optional)}`:
+//!   counts one run of `task`, sleeps `sleep_ms`, answers 500 while the task has run at most
+//!   `fail_times` times, then 200 `{"task", "message_id", "retried"}`;
+//! - `POST /callbacks` (a callback event): 200 `{"source_message_id", "status", "body"}`;
+//! - `POST /failures` (a failure callback event): 200 `{"source_message_id", "dlq_id"}`;
+//! - `GET /stats`, not verified: `{"runs": {"<task>": n, …}}`.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use qstash_receiver::actix::{Callback, FailureCallback, QStashMiddleware, Verified};
+use qstash_receiver::{Delivery, Receiver, Rejection, SigningKeys, UrlPolicy, Verifier};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize)]
+struct Job {
+    task: String,
+    #[serde(default)]
+    fail_times: u64,
+    #[serde(default)]
+    sleep_ms: Option<u64>,
+}
+
+/// Runs per task.
+#[derive(Default)]
+struct Runs(Mutex<HashMap<String, u64>>);
+
+impl Runs {
+    fn count(&self, task: &str) -> u64 {
+        let mut runs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = runs.entry(task.to_owned()).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    fn snapshot(&self) -> HashMap<String, u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+async fn jobs(
+    Verified(body): Verified<web::Bytes>,
+    delivery: Delivery,
+    receiver: web::Data<Receiver>,
+    runs: web::Data<Runs>,
+) -> Result<HttpResponse, Rejection> {
+    // Parsed whatever the Content-Type (QStash passes the publisher's through).
+    let job: Job =
+        serde_json::from_slice(&body).map_err(|e| receiver.invalid_payload(e.to_string()))?;
+    let run = runs.count(&job.task);
+    if let Some(ms) = job.sleep_ms {
+        actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if run <= job.fail_times {
+        return Ok(HttpResponse::InternalServerError().json(json!({
+            "error": "job_failed",
+            "message": format!("run {run} of {} fails on purpose", job.task),
+        })));
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "task": job.task,
+        "message_id": delivery.message_id(),
+        "retried": delivery.retried(),
+    })))
+}
+
+async fn callbacks(Callback(event): Callback) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "source_message_id": event.source_message_id,
+        "status": event.status,
+        "body": String::from_utf8_lossy(&event.body),
+    }))
+}
+
+async fn failures(FailureCallback(event): FailureCallback) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "source_message_id": event.source_message_id,
+        "dlq_id": event.dlq_id,
+    }))
+}
+
+async fn stats(runs: web::Data<Runs>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "runs": runs.snapshot() }))
+}
+
+fn receiver_from_env(bind: &str) -> Result<Receiver, String> {
+    let keys = SigningKeys::from_env().map_err(|e| e.to_string())?;
+    let public_url = std::env::var("PUBLIC_URL").unwrap_or_else(|_| format!("http://{bind}"));
+    let policy = UrlPolicy::public_base(public_url).map_err(|e| e.to_string())?;
+    Ok(Receiver::new(Verifier::new(keys)).url_policy(policy))
+}
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let receiver = match receiver_from_env(&bind) {
+        Ok(receiver) => receiver,
+        Err(e) => {
+            eprintln!("actix_server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if std::env::var_os("REDIS_URL").is_some() {
+        eprintln!("actix_server: REDIS_URL is not used yet (deduplication is not wired in)");
+    }
+
+    let qstash = QStashMiddleware::new(receiver.clone());
+    let receiver = web::Data::new(receiver);
+    let runs = web::Data::new(Runs::default());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(receiver.clone())
+            .app_data(runs.clone())
+            .service(
+                web::resource("/jobs")
+                    .wrap(qstash.clone())
+                    .route(web::post().to(jobs)),
+            )
+            .service(
+                web::resource("/callbacks")
+                    .wrap(qstash.clone())
+                    .route(web::post().to(callbacks)),
+            )
+            .service(
+                web::resource("/failures")
+                    .wrap(qstash.clone())
+                    .route(web::post().to(failures)),
+            )
+            .route("/stats", web::get().to(stats))
+    })
+    .bind(&bind);
+    let server = match server {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("actix_server: cannot listen on {bind}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for addr in server.addrs() {
+        println!("listening on http://{addr}");
+    }
+    match server.run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("actix_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -122,7 +122,7 @@ impl ResponseError for QStashRejection {
 /// let req = req.insert_header(("content-type", "application/json")).to_request();
 /// let res = test::call_service(&app, req).await;
 /// assert_eq!(res.status(), 489);
-/// assert_eq!(res.headers()["upstash-nonretryable-error"], "true");
+/// assert_eq!(res.headers().get("upstash-nonretryable-error").unwrap(), "true");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
 /// ```

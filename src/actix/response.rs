@@ -16,7 +16,7 @@ use crate::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS};
 ///
 /// let res = non_retryable().body("unknown task");
 /// assert_eq!(res.status().as_u16(), 489);
-/// assert_eq!(res.headers()["upstash-nonretryable-error"], "true");
+/// assert_eq!(res.headers().get("upstash-nonretryable-error").unwrap(), "true");
 /// ```
 pub fn non_retryable() -> HttpResponseBuilder {
     let status =
@@ -37,7 +37,7 @@ pub fn non_retryable() -> HttpResponseBuilder {
 ///
 /// let res = retry_after(StatusCode::SERVICE_UNAVAILABLE, Duration::from_millis(1500)).finish();
 /// assert_eq!(res.status(), 503);
-/// assert_eq!(res.headers()["retry-after"], "2");
+/// assert_eq!(res.headers().get("retry-after").unwrap(), "2");
 /// ```
 pub fn retry_after(status: StatusCode, delay: Duration) -> HttpResponseBuilder {
     let secs = delay
