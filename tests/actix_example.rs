@@ -1,0 +1,257 @@
+//! Black-box checks of `examples/actix_server.rs`: the compiled example (built by `cargo test`)
+//! is started on a free loopback port and driven over real HTTP (hyper-util's legacy client).
+#![cfg(all(feature = "actix-web", feature = "test-utils"))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use qstash_receiver::test_utils::Signer;
+use serde_json::{Value, json};
+
+const CURRENT: &str = "sig_exampleCurrent0123456789ab";
+const NEXT: &str = "sig_exampleNext0123456789abcde";
+
+fn example_binary() -> PathBuf {
+    // target/debug/deps/actix_example-… → target/debug/examples/actix_server
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir
+        .join("examples")
+        .join(format!("actix_server{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test --all-features` builds it (or `cargo build --example \
+         actix_server --features actix-web`)",
+        bin.display()
+    );
+    bin
+}
+
+/// The example, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(public_url: Option<&str>) -> Server {
+    let bind = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(example_binary());
+    cmd.env("QSTASH_CURRENT_SIGNING_KEY", CURRENT)
+        .env("QSTASH_NEXT_SIGNING_KEY", NEXT)
+        .env("BIND", &bind)
+        .env("RUST_LOG", "warn")
+        .env_remove("PUBLIC_URL")
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(url) = public_url {
+        cmd.env("PUBLIC_URL", url);
+    }
+    let mut child = cmd.spawn().unwrap();
+    // The example prints `listening on …` once it is bound.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("listening on http://"), "{line:?}");
+    Server {
+        child,
+        base: format!("http://{bind}"),
+        _stdout: stdout,
+    }
+}
+
+async fn call(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, Value) {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", server.base));
+    for (name, value) in headers {
+        req = req.header(name.as_str(), value.as_str());
+    }
+    let res = client
+        .request(req.body(Full::new(Bytes::copy_from_slice(body))).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, json)
+}
+
+async fn deliver(server: &Server, path: &str, body: &[u8]) -> (u16, Value) {
+    let url = format!("{}{path}", server.base);
+    let headers = Signer::new(CURRENT).delivery(&url, body).headers;
+    call(server, "POST", path, &headers, body).await
+}
+
+#[test]
+fn missing_keys_are_a_clear_error_and_exit_status_1() {
+    let out = Command::new(example_binary())
+        .env_remove("QSTASH_CURRENT_SIGNING_KEY")
+        .env_remove("QSTASH_NEXT_SIGNING_KEY")
+        .env("BIND", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("QSTASH_CURRENT_SIGNING_KEY"), "{stderr}");
+
+    let out = Command::new(example_binary())
+        .env("QSTASH_CURRENT_SIGNING_KEY", CURRENT)
+        .env_remove("QSTASH_NEXT_SIGNING_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("QSTASH_NEXT_SIGNING_KEY"));
+}
+
+#[tokio::test]
+async fn jobs_retries_callbacks_failures_and_stats() {
+    let server = start(None);
+
+    // A job that succeeds at once.
+    let body = br#"{"task":"mail"}"#;
+    let url = format!("{}/jobs", server.base);
+    let d = Signer::new(CURRENT).delivery_with_id(&url, body, "msg_mail", 0);
+    let (status, json) = call(&server, "POST", "/jobs", &d.headers, body).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        json,
+        json!({"task": "mail", "message_id": "msg_mail", "retried": 0})
+    );
+
+    // A job that fails twice, then succeeds on the second retry (next key, same message id).
+    let body = br#"{"task":"flaky","fail_times":2,"sleep_ms":5}"#;
+    for retried in 0..3u32 {
+        let d = Signer::new(NEXT).delivery_with_id(&url, body, "msg_flaky", retried);
+        let (status, json) = call(&server, "POST", "/jobs", &d.headers, body).await;
+        if retried < 2 {
+            assert_eq!(status, 500, "attempt {retried}");
+        } else {
+            assert_eq!(status, 200);
+            assert_eq!(
+                json,
+                json!({"task": "flaky", "message_id": "msg_flaky", "retried": 2})
+            );
+        }
+    }
+
+    // Refusals: unsigned, tampered, token for another route, not JSON, too large.
+    let (status, json) = call(&server, "POST", "/jobs", &[], br#"{"task":"x"}"#).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (401, Some("missing_signature"))
+    );
+    let d = Signer::new(CURRENT).delivery(&url, br#"{"task":"x"}"#);
+    let (status, json) = call(&server, "POST", "/jobs", &d.headers, br#"{"task":"y"}"#).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (401, Some("body_mismatch"))
+    );
+    let other = format!("{}/failures", server.base);
+    let d = Signer::new(CURRENT).delivery(&other, br#"{"task":"x"}"#);
+    let (status, json) = call(&server, "POST", "/jobs", &d.headers, br#"{"task":"x"}"#).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (401, Some("url_mismatch"))
+    );
+    let (status, json) = deliver(&server, "/jobs", b"not json").await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_payload"))
+    );
+    let (status, json) = deliver(&server, "/jobs", br#"{"fail_times":1}"#).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_payload"))
+    );
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let (status, json) = deliver(&server, "/jobs", &big).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+
+    // Callback and failure callback.
+    let event = br#"{"status":500,"header":{"Content-Type":["text/plain"]},"body":"Ym9vbQ==",
+        "retried":3,"maxRetries":3,"sourceMessageId":"msg_flaky","url":"https://x/jobs",
+        "method":"POST","sourceBody":"e30=","dlqId":"dlq_42","createdAt":"1767225500000"}"#;
+    let (status, json) = deliver(&server, "/callbacks", event).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        json,
+        json!({"source_message_id": "msg_flaky", "status": 500, "body": "boom"})
+    );
+    let (status, json) = deliver(&server, "/failures", event).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        json,
+        json!({"source_message_id": "msg_flaky", "dlq_id": "dlq_42"})
+    );
+    let (status, json) = deliver(&server, "/callbacks", br#"{"status":"x"}"#).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_payload"))
+    );
+    let (status, json) = call(&server, "POST", "/failures", &[], event).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (401, Some("missing_signature"))
+    );
+
+    // Stats: not verified; refused deliveries did not run.
+    let (status, json) = call(&server, "GET", "/stats", &[], b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(json, json!({"runs": {"mail": 1, "flaky": 3}}));
+}
+
+#[tokio::test]
+async fn public_url_decides_the_expected_url() {
+    let server = start(Some("https://public.example/"));
+    let body = br#"{"task":"p"}"#;
+    let d = Signer::new(CURRENT).delivery("https://public.example/jobs", body);
+    let (status, json) = call(&server, "POST", "/jobs", &d.headers, body).await;
+    assert_eq!(status, 200);
+    assert_eq!(json["task"], "p");
+    // Signed for the local address: refused behind a public URL.
+    let (status, json) = deliver(&server, "/jobs", body).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (401, Some("url_mismatch"))
+    );
+}
