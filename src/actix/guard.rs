@@ -59,8 +59,8 @@ use crate::{REGION_HEADER, Receiver, SIGNATURE_HEADER};
 /// # }).unwrap();
 /// ```
 ///
-/// The guard cannot see the server's TLS setting: for [`UrlPolicy::trust_forwarded_headers`]
-/// (crate::UrlPolicy::trust_forwarded_headers) the scheme comes from `X-Forwarded-Proto`, the
+/// The guard cannot see the server's TLS setting: for
+/// [`UrlPolicy::trust_forwarded_headers`](crate::UrlPolicy::trust_forwarded_headers) the scheme comes from `X-Forwarded-Proto`, the
 /// request URI, or the policy's default scheme. A misconfigured policy matches nothing.
 #[derive(Debug, Clone)]
 pub struct QStashGuard {

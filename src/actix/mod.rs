@@ -4,9 +4,9 @@
 //!   It refuses a bad token before reading a single body byte, refuses a body over the limit with
 //!   413 (announced by `Content-Length` or not), checks the body hash over the raw bytes, then puts
 //!   the verified bytes back so that `web::Json<T>`, `web::Bytes` and `String` work unchanged, and
-//!   leaves [`Claims`](crate::Claims) and [`Delivery`](crate::Delivery) in the request extensions.
+//!   leaves [`Claims`](crate::Claims) and [`Delivery`] in the request extensions.
 //! - Extractors: [`Verified<T>`] over any body extractor (verifies by itself without the
-//!   middleware), [`Callback`], [`FailureCallback`], and [`Delivery`](crate::Delivery) /
+//!   middleware), [`Callback`], [`FailureCallback`], and [`Delivery`] /
 //!   [`Claims`](crate::Claims) from the middleware's verdict.
 //! - [`QStashGuard`]: a *routing aid* that matches requests whose token verifies on everything but
 //!   the body. It is not a security boundary: pair it with the middleware or [`Verified<T>`].
