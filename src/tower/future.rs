@@ -113,7 +113,9 @@ where
             State::Reading { .. } => "reading body",
             State::Calling { .. } => "calling inner service",
         };
-        f.debug_struct("ResponseFuture").field("state", &state).finish()
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }
 
@@ -172,7 +174,9 @@ where
                     let checked = match collected {
                         Ok(collected) => {
                             let bytes = collected.to_bytes();
-                            receiver.check_body(token, &bytes).map(|claims| (bytes, claims))
+                            receiver
+                                .check_body(token, &bytes)
+                                .map(|claims| (bytes, claims))
                         }
                         Err(error) if is_length_limit(&*error) => Err(receiver.too_large()),
                         Err(_) => Err(Rejection::BodyRead(

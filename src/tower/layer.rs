@@ -38,7 +38,10 @@ impl fmt::Debug for Config {
             .field("receiver", &self.receiver)
             .field(
                 "on_rejection",
-                &self.on_rejection.as_ref().map(|_| "Fn(&Rejection) -> Response"),
+                &self
+                    .on_rejection
+                    .as_ref()
+                    .map(|_| "Fn(&Rejection) -> Response"),
             )
             .finish()
     }

@@ -123,7 +123,11 @@ pub(crate) fn json_response(rejection: &Rejection) -> http::Response<Bytes> {
 
 fn first_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     let value = headers.get(name)?.to_str().ok()?;
-    value.split(',').next().map(str::trim).filter(|v| !v.is_empty())
+    value
+        .split(',')
+        .next()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 /// The `Upstash-Message-Id` header, for logs (not covered by the signature: information only).

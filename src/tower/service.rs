@@ -66,12 +66,18 @@ where
 
         // Everything that can be decided from the head is decided before any body byte is
         // polled: a bad token never costs a body read.
-        let head = super::check_head(receiver, req.headers(), req.uri(), req.extensions(), SystemTime::now())
-            .and_then(|checked| {
-                receiver
-                    .check_content_length(super::content_length(req.headers()))
-                    .map(|()| checked)
-            });
+        let head = super::check_head(
+            receiver,
+            req.headers(),
+            req.uri(),
+            req.extensions(),
+            SystemTime::now(),
+        )
+        .and_then(|checked| {
+            receiver
+                .check_content_length(super::content_length(req.headers()))
+                .map(|()| checked)
+        });
         match head {
             Ok((token, delivery)) => ResponseFuture::read_body(req, token, delivery, inner, config),
             Err(rejection) => {
