@@ -93,7 +93,10 @@ async fn send(
 async fn self_test() -> Result<(), Box<dyn std::error::Error>> {
     use qstash_receiver::test_utils::Signer;
 
-    let (current, next) = ("sig_selfTestCurrent0123456789", "sig_selfTestNext0123456789ab");
+    let (current, next) = (
+        "sig_selfTestCurrent0123456789",
+        "sig_selfTestNext0123456789ab",
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let public = format!("http://{addr}");
@@ -155,6 +158,10 @@ async fn main() -> ExitCode {
     if let Ok(addr) = listener.local_addr() {
         println!("listening on http://{addr} (public url {public_url})");
     }
-    serve(listener, Receiver::new(Verifier::new(keys)).url_policy(policy)).await;
+    serve(
+        listener,
+        Receiver::new(Verifier::new(keys)).url_policy(policy),
+    )
+    .await;
     ExitCode::SUCCESS
 }

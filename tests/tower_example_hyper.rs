@@ -14,7 +14,11 @@ fn self_test_passes() {
         .join(format!("tower_hyper{}", std::env::consts::EXE_SUFFIX));
     let output = Command::new(&path).arg("--self-test").output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("signed delivery: 200"), "{stdout}");
     assert!(stdout.contains(r#""bytes":20"#), "{stdout}");
     assert!(stdout.contains("bad delivery:    401"), "{stdout}");

@@ -1,0 +1,34 @@
+//! examples/demo.rs (the README's run command) runs and reports each delivery as expected.
+//! Like every example test, it runs the binary `cargo test` builds next to the test binaries.
+#![cfg(all(feature = "axum", feature = "test-utils"))]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+#[test]
+fn demo_reports_each_delivery() {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir
+        .join("examples")
+        .join(format!("demo{}", std::env::consts::EXE_SUFFIX));
+    let output = Command::new(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for expected in [
+        "ACCEPTED signed with the current key\n         200 handled 28 bytes",
+        "ACCEPTED signed with the next key",
+        "REFUSED  body changed after signing\n         401 {\"error\":\"body_mismatch\"",
+        "REFUSED  expired token (10 minutes old)\n         401 {\"error\":\"token_expired\"",
+        "REFUSED  token signed for another URL (/admin)\n         401 {\"error\":\"url_mismatch\"",
+        "REFUSED  signed with an unknown key\n         401 {\"error\":\"invalid_signature\"",
+        "REFUSED  no signature at all\n         401 {\"error\":\"missing_signature\"",
+        "413 {\"error\":\"payload_too_large\"",
+        "(attempt 1)",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}
