@@ -3,7 +3,12 @@
 //! layered / plain is then measured again in the same run, interleaved, and printed.
 //!
 //! `cargo bench --bench layer --features axum,test-utils`
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -18,6 +18,9 @@ use qstash_receiver::test_utils::Signer;
 use qstash_receiver::tower::QStashLayer;
 use qstash_receiver::{Delivery, Receiver, SigningKeys, UrlPolicy, Verifier};
 
+/// Header name/value pairs of one delivery.
+type Headers = Vec<(String, String)>;
+
 async fn jobs(delivery: Delivery, body: Bytes) -> String {
     format!(
         "handled {} bytes of message {} (attempt {})",
@@ -59,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let big = vec![b'a'; 100 * 1024];
     let too_big = Signer::new(current).delivery(&url, &big);
 
-    let cases: Vec<(&str, Vec<(String, String)>, Vec<u8>)> = vec![
+    let cases: Vec<(&str, Headers, Vec<u8>)> = vec![
         (
             "signed with the current key",
             signed.headers.clone(),

@@ -58,7 +58,7 @@
 //! 3. The body hash ([`Receiver::check_body`]). The request is rebuilt from its original parts
 //!    (extensions kept) with the verified bytes as a [`Full<Bytes>`](http_body_util::Full)
 //!    body, so `Json`, `Bytes` or `String` extractors work downstream, and with
-//!    [`Claims`](crate::Claims) and [`Delivery`](crate::Delivery) in its extensions.
+//!    [`Claims`](crate::Claims) and [`Delivery`] in its extensions.
 //! 4. Every refusal is a response (`type Error = S::Error`): [`Rejection::status`], its
 //!    [`headers`](Rejection::headers) and its JSON [`body`](Rejection::json_body), unless
 //!    replaced with [`QStashLayer::on_rejection`]. Each is logged with `tracing` with its code
