@@ -372,3 +372,82 @@ async fn poll_ready_is_forwarded_and_the_ready_service_is_called() {
     }
     assert_eq!(polled.load(Ordering::SeqCst), 3);
 }
+
+/// Collects everything the `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn rejections_are_logged_with_code_and_message_id_never_token_or_body() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()))
+        .service(service_fn(echo));
+    let body = br#"{"secret":"hunter2"}"#;
+    let delivery = Signer::new(CURRENT_KEY).delivery_with_id(
+        &format!("{PUBLIC_BASE}/jobs"),
+        body,
+        "msg_logged",
+        0,
+    );
+    let mut builder = Request::post("/jobs");
+    for (name, value) in &delivery.headers {
+        builder = builder.header(name, value);
+    }
+    // Tampered body: refused after the body was read.
+    let response = service
+        .clone()
+        .oneshot(builder.body(full(&br#"{"secret":"hunter3"}"#[..])).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    // Expired token: refused before.
+    let expired = Signer::new(CURRENT_KEY)
+        .issued_at(std::time::SystemTime::now() - std::time::Duration::from_secs(900))
+        .delivery_with_id(&format!("{PUBLIC_BASE}/jobs"), body, "msg_expired", 3);
+    let mut builder = Request::post("/jobs");
+    for (name, value) in &expired.headers {
+        builder = builder.header(name, value);
+    }
+    let response = service
+        .oneshot(builder.body(full(&body[..])).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("WARN"), "{logs}");
+    assert!(
+        logs.contains("body_mismatch") && logs.contains("msg_logged"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("token_expired") && logs.contains("msg_expired"),
+        "{logs}"
+    );
+    for secret in [&delivery.signature, &expired.signature] {
+        assert!(!logs.contains(secret.as_str()), "token in logs: {logs}");
+        // Not even the signature segment alone.
+        assert!(!logs.contains(secret.rsplit('.').next().unwrap()), "{logs}");
+    }
+    assert!(!logs.contains("hunter"), "body in logs: {logs}");
+    assert!(!logs.contains(CURRENT_KEY), "key in logs: {logs}");
+}
