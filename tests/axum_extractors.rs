@@ -486,3 +486,31 @@ fn verified_rejection_display_and_source() {
         Some("misconfigured")
     );
 }
+
+#[tokio::test]
+async fn router_layer_and_verified_string() {
+    // `Router::layer` (every route, fallback included) instead of `route_layer`.
+    let app = Router::new()
+        .route(
+            "/jobs",
+            post(|Verified(text): Verified<String>| async move { text.to_uppercase() }),
+        )
+        .layer(QStashLayer::new(common::receiver()))
+        .with_state(state());
+    let (status, _, body) = call(&app, signed("/jobs", "hello")).await;
+    assert_eq!((status, &body[..]), (200, &b"HELLO"[..]));
+    let (status, _, body) = call(&app, signed("/nowhere", "hello")).await;
+    assert_eq!(
+        status,
+        404,
+        "verified, then routed: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let request = Request::post("/nowhere").body(Body::empty()).unwrap();
+    let (status, _, body) = call(&app, request).await;
+    assert_eq!(status, 401, "the layer guards the fallback too");
+    assert_eq!(json(&body)["error"], "missing_signature");
+    // Not UTF-8: the inner `String` extractor refuses a verified body (400, retryable).
+    let (status, _, _) = call(&app, signed("/jobs", vec![0xff, 0xfe])).await;
+    assert_eq!(status, 400);
+}
