@@ -1,1 +1,72 @@
-//! axum 0.8 extractors (feature `axum`). Being written.
+//! axum 0.8 extractors and responses for QStash deliveries (feature `axum`).
+//!
+//! Two ways to verify, with the same answers:
+//!
+//! - [`QStashLayer`](crate::tower::QStashLayer) on the routes (`Router::route_layer`): every
+//!   request is verified before routing reaches the handler; handlers use axum's own `Json`,
+//!   `Bytes`, `String` on the verified body, plus the [`Delivery`](crate::Delivery) and
+//!   [`Claims`](crate::Claims) extractors.
+//! - No layer: [`Verified<T>`], [`Callback`] or [`FailureCallback`] verify by themselves with a
+//!   [`Receiver`](crate::Receiver) from the router's state (`Receiver: FromRef<S>`).
+//!   ([`Delivery`](crate::Delivery) and [`Claims`](crate::Claims) need the layer.)
+//!
+//! Refusals answer with [`Rejection`](crate::Rejection)'s status, headers and JSON body
+//! (`impl IntoResponse for Rejection`), exactly as the tower layer and the actix-web middleware.
+//! Handlers can steer QStash's retries with [`NonRetryable`] (489, to the dead-letter queue) and
+//! [`RetryAfter`] (503 + `Retry-After`).
+//!
+//! ```
+//! # #[cfg(feature = "test-utils")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{Json, Router, body::Body, http::Request, routing::post};
+//! use qstash_receiver::axum::NonRetryable;
+//! use qstash_receiver::tower::QStashLayer;
+//! use qstash_receiver::{Delivery, Receiver, SigningKeys, Verifier, test_utils::Signer};
+//! use tower::ServiceExt;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Job { task: String }
+//!
+//! async fn jobs(delivery: Delivery, Json(job): Json<Job>) -> Result<String, NonRetryable> {
+//!     match job.task.as_str() {
+//!         "mail" => Ok(format!("attempt {} of {}", delivery.retried(), delivery.message_id().unwrap_or("-"))),
+//!         other => Err(NonRetryable(format!("unknown task {other}"))),
+//!     }
+//! }
+//!
+//! let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?));
+//! let app = Router::new()
+//!     .route("/jobs", post(jobs))
+//!     .route_layer(QStashLayer::new(receiver).public_url("https://app.example.com")?);
+//!
+//! let body = br#"{"task":"mail"}"#;
+//! let delivery = Signer::new("sig_current").delivery("https://app.example.com/jobs", body);
+//! let mut request = Request::post("/jobs").header("content-type", "application/json");
+//! for (name, value) in &delivery.headers {
+//!     request = request.header(name, value);
+//! }
+//! let response = app.clone().oneshot(request.body(Body::from(&body[..]))?).await?;
+//! assert_eq!(response.status(), 200);
+//!
+//! // The same body, changed after signing: 401 `body_mismatch`, the handler never runs.
+//! let mut request = Request::post("/jobs").header("content-type", "application/json");
+//! for (name, value) in &delivery.headers {
+//!     request = request.header(name, value);
+//! }
+//! let response = app.oneshot(request.body(Body::from(r#"{"task":"drop"}"#))?).await?;
+//! assert_eq!(response.status(), 401);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "test-utils"))]
+//! # fn main() {}
+//! ```
+
+mod callback;
+mod parts;
+mod response;
+mod verified;
+
+pub use callback::{Callback, FailureCallback};
+pub use response::{NonRetryable, RetryAfter};
+pub use verified::{Verified, VerifiedRejection};

@@ -1,1 +1,198 @@
-//! tower Layer + Service (feature `tower`). Being written.
+//! A tower [`Layer`](tower_layer::Layer) that verifies QStash deliveries in any tower or hyper
+//! stack, and under axum's `Router::layer` / `route_layer` (feature `tower`).
+//!
+//! ```
+//! # #[cfg(feature = "test-utils")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use qstash_receiver::tower::QStashLayer;
+//! use qstash_receiver::{Delivery, Receiver, SigningKeys, Verifier, test_utils::Signer};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?));
+//! let service = ServiceBuilder::new()
+//!     // The URL QStash delivers to: the public base + each request's path and query.
+//!     .layer(QStashLayer::new(receiver).public_url("https://app.example.com")?)
+//!     .service(service_fn(|req: Request<Full<Bytes>>| async move {
+//!         // Only verified deliveries get here, with the verified bytes as the body.
+//!         let id = req.extensions().get::<Delivery>().and_then(|d| d.message_id()).map(str::to_owned);
+//!         let body = req.into_body().collect().await?.to_bytes();
+//!         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(format!(
+//!             "{} bytes from {}", body.len(), id.unwrap_or_default()
+//!         )))))
+//!     }));
+//!
+//! // A delivery signed as QStash signs it:
+//! let delivery = Signer::new("sig_current").delivery("https://app.example.com/jobs", b"{}");
+//! let mut request = Request::post("/jobs");
+//! for (name, value) in &delivery.headers {
+//!     request = request.header(name, value);
+//! }
+//! let response = service.clone().oneshot(request.body(Full::new(Bytes::from_static(b"{}")))?).await?;
+//! assert_eq!(response.status(), 200);
+//!
+//! // No signature: 401 with a JSON body, and the handler never runs.
+//! let response = service.oneshot(Request::post("/jobs").body(Full::new(Bytes::new()))?).await?;
+//! assert_eq!(response.status(), 401);
+//! let body = response.into_body().collect().await?.to_bytes();
+//! assert_eq!(&body[..], br#"{"error":"missing_signature","message":"missing upstash-signature header"}"#);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "test-utils"))]
+//! # fn main() {}
+//! ```
+//!
+//! # What happens to each request
+//!
+//! 1. Before any body byte is read: the `Upstash-Signature` token (keys, issuer, expiry, the
+//!    expected URL from the [`UrlPolicy`](crate::UrlPolicy)) and the delivery headers
+//!    ([`Receiver::check_request`]). The URL policy sees the path and query of axum's
+//!    `OriginalUri` when present (before any `nest` stripped a prefix), else the request URI's,
+//!    the `Host` header and the first `X-Forwarded-Proto` / `X-Forwarded-Host` values.
+//! 2. A `Content-Length` over the limit is answered 413 without reading; otherwise the body is
+//!    read through [`http_body_util::Limited`], and 413 once it exceeds the limit (chunked
+//!    bodies too).
+//! 3. The body hash ([`Receiver::check_body`]). The request is rebuilt from its original parts
+//!    (extensions kept) with the verified bytes as a [`Full<Bytes>`](http_body_util::Full)
+//!    body, so `Json`, `Bytes` or `String` extractors work downstream, and with
+//!    [`Claims`](crate::Claims) and [`Delivery`] in its extensions.
+//! 4. Every refusal is a response (`type Error = S::Error`): [`Rejection::status`], its
+//!    [`headers`](Rejection::headers) and its JSON [`body`](Rejection::json_body), unless
+//!    replaced with [`QStashLayer::on_rejection`]. Each is logged with `tracing` with its code
+//!    and the message id (never the token nor the body): `error` for a misconfiguration, `debug`
+//!    for a missing signature (scanners), `info` for a body that could not be read, `warn` for
+//!    the rest.
+//!
+//! The URL policy is the [`Receiver`]'s: **unconfigured by default, which refuses every request
+//! with 500 `misconfigured`** (QStash retries; the check is never skipped silently). Choose one
+//! with [`QStashLayer::public_url`], [`QStashLayer::expected_url`] or
+//! [`QStashLayer::url_policy`].
+
+mod body;
+mod future;
+mod layer;
+mod service;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Uri};
+
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
+pub use layer::QStashLayer;
+pub use service::QStash;
+
+#[cfg(feature = "axum")]
+pub(crate) use future::is_length_limit;
+pub(crate) use layer::Config;
+
+use crate::{Delivery, MESSAGE_ID_HEADER, Receiver, Rejection, RequestTarget, VerifiedToken};
+
+/// The error type the request body's errors must convert into.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Inserted by the layer into the extensions of each request it verified: the axum extractors
+/// trust it instead of verifying twice, and use the layer's receiver. Private: it cannot be
+/// forged by a client or another layer.
+#[derive(Clone, Debug)]
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+pub(crate) struct VerifiedByLayer(pub(crate) Arc<Config>);
+
+/// The shared JSON answer to a rejection: status, headers, `{"error","message"}` body.
+pub(crate) fn json_response(rejection: &Rejection) -> http::Response<Bytes> {
+    let mut response = http::Response::new(Bytes::from(rejection.json_body()));
+    *response.status_mut() = http::StatusCode::from_u16(rejection.status())
+        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    for (name, value) in rejection.headers() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+fn first_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let value = headers.get(name)?.to_str().ok()?;
+    value
+        .split(',')
+        .next()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// The `Upstash-Message-Id` header, for logs (not covered by the signature: information only).
+pub(crate) fn message_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get(MESSAGE_ID_HEADER)?.to_str().ok()
+}
+
+/// The announced body length, when there is a valid one.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Step 1 for a request head: the token and the delivery headers, against the URL the policy
+/// expects for this request.
+pub(crate) fn check_head(
+    receiver: &Receiver,
+    headers: &HeaderMap,
+    uri: &Uri,
+    #[cfg_attr(not(feature = "axum"), allow(unused_variables))] extensions: &http::Extensions,
+    now: SystemTime,
+) -> Result<(VerifiedToken, Delivery), Rejection> {
+    #[cfg(feature = "axum")]
+    let uri = extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or(uri, |original| &original.0);
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let target = RequestTarget::new(path_and_query)
+        .with_scheme(uri.scheme_str())
+        .with_host(host)
+        .with_forwarded(
+            first_value(headers, "x-forwarded-proto"),
+            first_value(headers, "x-forwarded-host"),
+        );
+    // `HeaderMap`'s iterator is not `Clone`: collect the (borrowed) pairs once.
+    let pairs: Vec<(&str, &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    receiver.check_request(pairs.iter().copied(), &target, now)
+}
+
+/// Logs a rejection: its code and the message id, never the token nor the body.
+pub(crate) fn log_rejection(rejection: &Rejection, message_id: Option<&str>) {
+    let code = rejection.code();
+    let message_id = message_id.unwrap_or("-");
+    match rejection {
+        Rejection::Misconfigured(_) | Rejection::StoreUnavailable { .. } => {
+            tracing::error!(code, message_id, "qstash delivery refused: {rejection}");
+        }
+        Rejection::Verify(crate::VerifyError::MissingSignature) => {
+            tracing::debug!(code, message_id, "qstash delivery refused: {rejection}");
+        }
+        Rejection::BodyRead(_) | Rejection::InProgress { .. } => {
+            tracing::info!(code, message_id, "qstash delivery refused: {rejection}");
+        }
+        _ => tracing::warn!(code, message_id, "qstash delivery refused: {rejection}"),
+    }
+}

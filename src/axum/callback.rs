@@ -1,0 +1,73 @@
+//! [`Callback`] and [`FailureCallback`]: verified callback deliveries, parsed.
+
+use axum::extract::{FromRef, FromRequest, Request};
+use serde::de::DeserializeOwned;
+
+use super::verified::verified_request;
+use crate::{CallbackEvent, FailureCallbackEvent, Receiver, Rejection};
+
+/// A verified QStash callback (sent after each delivery attempt), parsed. Verifies as
+/// [`Verified`](super::Verified) does (trusting [`QStashLayer`](crate::tower::QStashLayer) when
+/// it ran, else with the state's [`Receiver`]). A verified body that is not a callback event is
+/// answered with [`Receiver::invalid_payload`]: 400, or 489 when configured non-retryable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback(pub CallbackEvent);
+
+/// A verified QStash failure callback (sent once a message failed for good), parsed. Same rules
+/// as [`Callback`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureCallback(pub FailureCallbackEvent);
+
+async fn event<T, S>(req: Request, state: &S, what: &str) -> Result<T, Rejection>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+    Receiver: FromRef<S>,
+{
+    let (req, receiver) = verified_request(req, state).await?;
+    let bytes = axum::body::to_bytes(req.into_body(), receiver.limit())
+        .await
+        .map_err(|_| Rejection::BodyRead("the verified body could not be read".to_owned()))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        // Category and position only: serde's message may quote the body.
+        let category = match e.classify() {
+            serde_json::error::Category::Io => "io",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "data",
+            serde_json::error::Category::Eof => "eof",
+        };
+        let rejection = receiver.invalid_payload(format!(
+            "not a qstash {what}: {category} error at line {} column {}",
+            e.line(),
+            e.column()
+        ));
+        crate::tower::log_rejection(&rejection, None);
+        rejection
+    })
+}
+
+impl<S> FromRequest<S> for Callback
+where
+    S: Send + Sync,
+    Receiver: FromRef<S>,
+{
+    type Rejection = Rejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        event(req, state, "callback event").await.map(Callback)
+    }
+}
+
+impl<S> FromRequest<S> for FailureCallback
+where
+    S: Send + Sync,
+    Receiver: FromRef<S>,
+{
+    type Rejection = Rejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        event(req, state, "failure callback event")
+            .await
+            .map(FailureCallback)
+    }
+}

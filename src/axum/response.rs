@@ -1,0 +1,88 @@
+//! Responses that steer QStash's retries.
+
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS};
+
+fn json(value: serde_json::Value) -> ([(HeaderName, HeaderValue); 1], String) {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        value.to_string(),
+    )
+}
+
+/// Answers 489 with `Upstash-NonRetryable-Error: true`: QStash stops retrying and moves the
+/// message to the dead-letter queue. Body: `{"error":"non_retryable","message":…}`.
+///
+/// ```
+/// use qstash_receiver::axum::NonRetryable;
+/// async fn handler() -> Result<&'static str, NonRetryable> {
+///     Err(NonRetryable("unknown task".into()))
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonRetryable(pub String);
+
+impl IntoResponse for NonRetryable {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(NON_RETRYABLE_STATUS).unwrap_or(StatusCode::BAD_REQUEST);
+        (
+            status,
+            [(
+                HeaderName::from_static(NON_RETRYABLE_HEADER),
+                HeaderValue::from_static("true"),
+            )],
+            json(serde_json::json!({ "error": "non_retryable", "message": self.0 })),
+        )
+            .into_response()
+    }
+}
+
+/// Answers 503 with `Retry-After: <seconds>` (rounded up, at least 1): QStash retries after
+/// that delay instead of its backoff. Body: `{"error":"retry_later","retry_after":<seconds>}`.
+///
+/// ```
+/// use std::time::Duration;
+/// use qstash_receiver::axum::RetryAfter;
+/// async fn handler() -> Result<&'static str, RetryAfter> {
+///     Err(RetryAfter(Duration::from_secs(30)))
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(pub Duration);
+
+impl RetryAfter {
+    /// A delay of `secs` seconds.
+    pub fn seconds(secs: u64) -> Self {
+        Self(Duration::from_secs(secs))
+    }
+
+    /// The `Retry-After` value: whole seconds, rounded up, at least 1.
+    pub fn as_secs(&self) -> u64 {
+        let secs = self.0.as_secs();
+        let rounded = if self.0.subsec_nanos() > 0 {
+            secs.saturating_add(1)
+        } else {
+            secs
+        };
+        rounded.max(1)
+    }
+}
+
+impl IntoResponse for RetryAfter {
+    fn into_response(self) -> Response {
+        let secs = self.as_secs();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(http::header::RETRY_AFTER, HeaderValue::from(secs))],
+            json(serde_json::json!({ "error": "retry_later", "retry_after": secs })),
+        )
+            .into_response()
+    }
+}

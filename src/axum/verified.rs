@@ -1,0 +1,226 @@
+//! [`Verified<T>`]: any body extractor, over a verified delivery.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use axum::RequestExt as _;
+use axum::body::Body;
+use axum::extract::{FromRef, FromRequest, Request};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, StatusCode};
+use http_body_util::{BodyExt as _, Limited};
+
+use crate::tower::{
+    VerifiedByLayer, check_head, content_length, is_length_limit, log_rejection, message_id,
+};
+use crate::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Receiver, Rejection};
+
+/// Extracts `T` (`Json<_>`, `Bytes`, `String`, `Form<_>`… any body extractor) from a verified
+/// QStash delivery.
+///
+/// - Behind [`QStashLayer`](crate::tower::QStashLayer), the layer's verdict is trusted (no
+///   second verification) and `T` runs on the verified body.
+/// - Without the layer, it verifies by itself with the [`Receiver`] taken from the router's
+///   state (`Receiver: FromRef<S>`): the token before reading the body, then the body read
+///   under both axum's `DefaultBodyLimit` and the receiver's limit (413 past either), then the
+///   body hash. `T` runs on a request rebuilt with the verified bytes, with
+///   [`Claims`](crate::Claims) and [`Delivery`](crate::Delivery) in its extensions.
+///
+/// Refusals are a [`VerifiedRejection`].
+///
+/// ```
+/// use axum::{Json, Router, extract::FromRef, routing::post};
+/// use qstash_receiver::{Receiver, SigningKeys, UrlPolicy, Verifier, axum::Verified};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Order { id: u64 }
+///
+/// #[derive(Clone)]
+/// struct AppState { receiver: Receiver }
+///
+/// impl FromRef<AppState> for Receiver {
+///     fn from_ref(state: &AppState) -> Receiver { state.receiver.clone() }
+/// }
+///
+/// async fn orders(Verified(Json(order)): Verified<Json<Order>>) -> String {
+///     format!("order {}", order.id)
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?))
+///     .url_policy(UrlPolicy::public_base("https://app.example.com")?);
+/// let app: Router = Router::new().route("/orders", post(orders)).with_state(AppState { receiver });
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verified<T>(pub T);
+
+impl<T> std::ops::Deref for Verified<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Verified<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+/// Why [`Verified<T>`] refused a request.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum VerifiedRejection<R> {
+    /// The request is not a verified QStash delivery (answered as the [`Rejection`]).
+    Rejected(Rejection),
+    /// The delivery verified, but the inner extractor refused its body: answered with the
+    /// inner extractor's response, except that a 4xx becomes 489 with
+    /// `Upstash-NonRetryable-Error: true` when the receiver is configured with
+    /// [`Receiver::non_retryable_invalid_payload`] (retrying cannot fix a verified body).
+    Payload {
+        /// The inner extractor's rejection.
+        rejection: R,
+        /// Whether a 4xx is answered 489 (non-retryable).
+        non_retryable: bool,
+    },
+}
+
+impl<R> VerifiedRejection<R> {
+    /// The verification rejection, when the request did not verify.
+    pub fn rejection(&self) -> Option<&Rejection> {
+        match self {
+            Self::Rejected(r) => Some(r),
+            Self::Payload { .. } => None,
+        }
+    }
+}
+
+impl<R: fmt::Display> fmt::Display for VerifiedRejection<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rejected(r) => r.fmt(f),
+            Self::Payload { rejection, .. } => write!(f, "verified payload refused: {rejection}"),
+        }
+    }
+}
+
+impl<R> std::error::Error for VerifiedRejection<R>
+where
+    R: std::error::Error + 'static,
+{
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Rejected(r) => Some(r),
+            Self::Payload { rejection, .. } => Some(rejection),
+        }
+    }
+}
+
+impl<R: IntoResponse> IntoResponse for VerifiedRejection<R> {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Rejected(r) => r.into_response(),
+            Self::Payload {
+                rejection,
+                non_retryable,
+            } => {
+                let mut response = rejection.into_response();
+                if non_retryable && response.status().is_client_error() {
+                    *response.status_mut() = StatusCode::from_u16(NON_RETRYABLE_STATUS)
+                        .unwrap_or(StatusCode::BAD_REQUEST);
+                    response.headers_mut().insert(
+                        HeaderName::from_static(NON_RETRYABLE_HEADER),
+                        HeaderValue::from_static("true"),
+                    );
+                }
+                response
+            }
+        }
+    }
+}
+
+impl<S, T> FromRequest<S> for Verified<T>
+where
+    S: Send + Sync,
+    T: FromRequest<S>,
+    Receiver: FromRef<S>,
+{
+    type Rejection = VerifiedRejection<T::Rejection>;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (req, receiver) = verified_request(req, state)
+            .await
+            .map_err(VerifiedRejection::Rejected)?;
+        let non_retryable = !receiver.invalid_payload(String::new()).is_retryable();
+        T::from_request(req, state)
+            .await
+            .map(Verified)
+            .map_err(|rejection| VerifiedRejection::Payload {
+                rejection,
+                non_retryable,
+            })
+    }
+}
+
+/// The request with a verified body, and the receiver that answers for it: the layer's when the
+/// layer verified it, else a verification with the state's receiver.
+pub(crate) async fn verified_request<S>(
+    req: Request,
+    state: &S,
+) -> Result<(Request, Receiver), Rejection>
+where
+    S: Send + Sync,
+    Receiver: FromRef<S>,
+{
+    if let Some(VerifiedByLayer(config)) = req.extensions().get::<VerifiedByLayer>() {
+        let receiver = config.receiver.clone();
+        return Ok((req, receiver));
+    }
+    let receiver = Receiver::from_ref(state);
+    let head = check_head(
+        &receiver,
+        req.headers(),
+        req.uri(),
+        req.extensions(),
+        SystemTime::now(),
+    )
+    .and_then(|checked| {
+        receiver
+            .check_content_length(content_length(req.headers()))
+            .map(|()| checked)
+    });
+    let (token, delivery) = match head {
+        Ok(checked) => checked,
+        Err(rejection) => {
+            log_rejection(&rejection, message_id(req.headers()));
+            return Err(rejection);
+        }
+    };
+    // axum's `DefaultBodyLimit` (through its own limited body), then the receiver's limit.
+    let (mut parts, body) = req.with_limited_body().into_parts();
+    let checked = match Limited::new(body, receiver.limit()).collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            receiver
+                .check_body(token, &bytes)
+                .map(|claims| (bytes, claims))
+        }
+        Err(error) if is_length_limit(&*error) => Err(receiver.too_large()),
+        Err(_) => Err(Rejection::BodyRead(
+            "the connection failed while the body was read".to_owned(),
+        )),
+    };
+    match checked {
+        Ok((bytes, claims)) => {
+            parts.extensions.insert(claims);
+            parts.extensions.insert(delivery);
+            Ok((Request::from_parts(parts, Body::from(bytes)), receiver))
+        }
+        Err(rejection) => {
+            log_rejection(&rejection, delivery.message_id());
+            Err(rejection)
+        }
+    }
+}

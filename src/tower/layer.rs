@@ -1,0 +1,145 @@
+//! [`QStashLayer`]: the configuration shared by every clone of the service.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tower_layer::Layer;
+
+use super::QStash;
+use crate::{Receiver, Rejection, UrlPolicy, UrlPolicyError};
+
+/// A function that turns a [`Rejection`] into the response sent instead of the default JSON one.
+pub(crate) type RejectionFn = dyn Fn(&Rejection) -> http::Response<Bytes> + Send + Sync;
+
+/// What every clone of the service shares (behind one `Arc`).
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) receiver: Receiver,
+    pub(crate) on_rejection: Option<Arc<RejectionFn>>,
+    // Future home of the deduplication settings: the service future has one place
+    // (`ResponseFuture`, state `Calling`) where the inner service is called and its response
+    // seen, so a claim-before / complete-or-release-after step can wrap it.
+}
+
+impl Config {
+    /// The response for `rejection`: the user's, else the shared JSON answer.
+    pub(crate) fn response(&self, rejection: &Rejection) -> http::Response<Bytes> {
+        match &self.on_rejection {
+            Some(f) => f(rejection),
+            None => super::json_response(rejection),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("receiver", &self.receiver)
+            .field(
+                "on_rejection",
+                &self
+                    .on_rejection
+                    .as_ref()
+                    .map(|_| "Fn(&Rejection) -> Response"),
+            )
+            .finish()
+    }
+}
+
+/// A tower [`Layer`] that verifies every request as a QStash delivery before the inner service
+/// sees it. Wraps services in [`QStash`]. Cheap to clone (one `Arc`).
+///
+/// Built from a [`Receiver`] (keys, URL policy, body limit); the builder methods below change
+/// that receiver. The URL policy has **no silent default**: until one is chosen (here or on the
+/// `Receiver`), every request is refused with 500 `misconfigured`, which QStash retries.
+///
+/// See the [module docs](super) for what happens to each request.
+#[derive(Clone, Debug)]
+pub struct QStashLayer {
+    pub(crate) config: Arc<Config>,
+}
+
+impl QStashLayer {
+    /// A layer verifying with `receiver`.
+    #[must_use]
+    pub fn new(receiver: Receiver) -> Self {
+        Self {
+            config: Arc::new(Config {
+                receiver,
+                on_rejection: None,
+            }),
+        }
+    }
+
+    fn map_receiver(mut self, f: impl FnOnce(Receiver) -> Receiver) -> Self {
+        let config = Arc::make_mut(&mut self.config);
+        config.receiver = f(config.receiver.clone());
+        self
+    }
+
+    /// How to decide the URL each delivery must be signed for (see [`UrlPolicy`]).
+    #[must_use]
+    pub fn url_policy(self, policy: UrlPolicy) -> Self {
+        self.map_receiver(|r| r.url_policy(policy))
+    }
+
+    /// Every delivery must be signed for exactly `url` (a layer in front of one route).
+    #[must_use]
+    pub fn expected_url(self, url: impl Into<String>) -> Self {
+        self.url_policy(UrlPolicy::exact(url))
+    }
+
+    /// Every delivery must be signed for `base` followed by the request's original path and
+    /// query ([`UrlPolicy::public_base`]): the app's public URL behind a proxy or a tunnel.
+    ///
+    /// # Errors
+    ///
+    /// `base` is not an absolute `http://` or `https://` URL without a query.
+    pub fn public_url(self, base: impl Into<String>) -> Result<Self, UrlPolicyError> {
+        let policy = UrlPolicy::public_base(base)?;
+        Ok(self.url_policy(policy))
+    }
+
+    /// The largest body accepted, in bytes; larger ones are answered 413 (see
+    /// [`Receiver::max_body_bytes`]).
+    #[must_use]
+    pub fn max_body_bytes(self, limit: usize) -> Self {
+        self.map_receiver(|r| r.max_body_bytes(limit))
+    }
+
+    /// See [`Receiver::non_retryable_invalid_payload`]: extractors behind this layer answer an
+    /// unparsable verified payload with 489 instead of 400.
+    #[must_use]
+    pub fn non_retryable_invalid_payload(self, enabled: bool) -> Self {
+        self.map_receiver(|r| r.non_retryable_invalid_payload(enabled))
+    }
+
+    /// Replaces the response sent for a rejection (default: [`Rejection::status`],
+    /// [`Rejection::headers`] and the JSON [`Rejection::json_body`]). Keep a non-2xx status:
+    /// QStash must retry what was not processed.
+    #[must_use]
+    pub fn on_rejection<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Rejection) -> http::Response<Bytes> + Send + Sync + 'static,
+    {
+        Arc::make_mut(&mut self.config).on_rejection = Some(Arc::new(f));
+        self
+    }
+
+    /// The receiver this layer verifies with.
+    pub fn receiver(&self) -> &Receiver {
+        &self.config.receiver
+    }
+}
+
+impl<S> Layer<S> for QStashLayer {
+    type Service = QStash<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        QStash {
+            inner,
+            config: Arc::clone(&self.config),
+        }
+    }
+}

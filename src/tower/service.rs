@@ -1,0 +1,90 @@
+//! [`QStash`]: the service made by [`QStashLayer`](super::QStashLayer).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::Full;
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::layer::Config;
+use super::{BoxError, ResponseBody};
+
+/// A service that verifies each request as a QStash delivery, then calls the inner service
+/// with the verified body (a [`Full<Bytes>`]) and with [`Claims`](crate::Claims) and
+/// [`Delivery`](crate::Delivery) in the request extensions. A refused request is answered
+/// without calling the inner service.
+///
+/// Made by [`QStashLayer`](super::QStashLayer). Cheap to clone when `S` is.
+#[derive(Clone, Debug)]
+pub struct QStash<S> {
+    pub(crate) inner: S,
+    pub(crate) config: Arc<Config>,
+}
+
+impl<S> QStash<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, consuming this one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for QStash<S>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<B, S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The clone is not necessarily ready: keep the one that is, for this request.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let config = Arc::clone(&self.config);
+        let receiver = &config.receiver;
+
+        // Everything that can be decided from the head is decided before any body byte is
+        // polled: a bad token never costs a body read.
+        let head = super::check_head(
+            receiver,
+            req.headers(),
+            req.uri(),
+            req.extensions(),
+            SystemTime::now(),
+        )
+        .and_then(|checked| {
+            receiver
+                .check_content_length(super::content_length(req.headers()))
+                .map(|()| checked)
+        });
+        match head {
+            Ok((token, delivery)) => ResponseFuture::read_body(req, token, delivery, inner, config),
+            Err(rejection) => {
+                super::log_rejection(&rejection, super::message_id(req.headers()));
+                let response = config.response(&rejection);
+                ResponseFuture::rejected(response)
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! examples/demo.rs (the README's run command) runs and reports each delivery as expected.
+//! Like every example test, it runs the binary `cargo test` builds next to the test binaries.
+#![cfg(all(feature = "axum", feature = "test-utils"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+/// The example binary `cargo test` builds next to the test binaries; refuses a stale one
+/// (`cargo test --test NAME` alone does not rebuild examples).
+fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo test --all-features`", path.display()));
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(format!("{name}.rs"));
+    let edited = std::fs::metadata(&source)
+        .and_then(|m| m.modified())
+        .unwrap();
+    assert!(
+        built >= edited,
+        "{} is older than its source: run `cargo test --all-features` (or `cargo build --all-features --examples`)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn demo_reports_each_delivery() {
+    let path = example_binary("demo");
+    let output = Command::new(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for expected in [
+        "ACCEPTED signed with the current key\n         200 handled 28 bytes",
+        "ACCEPTED signed with the next key",
+        "REFUSED  body changed after signing\n         401 {\"error\":\"body_mismatch\"",
+        "REFUSED  expired token (10 minutes old)\n         401 {\"error\":\"token_expired\"",
+        "REFUSED  token signed for another URL (/admin)\n         401 {\"error\":\"url_mismatch\"",
+        "REFUSED  signed with an unknown key\n         401 {\"error\":\"invalid_signature\"",
+        "REFUSED  no signature at all\n         401 {\"error\":\"missing_signature\"",
+        "413 {\"error\":\"payload_too_large\"",
+        "(attempt 1)",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}

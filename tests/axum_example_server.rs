@@ -1,0 +1,328 @@
+//! examples/axum_server.rs as a black box: the compiled example binary, started on a free
+//! loopback port with environment variables, driven over real HTTP. Checks every route and
+//! status of its contract.
+#![cfg(all(feature = "axum", feature = "test-utils"))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+mod tower_support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http::Request;
+use qstash_receiver::test_utils::Signer;
+
+use common::{CURRENT_KEY, NEXT_KEY};
+use tower_support::{client, full, read_response};
+
+const PUBLIC_URL: &str = "https://receiver.example";
+
+/// The example binary `cargo test` builds next to the test binaries; refuses a stale one
+/// (`cargo test --test NAME` alone does not rebuild examples).
+fn example_binary_named(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo test --all-features`", path.display()));
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(format!("{name}.rs"));
+    let edited = std::fs::metadata(&source)
+        .and_then(|m| m.modified())
+        .unwrap();
+    assert!(
+        built >= edited,
+        "{} is older than its source: run `cargo test --all-features` (or `cargo build --all-features --examples`)",
+        path.display()
+    );
+    path
+}
+
+fn example_binary() -> PathBuf {
+    example_binary_named("axum_server")
+}
+
+/// The running example, killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Server {
+    let mut child = Command::new(example_binary())
+        .env("QSTASH_CURRENT_SIGNING_KEY", CURRENT_KEY)
+        .env("QSTASH_NEXT_SIGNING_KEY", NEXT_KEY)
+        .env("BIND", "127.0.0.1:0")
+        .env("PUBLIC_URL", PUBLIC_URL)
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .strip_prefix("listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    Server { child, base: addr }
+}
+
+async fn post(
+    server: &Server,
+    signer: &Signer,
+    path: &str,
+    signed_path: &str,
+    body: &str,
+    message_id: &str,
+    retried: u32,
+) -> (u16, serde_json::Value) {
+    let delivery = signer.delivery_with_id(
+        &format!("{PUBLIC_URL}{signed_path}"),
+        body.as_bytes(),
+        message_id,
+        retried,
+    );
+    let mut builder = Request::post(format!("{}{path}", server.base));
+    for (name, value) in &delivery.headers {
+        builder = builder.header(name, value);
+    }
+    let response = client()
+        .request(builder.body(full(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let (status, _, body) = read_response(response).await;
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+async fn stats(server: &Server) -> serde_json::Value {
+    let response = client()
+        .request(
+            Request::get(format!("{}/stats", server.base))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (status, _, body) = read_response(response).await;
+    assert_eq!(status, 200);
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[test]
+fn missing_keys_exit_with_status_1_and_a_clear_message() {
+    let output = Command::new(example_binary())
+        .env_remove("QSTASH_CURRENT_SIGNING_KEY")
+        .env_remove("QSTASH_NEXT_SIGNING_KEY")
+        .env("BIND", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("QSTASH_CURRENT_SIGNING_KEY"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn jobs_fail_then_succeed_and_stats_count_runs() {
+    let server = start();
+    let signer = Signer::new(CURRENT_KEY);
+    assert_eq!(stats(&server).await, serde_json::json!({"runs": {}}));
+
+    let body = r#"{"task":"flaky","fail_times":2,"sleep_ms":5}"#;
+    for retried in 0..2 {
+        let (status, json) = post(
+            &server,
+            &signer,
+            "/jobs",
+            "/jobs",
+            body,
+            "msg_flaky",
+            retried,
+        )
+        .await;
+        assert_eq!(status, 500, "attempt {retried}");
+        assert_eq!(json["task"], "flaky");
+    }
+    let (status, json) = post(&server, &signer, "/jobs", "/jobs", body, "msg_flaky", 2).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        json,
+        serde_json::json!({"task": "flaky", "message_id": "msg_flaky", "retried": 2})
+    );
+
+    // Next key, default fail_times.
+    let (status, json) = post(
+        &server,
+        &Signer::new(NEXT_KEY),
+        "/jobs",
+        "/jobs",
+        r#"{"task":"once"}"#,
+        "msg_once",
+        0,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(json["message_id"], "msg_once");
+    assert_eq!(json["retried"], 0);
+
+    assert_eq!(
+        stats(&server).await,
+        serde_json::json!({"runs": {"flaky": 3, "once": 1}})
+    );
+}
+
+#[tokio::test]
+async fn refusals_are_not_counted() {
+    let server = start();
+    let signer = Signer::new(CURRENT_KEY);
+    let body = r#"{"task":"t"}"#;
+
+    // Unknown key, token for another route, unsigned, not JSON.
+    let (status, json) = post(
+        &server,
+        &Signer::new("sig_evil"),
+        "/jobs",
+        "/jobs",
+        body,
+        "msg_1",
+        0,
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (401, Some("invalid_signature"))
+    );
+    let (status, json) = post(&server, &signer, "/jobs", "/callbacks", body, "msg_2", 0).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (401, Some("url_mismatch"))
+    );
+    let response = client()
+        .request(
+            Request::post(format!("{}/jobs", server.base))
+                .body(full(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (status, _, answer) = read_response(response).await;
+    assert_eq!(status, 401);
+    assert!(String::from_utf8_lossy(&answer).contains("missing_signature"));
+    let (status, json) = post(&server, &signer, "/jobs", "/jobs", "not json", "msg_3", 0).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_payload"))
+    );
+
+    assert_eq!(stats(&server).await, serde_json::json!({"runs": {}}));
+}
+
+#[tokio::test]
+async fn callbacks_and_failures() {
+    let server = start();
+    let signer = Signer::new(CURRENT_KEY);
+    let event = serde_json::json!({
+        "status": 200,
+        "header": {"Content-Type": ["application/json"]},
+        "body": STANDARD.encode(r#"{"ok":true}"#),
+        "retried": 0,
+        "maxRetries": 3,
+        "sourceMessageId": "msg_src",
+        "url": format!("{PUBLIC_URL}/jobs"),
+        "method": "POST",
+        "sourceBody": STANDARD.encode("{}"),
+        "createdAt": 1_700_000_000_000_i64,
+    });
+    let (status, json) = post(
+        &server,
+        &signer,
+        "/callbacks",
+        "/callbacks",
+        &event.to_string(),
+        "msg_cb",
+        0,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        json,
+        serde_json::json!({"source_message_id": "msg_src", "status": 200, "body": r#"{"ok":true}"#})
+    );
+
+    let mut failure = event.clone();
+    failure["status"] = 500.into();
+    failure["dlqId"] = "dlq_1".into();
+    let (status, json) = post(
+        &server,
+        &signer,
+        "/failures",
+        "/failures",
+        &failure.to_string(),
+        "msg_f",
+        0,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        json,
+        serde_json::json!({"source_message_id": "msg_src", "dlq_id": "dlq_1"})
+    );
+
+    // A verified body that is not an event: 400.
+    let (status, json) = post(
+        &server,
+        &signer,
+        "/callbacks",
+        "/callbacks",
+        "{}",
+        "msg_x",
+        0,
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_payload"))
+    );
+    // Signed for /failures, sent to /callbacks.
+    let (status, json) = post(
+        &server,
+        &signer,
+        "/callbacks",
+        "/failures",
+        &failure.to_string(),
+        "msg_y",
+        0,
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (401, Some("url_mismatch"))
+    );
+}

@@ -1,0 +1,453 @@
+//! The tower layer, outside axum: every shared case through `oneshot` and through a real hyper
+//! server on loopback, what the inner service receives, what is never read, custom answers.
+#![cfg(all(feature = "tower", feature = "test-utils"))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+mod tower_support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use qstash_receiver::test_utils::Signer;
+use qstash_receiver::tower::QStashLayer;
+use qstash_receiver::{Claims, Delivery, MatchedKey, Receiver, SigningKeys, Verifier};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+
+use common::{CURRENT_KEY, PUBLIC_BASE};
+use tower_support::{
+    ChunkedBody, CountingBody, TestBody, assert_case, case_request, client, full, read_response,
+};
+
+async fn echo(req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    Ok(Response::new(Full::new(body)))
+}
+
+/// The inner service must never run: it panics.
+async fn unreachable_handler(_: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    panic!("the inner service ran for a refused request")
+}
+
+fn signed_request<B>(path: &str, body: &[u8], make: impl FnOnce(Vec<u8>) -> B) -> Request<B> {
+    let delivery = Signer::new(CURRENT_KEY).delivery(&format!("{PUBLIC_BASE}{path}"), body);
+    let mut builder = Request::post(path);
+    for (name, value) in &delivery.headers {
+        builder = builder.header(name, value);
+    }
+    builder.body(make(body.to_vec())).unwrap()
+}
+
+#[tokio::test]
+async fn every_shared_case_through_oneshot() {
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()))
+        .service(service_fn(echo));
+    for case in common::cases() {
+        let response = service
+            .clone()
+            .oneshot(case_request(&case, case.path))
+            .await
+            .unwrap();
+        let (status, content_type, body) = read_response(response).await;
+        assert_case(&case, status, content_type.as_deref(), &body);
+    }
+}
+
+async fn serve_echo() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()))
+        .service(service_fn(echo));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn every_shared_case_through_a_real_hyper_server() {
+    let addr = serve_echo().await;
+    let client = client();
+    for case in common::cases() {
+        let uri = format!("http://{addr}{}", case.path);
+        let response = client.request(case_request(&case, &uri)).await.unwrap();
+        let (status, content_type, body) = read_response(response).await;
+        assert_case(&case, status, content_type.as_deref(), &body);
+    }
+}
+
+#[tokio::test]
+async fn inner_service_gets_the_sent_bytes_claims_and_delivery() {
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()))
+        .service(service_fn(|req: Request<Full<Bytes>>| async move {
+            let claims = req.extensions().get::<Claims>().cloned().unwrap();
+            let delivery = req.extensions().get::<Delivery>().cloned().unwrap();
+            let marker = req.extensions().get::<&'static str>().copied();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let answer = serde_json::json!({
+                "url": claims.url(),
+                "key": format!("{:?}", claims.matched_key()),
+                "message_id": delivery.message_id(),
+                "retried": delivery.retried(),
+                "marker": marker,
+                "body": String::from_utf8(body.to_vec()).unwrap(),
+            });
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(answer.to_string()))))
+        }));
+    let body = br#"{"task":"mail","n":42}"#;
+    let delivery = Signer::new(common::NEXT_KEY).delivery_with_id(
+        &format!("{PUBLIC_BASE}/jobs?x=1"),
+        body,
+        "msg_abc",
+        2,
+    );
+    let mut builder = Request::post("/jobs?x=1").extension("kept");
+    for (name, value) in &delivery.headers {
+        builder = builder.header(name, value);
+    }
+    let request = builder.body(full(&body[..])).unwrap();
+    let (status, _, answer) = read_response(service.oneshot(request).await.unwrap()).await;
+    assert_eq!(status, 200);
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer["url"], format!("{PUBLIC_BASE}/jobs?x=1"));
+    assert_eq!(answer["key"], format!("{:?}", MatchedKey::Next));
+    assert_eq!(answer["message_id"], "msg_abc");
+    assert_eq!(answer["retried"], 2);
+    assert_eq!(answer["marker"], "kept", "the original extensions are kept");
+    assert_eq!(answer["body"], std::str::from_utf8(body).unwrap());
+}
+
+#[tokio::test]
+async fn body_is_never_polled_after_a_head_rejection() {
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()))
+        .service(service_fn(unreachable_handler));
+
+    // No signature.
+    let (body, polls) = CountingBody::new(&b"{}"[..]);
+    let request = Request::post("/jobs").body(body).unwrap();
+    let (status, _, answer) = read_response(service.clone().oneshot(request).await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert!(String::from_utf8_lossy(&answer).contains("missing_signature"));
+    assert_eq!(polls.load(Ordering::SeqCst), 0);
+
+    // Signed for another route, expired, unknown key: all refused before the body.
+    for (signer, path) in [
+        (Signer::new(CURRENT_KEY), "/admin"),
+        (
+            Signer::new(CURRENT_KEY)
+                .issued_at(std::time::SystemTime::now() - std::time::Duration::from_secs(900)),
+            "/jobs",
+        ),
+        (Signer::new("sig_someoneElse"), "/jobs"),
+    ] {
+        let delivery = signer.delivery(&format!("{PUBLIC_BASE}{path}"), b"{}");
+        let mut builder = Request::post("/jobs");
+        for (name, value) in &delivery.headers {
+            builder = builder.header(name, value);
+        }
+        let (body, polls) = CountingBody::new(&b"{}"[..]);
+        let response = service
+            .clone()
+            .oneshot(builder.body(body).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(polls.load(Ordering::SeqCst), 0, "{path}");
+    }
+
+    // A Content-Length over the limit: 413 before reading.
+    let mut request = signed_request("/jobs", b"{}", |b| CountingBody::new(b).0);
+    let (body, polls) = CountingBody::new(&b"{}"[..]);
+    *request.body_mut() = body;
+    request.headers_mut().insert(
+        "content-length",
+        (common::LIMIT as u64 + 1).to_string().parse().unwrap(),
+    );
+    let (status, _, answer) = read_response(service.oneshot(request).await.unwrap()).await;
+    assert_eq!(status, 413);
+    assert!(String::from_utf8_lossy(&answer).contains("payload_too_large"));
+    assert_eq!(polls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_good_request_polls_the_body() {
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()))
+        .service(service_fn(echo));
+    let body = b"hello";
+    let mut request = signed_request("/jobs", body, |b| CountingBody::new(b).0);
+    let (counting, polls) = CountingBody::new(&body[..]);
+    *request.body_mut() = counting;
+    let (status, _, answer) = read_response(service.oneshot(request).await.unwrap()).await;
+    assert_eq!((status, &answer[..]), (200, &body[..]));
+    assert!(polls.load(Ordering::SeqCst) >= 1);
+}
+
+#[tokio::test]
+async fn chunked_body_over_the_limit_is_413() {
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()))
+        .service(service_fn(unreachable_handler));
+    let big = vec![b'a'; 20 * 1024 * 1024];
+    let request = signed_request("/jobs", &big, |b| ChunkedBody::new(b.len()));
+    let (status, content_type, answer) =
+        read_response(service.oneshot(request).await.unwrap()).await;
+    assert_eq!(status, 413);
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    let json: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(json["error"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn custom_rejection_response() {
+    let layer = QStashLayer::new(common::receiver()).on_rejection(|rejection| {
+        Response::builder()
+            .status(rejection.status())
+            .header("x-rejected", rejection.code())
+            .body(Bytes::from(format!("nope: {}", rejection.code())))
+            .unwrap()
+    });
+    let service = ServiceBuilder::new().layer(layer).service(service_fn(echo));
+    let request: Request<TestBody> = Request::post("/jobs").body(full("{}")).unwrap();
+    let response = service.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["x-rejected"], "missing_signature");
+    let (_, _, body) = read_response(response).await;
+    assert_eq!(&body[..], b"nope: missing_signature");
+
+    // Accepted requests are untouched.
+    let request = signed_request("/jobs", b"ok", full);
+    let (status, _, body) = read_response(service.oneshot(request).await.unwrap()).await;
+    assert_eq!((status, &body[..]), (200, &b"ok"[..]));
+}
+
+#[tokio::test]
+async fn url_policy_builders() {
+    let receiver = || {
+        Receiver::new(Verifier::new(
+            SigningKeys::new(CURRENT_KEY, "sig_n").unwrap(),
+        ))
+    };
+
+    // Unconfigured: 500 misconfigured, never a silent skip.
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(receiver()))
+        .service(service_fn(unreachable_handler));
+    let (status, _, body) = read_response(
+        service
+            .oneshot(signed_request("/jobs", b"", full))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 500);
+    assert!(String::from_utf8_lossy(&body).contains("\"misconfigured\""));
+
+    // Exact URL: the token must be for that URL, whatever the path.
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(receiver()).expected_url(format!("{PUBLIC_BASE}/jobs")))
+        .service(service_fn(echo));
+    let response = service
+        .clone()
+        .oneshot(signed_request("/jobs", b"x", full))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = service
+        .oneshot(signed_request("/other", b"x", full))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    // Public URL.
+    assert!(
+        QStashLayer::new(receiver())
+            .public_url("not a url")
+            .is_err()
+    );
+    let service = ServiceBuilder::new()
+        .layer(
+            QStashLayer::new(receiver())
+                .public_url(PUBLIC_BASE)
+                .unwrap()
+                .max_body_bytes(3),
+        )
+        .service(service_fn(echo));
+    let response = service
+        .clone()
+        .oneshot(signed_request("/a", b"abc", full))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = service
+        .oneshot(signed_request("/a", b"abcd", full))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+}
+
+/// An inner service that must be polled ready before each call; a clone starts not ready.
+#[derive(Debug, Default)]
+struct MustBeReady {
+    ready: bool,
+    polled: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Clone for MustBeReady {
+    fn clone(&self) -> Self {
+        Self {
+            ready: false,
+            polled: self.polled.clone(),
+        }
+    }
+}
+
+impl Service<Request<Full<Bytes>>> for MustBeReady {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.polled.fetch_add(1, Ordering::SeqCst);
+        self.ready = true;
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<Full<Bytes>>) -> Self::Future {
+        let status = if self.ready { 200 } else { 500 };
+        self.ready = false;
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        std::future::ready(Ok(response))
+    }
+}
+
+#[tokio::test]
+async fn poll_ready_is_forwarded_and_the_ready_service_is_called() {
+    let inner = MustBeReady::default();
+    let polled = inner.polled.clone();
+    let mut service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()))
+        .service(inner);
+    for n in 0..3 {
+        let response = ServiceExt::<Request<TestBody>>::ready(&mut service)
+            .await
+            .unwrap()
+            .call(signed_request("/jobs", b"1", full))
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "call {n} reached a service that was not ready"
+        );
+    }
+    assert_eq!(polled.load(Ordering::SeqCst), 3);
+}
+
+/// Collects everything the `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn rejections_are_logged_with_code_and_message_id_never_token_or_body() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()))
+        .service(service_fn(echo));
+    let body = br#"{"secret":"hunter2"}"#;
+    let delivery = Signer::new(CURRENT_KEY).delivery_with_id(
+        &format!("{PUBLIC_BASE}/jobs"),
+        body,
+        "msg_logged",
+        0,
+    );
+    let mut builder = Request::post("/jobs");
+    for (name, value) in &delivery.headers {
+        builder = builder.header(name, value);
+    }
+    // Tampered body: refused after the body was read.
+    let response = service
+        .clone()
+        .oneshot(builder.body(full(&br#"{"secret":"hunter3"}"#[..])).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    // Expired token: refused before.
+    let expired = Signer::new(CURRENT_KEY)
+        .issued_at(std::time::SystemTime::now() - std::time::Duration::from_secs(900))
+        .delivery_with_id(&format!("{PUBLIC_BASE}/jobs"), body, "msg_expired", 3);
+    let mut builder = Request::post("/jobs");
+    for (name, value) in &expired.headers {
+        builder = builder.header(name, value);
+    }
+    let response = service
+        .oneshot(builder.body(full(&body[..])).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("WARN"), "{logs}");
+    assert!(
+        logs.contains("body_mismatch") && logs.contains("msg_logged"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("token_expired") && logs.contains("msg_expired"),
+        "{logs}"
+    );
+    for secret in [&delivery.signature, &expired.signature] {
+        assert!(!logs.contains(secret.as_str()), "token in logs: {logs}");
+        // Not even the signature segment alone.
+        assert!(!logs.contains(secret.rsplit('.').next().unwrap()), "{logs}");
+    }
+    assert!(!logs.contains("hunter"), "body in logs: {logs}");
+    assert!(!logs.contains(CURRENT_KEY), "key in logs: {logs}");
+}
