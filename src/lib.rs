@@ -31,6 +31,10 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | *(none)* | the core: [`SigningKeys`], [`Verifier`], [`Claims`], [`VerifyError`], [`Delivery`], [`CallbackEvent`], [`Receiver`], [`Rejection`], [`UrlPolicy`]; no framework, no async runtime |
+//! | `tower` | [`tower::QStashLayer`]: verification as a tower `Layer`, for any tower/hyper stack |
+//! | `axum` | `tower` + axum 0.8 extractors: [`axum::Verified`], [`axum::Callback`], [`axum::FailureCallback`], `Claims`/`Delivery` from the layer, response helpers |
+//! | `actix-web` | [`actix::QStashMiddleware`], extractors, [`actix::QStashGuard`] (actix-web 4) |
+//! | `redis` | `dedup::RedisStore`: deduplication shared by several instances through Redis |
 //! | `test-utils` | [`test_utils::Signer`]: tokens and delivery headers exactly as QStash makes them |
 //!
 //! # Verification policy
