@@ -88,7 +88,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use memory::{DEFAULT_MEMORY_CAPACITY, MemoryStore};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis::{DEFAULT_KEY_PREFIX, RedisStore};
+pub use redis::{DEFAULT_KEY_PREFIX, RECONNECT_RETRIES, RedisStore};
 
 use crate::{Claims, Delivery, Rejection};
 

@@ -5,13 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{ClaimOutcome, DedupStore, LeaseOutcome, LeaseToken, MAX_TTL, StoreError, StoreFuture};
 
 /// The default key prefix of a [`RedisStore`]: `qstash:` (keys are `qstash:msg:<message id>`
 /// and `qstash:jti:<token id>`).
 pub const DEFAULT_KEY_PREFIX: &str = "qstash:";
+
+/// Reconnection retries of the manager made by [`RedisStore::connect`], per operation.
+pub const RECONNECT_RETRIES: usize = 1;
 
 /// The value of a completed key. A lease's value is `lease:<token>`.
 const COMPLETED: &str = "done";
@@ -97,11 +100,20 @@ impl RedisStore {
     /// Connects to `url` (`redis://[user:password@]host[:port][/db]` or `rediss://…` for TLS)
     /// with a reconnecting [`ConnectionManager`], and loads the scripts.
     ///
+    /// The manager fails fast while Redis is down, so deliveries get their `503` quickly
+    /// instead of waiting through a long reconnection backoff: a reconnection is tried again on
+    /// each operation ([`RECONNECT_RETRIES`] retries, 100 ms apart at first), connecting times
+    /// out after 1 s and a reply after 500 ms (the `redis` crate's defaults). Build your own
+    /// manager and use [`RedisStore::from_manager`] for other settings.
+    ///
     /// The error, should the URL be wrong or Redis unreachable, does not repeat the URL (it may
     /// hold a password).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::backend)?;
-        let manager = ConnectionManager::new(client)
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(StoreError::backend)?;
         let store = Self::from_manager(manager);
