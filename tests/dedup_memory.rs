@@ -36,8 +36,7 @@ async fn released_message_runs_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deliveries_run_once() {
     let shared = store();
-    concurrent_claims_one_winner(vec![Dedup::new(Arc::clone(&shared)), Dedup::new(shared)])
-        .await;
+    concurrent_claims_one_winner(vec![Dedup::new(Arc::clone(&shared)), Dedup::new(shared)]).await;
 }
 
 #[tokio::test]
@@ -77,7 +76,8 @@ async fn memory_stays_bounded_under_a_flood_of_distinct_ids() {
     let mut max_len = 0;
     for i in 0..200_000u32 {
         let key = format!("msg:flood_{i}");
-        let ClaimOutcome::Acquired(token) = memory.claim(&key, Duration::from_secs(60)).await.unwrap()
+        let ClaimOutcome::Acquired(token) =
+            memory.claim(&key, Duration::from_secs(60)).await.unwrap()
         else {
             panic!("{key} not acquired");
         };
@@ -93,8 +93,15 @@ async fn memory_stays_bounded_under_a_flood_of_distinct_ids() {
         }
     }
     max_len = max_len.max(memory.len());
-    assert!(max_len <= 10_000, "{max_len} entries for a capacity of 10000");
-    assert!(memory.len() > 9_000, "evicted too eagerly: {}", memory.len());
+    assert!(
+        max_len <= 10_000,
+        "{max_len} entries for a capacity of 10000"
+    );
+    assert!(
+        memory.len() > 9_000,
+        "evicted too eagerly: {}",
+        memory.len()
+    );
     // The most recent completed ids are kept; the oldest were evicted first.
     let (delivery, claims) = attempt("flood_199999", 3);
     assert!(matches!(
@@ -120,9 +127,15 @@ async fn full_of_live_leases_refuses_instead_of_dropping_one() {
     let done = lease.message_id().to_owned();
     lease.complete().await.unwrap();
     // A completed id makes room (evicted first).
-    expect_run(begin(&dedup, &new_id()).await).complete().await.unwrap();
+    expect_run(begin(&dedup, &new_id()).await)
+        .complete()
+        .await
+        .unwrap();
     assert_eq!(memory.len(), 1);
-    expect_run(begin(&dedup, &done).await).release().await.unwrap();
+    expect_run(begin(&dedup, &done).await)
+        .release()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -153,9 +166,11 @@ async fn in_progress_retry_after_follows_the_policy() {
     // Default: the lease's remaining time (at most 600 s, at least 1 s, rounded up).
     let secs = expect_in_progress(begin(&dedup, &id).await, 600);
     assert!(secs > 500, "remaining lease {secs}");
-    let capped = dedup.clone().in_progress_retry_after(InProgressRetryAfter::RemainingLease {
-        max: Duration::from_secs(30),
-    });
+    let capped = dedup
+        .clone()
+        .in_progress_retry_after(InProgressRetryAfter::RemainingLease {
+            max: Duration::from_secs(30),
+        });
     assert_eq!(expect_in_progress(begin(&capped, &id).await, 30), 30);
     let fixed = dedup
         .clone()
@@ -168,10 +183,26 @@ async fn in_progress_retry_after_follows_the_policy() {
 fn debug_output_shows_no_token() {
     let dedup = Dedup::new(Arc::new(MemoryStore::with_capacity(10)));
     let text = format!("{dedup:?}");
-    assert!(text.contains("lease_ttl") && text.contains("FailClosed"), "{text}");
+    assert!(
+        text.contains("lease_ttl") && text.contains("FailClosed"),
+        "{text}"
+    );
     let memory = MemoryStore::with_capacity(10);
     assert_eq!(
         format!("{memory:?}"),
         "MemoryStore { capacity: 10, len: 0 }"
     );
+}
+
+#[test]
+fn receiver_carries_the_dedup() {
+    use qstash_receiver::{Receiver, SigningKeys, Verifier};
+    let verifier = Verifier::new(SigningKeys::new("sig_a", "sig_b").unwrap());
+    let receiver = Receiver::new(verifier.clone());
+    assert!(receiver.deduplication().is_none());
+    let dedup = Dedup::new(Arc::new(MemoryStore::with_capacity(7))).replay_guard(true);
+    let receiver = Receiver::new(verifier).dedup(dedup.clone());
+    let configured = receiver.clone().deduplication().cloned().unwrap();
+    assert!(Arc::ptr_eq(configured.store(), dedup.store()));
+    assert!(format!("{configured:?}").contains("replay_guard: true"));
 }

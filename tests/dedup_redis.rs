@@ -16,8 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qstash_receiver::dedup::{
-    Begin, Dedup, DedupStore, LeaseOutcome, OnStoreError, RedisStore, StoreError,
-    UnguardedReason,
+    Begin, Dedup, DedupStore, LeaseOutcome, OnStoreError, RedisStore, StoreError, UnguardedReason,
 };
 use support::redis_server::RedisServer;
 use support::*;
@@ -36,25 +35,33 @@ fn raw(server: &RedisServer) -> redis::Connection {
 
 #[tokio::test]
 async fn completed_message_is_a_duplicate() {
-    let Some(server) = RedisServer::start() else { return };
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     complete_then_duplicate(store(&server).await).await;
 }
 
 #[tokio::test]
 async fn released_message_runs_again() {
-    let Some(server) = RedisServer::start() else { return };
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     release_then_runs_again(store(&server).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deliveries_run_once() {
-    let Some(server) = RedisServer::start() else { return };
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     concurrent_claims_one_winner(vec![Dedup::new(store(&server).await)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_sharing_one_redis_run_a_message_once() {
-    let Some(server) = RedisServer::start() else { return };
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     // Two receivers (two "servers"), each with its own connection to the same Redis.
     let a = Dedup::new(store(&server).await);
     let b = Dedup::new(store(&server).await);
@@ -70,40 +77,55 @@ async fn two_servers_sharing_one_redis_run_a_message_once() {
 
 #[tokio::test]
 async fn expired_lease_taken_over_and_late_holder_powerless() {
-    let Some(server) = RedisServer::start() else { return };
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     expired_lease_is_taken_over(store(&server).await).await;
     expired_lease_cannot_complete(store(&server).await).await;
 }
 
 #[tokio::test]
 async fn completed_ids_expire_after_retention() {
-    let Some(server) = RedisServer::start() else { return };
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     retention_expires(store(&server).await).await;
 }
 
 #[tokio::test]
 async fn replay_guard_refuses_the_same_token() {
-    let Some(server) = RedisServer::start() else { return };
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     replay_guard(store(&server).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_lease_is_released_in_the_background() {
-    let Some(server) = RedisServer::start() else { return };
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     dropped_lease_is_released(store(&server).await).await;
 }
 
 #[tokio::test]
 async fn delivery_without_message_id_runs_unguarded() {
-    let Some(server) = RedisServer::start() else { return };
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     no_message_id_runs_unguarded(store(&server).await).await;
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut raw(&server)).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut raw(&server))
+        .unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 }
 
 #[tokio::test]
 async fn keys_values_ttls_and_prefixes() {
-    let Some(server) = RedisServer::start() else { return };
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     let one = RedisStore::connect(&server.url())
         .await
         .unwrap()
@@ -122,7 +144,10 @@ async fn keys_values_ttls_and_prefixes() {
         .arg(format!("app1:msg:{id}"))
         .query(&mut conn)
         .unwrap();
-    assert!(leased.starts_with("lease:") && leased.len() == 6 + 32, "{leased}");
+    assert!(
+        leased.starts_with("lease:") && leased.len() == 6 + 32,
+        "{leased}"
+    );
     lease.complete().await.unwrap();
     let done: String = redis::cmd("GET")
         .arg(format!("app1:msg:{id}"))
@@ -159,7 +184,9 @@ async fn keys_values_ttls_and_prefixes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_run_fails_closed_then_recovers_after_restart() {
-    let Some(mut server) = RedisServer::start() else { return };
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
     let shared = store(&server).await;
     let closed = Dedup::new(Arc::clone(&shared));
     let open = Dedup::new(Arc::clone(&shared)).on_store_error(OnStoreError::FailOpen);
@@ -201,9 +228,14 @@ async fn redis_killed_mid_run_fails_closed_then_recovers_after_restart() {
 
 #[tokio::test]
 async fn rediss_urls_use_tls_and_errors_hide_the_password() {
-    let Some(server) = RedisServer::start() else { return };
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     // TLS against a plain-text server: the handshake fails cleanly (no crypto-provider panic).
-    let url = format!("rediss://default:s3cretPassw0rd@127.0.0.1:{}", server.port());
+    let url = format!(
+        "rediss://default:s3cretPassw0rd@127.0.0.1:{}",
+        server.port()
+    );
     let err = RedisStore::connect(&url).await.unwrap_err();
     assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
     assert!(!err.to_string().contains("s3cretPassw0rd"), "{err}");
@@ -251,10 +283,18 @@ impl Monitor {
     async fn commands(&mut self) -> Vec<String> {
         self.n += 1;
         let sentinel = format!("qstash-sentinel-{}", self.n);
-        let _: String = redis::cmd("ECHO").arg(&sentinel).query(&mut self.conn).unwrap();
+        let _: String = redis::cmd("ECHO")
+            .arg(&sentinel)
+            .query(&mut self.conn)
+            .unwrap();
         let mut seen = Vec::new();
         loop {
-            let line = self.lines.next_line().await.unwrap().expect("monitor ended");
+            let line = self
+                .lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("monitor ended");
             if line.contains(&sentinel) {
                 return seen;
             }
@@ -267,16 +307,24 @@ impl Monitor {
 
 #[tokio::test]
 async fn a_new_delivery_costs_exactly_two_round_trips() {
-    let Some(server) = RedisServer::start() else { return };
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     let dedup = Dedup::new(store(&server).await);
     let mut monitor = Monitor::start(&server).await;
 
     // New delivery: claim + complete.
     let id = new_id();
-    expect_run(begin(&dedup, &id).await).finish(200).await.unwrap();
+    expect_run(begin(&dedup, &id).await)
+        .finish(200)
+        .await
+        .unwrap();
     let commands = monitor.commands().await;
     assert_eq!(commands.len(), 2, "{commands:#?}");
-    assert!(commands.iter().all(|c| c.contains("\"EVALSHA\"")), "{commands:#?}");
+    assert!(
+        commands.iter().all(|c| c.contains("\"EVALSHA\"")),
+        "{commands:#?}"
+    );
 
     // Duplicate: one claim.
     expect_duplicate(begin(&dedup, &id).await, &id);
@@ -284,12 +332,18 @@ async fn a_new_delivery_costs_exactly_two_round_trips() {
 
     // Failed handler: claim + release.
     let id = new_id();
-    expect_run(begin(&dedup, &id).await).finish(500).await.unwrap();
+    expect_run(begin(&dedup, &id).await)
+        .finish(500)
+        .await
+        .unwrap();
     assert_eq!(monitor.commands().await.len(), 2);
 
     // With the replay guard: one SET NX PX more.
     let guarded = dedup.clone().replay_guard(true);
-    expect_run(begin(&guarded, &new_id()).await).finish(200).await.unwrap();
+    expect_run(begin(&guarded, &new_id()).await)
+        .finish(200)
+        .await
+        .unwrap();
     let commands = monitor.commands().await;
     assert_eq!(commands.len(), 3, "{commands:#?}");
     assert!(commands[0].contains("\"SET\"") && commands[0].contains("\"NX\""));

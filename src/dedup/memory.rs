@@ -12,6 +12,7 @@ use super::{ClaimOutcome, DedupStore, LeaseOutcome, LeaseToken, MAX_TTL, StoreEr
 pub const DEFAULT_MEMORY_CAPACITY: usize = 100_000;
 
 const SHARDS: usize = 16;
+const MIN_SHARD_CAPACITY: usize = 1024;
 
 /// A deduplication store in this process's memory.
 ///
@@ -24,12 +25,13 @@ const SHARDS: usize = 16;
 /// of live leases refuses a new claim with [`StoreError::CapacityExhausted`] (a `503`, QStash
 /// retries) rather than dropping a live lease. Expired entries are dropped when met.
 ///
-/// Concurrent: the keys are spread over up to 16 shards, each behind its own mutex held only
-/// for a map operation (never across an `await`). Each shard holds an equal part of the
-/// capacity, so eviction may start slightly before the whole store is full.
+/// Concurrent: the keys are spread over up to 16 shards (one per 1024 entries of capacity),
+/// each behind its own mutex held only for a map operation (never across an `await`). Each
+/// shard holds an equal part of the capacity, so eviction may start slightly before the whole
+/// store is full, and the "oldest first" order is per shard.
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
-    per_shard: usize,
+    capacity: usize,
     hasher: RandomState,
 }
 
@@ -57,17 +59,27 @@ impl MemoryStore {
     /// A store holding up to `capacity` entries (at least 1).
     pub fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        let shards = SHARDS.min(capacity);
+        // Small stores keep one shard (exact eviction order); large ones spread the locks.
+        let shards = (capacity / MIN_SHARD_CAPACITY).clamp(1, SHARDS);
+        // Each shard's part of the capacity; the remainder goes to the first ones.
+        let limit = |i: usize| capacity / shards + usize::from(i < capacity % shards);
         Self {
-            shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
-            per_shard: capacity / shards,
+            shards: (0..shards)
+                .map(|i| {
+                    Mutex::new(Shard {
+                        limit: limit(i),
+                        ..Shard::default()
+                    })
+                })
+                .collect(),
+            capacity,
             hasher: RandomState::new(),
         }
     }
 
     /// The most entries it holds.
     pub fn capacity(&self) -> usize {
-        self.per_shard * self.shards.len()
+        self.capacity
     }
 
     /// How many entries it holds now (leases, completed ids, replay-guard ids, expired ones not
@@ -97,7 +109,7 @@ impl MemoryStore {
         if let Some(found) = shard.live(key, now) {
             return Ok(found);
         }
-        shard.make_room(self.per_shard, now, self.capacity())?;
+        shard.make_room(now, self.capacity)?;
         let token = LeaseToken::generate();
         shard.insert(key, State::Leased(token.clone()), expiry(now, lease_ttl));
         Ok(ClaimOutcome::Acquired(token))
@@ -135,7 +147,7 @@ impl MemoryStore {
         if shard.live(key, now).is_some() {
             return Ok(false);
         }
-        shard.make_room(self.per_shard, now, self.capacity())?;
+        shard.make_room(now, self.capacity)?;
         shard.insert(key, State::Completed, expiry(now, ttl));
         Ok(true)
     }
@@ -197,6 +209,8 @@ struct Shard {
     /// Leases by insertion order.
     leases: BTreeMap<u64, Arc<str>>,
     next_seq: u64,
+    /// This shard's part of the capacity.
+    limit: usize,
 }
 
 impl Shard {
@@ -251,8 +265,8 @@ impl Shard {
     }
 
     /// Evicts until one more entry fits: the oldest completed, else the oldest lease if expired.
-    fn make_room(&mut self, limit: usize, now: Instant, capacity: usize) -> Result<(), StoreError> {
-        while self.entries.len() >= limit {
+    fn make_room(&mut self, now: Instant, capacity: usize) -> Result<(), StoreError> {
+        while self.entries.len() >= self.limit.max(1) {
             if let Some((_, key)) = self.completed.pop_first() {
                 self.entries.remove(&key);
                 continue;
@@ -289,7 +303,10 @@ mod tests {
         let ClaimOutcome::Acquired(a) = store.claim_now("a", ttl).unwrap() else {
             panic!()
         };
-        assert_eq!(store.complete_now("a", &a, ttl).unwrap(), LeaseOutcome::Applied);
+        assert_eq!(
+            store.complete_now("a", &a, ttl).unwrap(),
+            LeaseOutcome::Applied
+        );
         assert!(matches!(
             store.claim_now("b", ttl).unwrap(),
             ClaimOutcome::Acquired(_)

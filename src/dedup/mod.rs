@@ -196,7 +196,15 @@ pub struct LeaseToken(String);
 impl LeaseToken {
     /// A new random token, from the operating system's generator.
     pub fn generate() -> Self {
-        Self(crate::random::token_hex())
+        let mut bytes = [0u8; 16];
+        crate::random::fill(&mut bytes);
+        let mut text = String::with_capacity(32);
+        for b in bytes {
+            for nibble in [b >> 4, b & 0x0f] {
+                text.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+            }
+        }
+        Self(text)
     }
 
     /// The token as text (what a store saves and compares).

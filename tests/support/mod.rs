@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qstash_receiver::dedup::{
-    Begin, ClaimOutcome, DUPLICATE_HEADER, Dedup, DedupStore, LeaseOutcome, LeaseToken,
-    StoreError, StoreFuture, UnguardedReason, duplicate_json_body,
+    Begin, ClaimOutcome, DUPLICATE_HEADER, Dedup, DedupStore, LeaseOutcome, LeaseToken, StoreError,
+    StoreFuture, UnguardedReason, duplicate_json_body,
 };
 use qstash_receiver::test_utils::{SignedDelivery, Signer};
 use qstash_receiver::{Claims, Delivery, Rejection, SigningKeys, Verifier};
@@ -157,7 +157,10 @@ pub async fn complete_then_duplicate(store: Arc<dyn DedupStore>) {
     expect_duplicate(begin(&dedup, &id).await, &id);
     // Another id is independent.
     let other = new_id();
-    expect_run(begin(&dedup, &other).await).release().await.unwrap();
+    expect_run(begin(&dedup, &other).await)
+        .release()
+        .await
+        .unwrap();
 }
 
 /// claim → non-2xx releases → the retry runs; then it completes.
@@ -227,7 +230,10 @@ pub async fn expired_lease_is_taken_over(store: Arc<dyn DedupStore>) {
     assert_eq!(late.release().await.unwrap(), LeaseOutcome::NotHeld);
     expect_in_progress(begin(&dedup, &id).await, 7260);
     assert_eq!(current.finish(500).await.unwrap(), LeaseOutcome::Applied);
-    expect_run(begin(&dedup, &id).await).complete().await.unwrap();
+    expect_run(begin(&dedup, &id).await)
+        .complete()
+        .await
+        .unwrap();
 }
 
 /// A lease expired with nobody else taking it cannot be completed either.
@@ -237,17 +243,26 @@ pub async fn expired_lease_cannot_complete(store: Arc<dyn DedupStore>) {
     let lease = expect_run(begin(&short, &id).await);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(lease.finish(200).await.unwrap(), LeaseOutcome::NotHeld);
-    expect_run(begin(&short, &id).await).release().await.unwrap();
+    expect_run(begin(&short, &id).await)
+        .release()
+        .await
+        .unwrap();
 }
 
 /// A completed id is forgotten after the retention.
 pub async fn retention_expires(store: Arc<dyn DedupStore>) {
     let dedup = Dedup::new(store).retention(Duration::from_millis(150));
     let id = new_id();
-    expect_run(begin(&dedup, &id).await).complete().await.unwrap();
+    expect_run(begin(&dedup, &id).await)
+        .complete()
+        .await
+        .unwrap();
     expect_duplicate(begin(&dedup, &id).await, &id);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    expect_run(begin(&dedup, &id).await).complete().await.unwrap();
+    expect_run(begin(&dedup, &id).await)
+        .complete()
+        .await
+        .unwrap();
 }
 
 /// The replay guard refuses the same token again, even under another message id; off, it
