@@ -23,7 +23,8 @@ const MIN_SHARD_CAPACITY: usize = 1024;
 /// distinct message ids. When full, it evicts the oldest **completed** ids first (an evicted
 /// id delivered again is processed again: at least once), then an expired lease; a store full
 /// of live leases refuses a new claim with [`StoreError::CapacityExhausted`] (a `503`, QStash
-/// retries) rather than dropping a live lease. Expired entries are dropped when met.
+/// retries) rather than dropping a live lease. Replay-guard ids count as completed ones.
+/// Expired entries are dropped when met (or evicted).
 ///
 /// Concurrent: the keys are spread over up to 16 shards (one per 1024 entries of capacity),
 /// each behind its own mutex held only for a map operation (never across an `await`). Each

@@ -56,8 +56,9 @@ return 0
 ///
 /// One round trip per operation: a claim is one Lua script (`EVALSHA`), complete and release
 /// are Lua scripts that check the lease token, the replay guard is one `SET NX PX`; a new
-/// delivery costs two round trips (claim, complete). Every command touches a single key, so it
-/// works on Redis Cluster too. Leases and retention are Redis TTLs (`PX`).
+/// delivery costs two round trips (claim, complete). Every command and script touches a single key,
+/// a layout Redis Cluster accepts (this store takes a single-node [`ConnectionManager`]; a
+/// cluster connection is not offered yet). Leases and retention are Redis TTLs (`PX`).
 ///
 /// Built on the `redis` crate's [`ConnectionManager`], which reconnects by itself: while Redis
 /// is down, operations fail with [`StoreError::Backend`] (a `503` by default) and succeed again
