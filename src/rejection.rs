@@ -228,6 +228,7 @@ mod tests {
                 503,
                 "store_unavailable",
             ),
+            (Rejection::Replayed, 401, "token_replayed"),
             (
                 Rejection::Misconfigured("no url policy".into()),
                 500,
