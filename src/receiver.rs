@@ -46,6 +46,7 @@ pub struct Receiver {
     url_policy: UrlPolicy,
     max_body_bytes: usize,
     non_retryable_invalid_payload: bool,
+    dedup: Option<crate::dedup::Dedup>,
 }
 
 impl Receiver {
@@ -58,6 +59,7 @@ impl Receiver {
             url_policy: UrlPolicy::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             non_retryable_invalid_payload: false,
+            dedup: None,
         }
     }
 
@@ -88,6 +90,19 @@ impl Receiver {
     pub fn non_retryable_invalid_payload(mut self, enabled: bool) -> Self {
         self.non_retryable_invalid_payload = enabled;
         self
+    }
+
+    /// Deduplicate deliveries by message id (see [`crate::dedup`]): the tower layer and the
+    /// actix-web middleware then run each message's handler to success once.
+    #[must_use]
+    pub fn dedup(mut self, dedup: crate::dedup::Dedup) -> Self {
+        self.dedup = Some(dedup);
+        self
+    }
+
+    /// The deduplication, when configured with [`Receiver::dedup`].
+    pub fn deduplication(&self) -> Option<&crate::dedup::Dedup> {
+        self.dedup.as_ref()
     }
 
     /// The verifier (clones share its keys: rotate them with [`Verifier::set_keys`]).

@@ -36,6 +36,7 @@ pub const NON_RETRYABLE_HEADER: &str = "upstash-nonretryable-error";
 /// | [`InvalidPayload`](Rejection::InvalidPayload) | 400, or 489 when non-retryable | 489: no, to the DLQ |
 /// | [`InProgress`](Rejection::InProgress) | 409 + `Retry-After` | yes, after the delay |
 /// | [`StoreUnavailable`](Rejection::StoreUnavailable) | 503 + `Retry-After` | yes, after the delay |
+/// | [`Replayed`](Rejection::Replayed) | 401 | QStash never repeats a token: a replay is not QStash |
 /// | [`Misconfigured`](Rejection::Misconfigured) | 500 | yes |
 ///
 /// Messages never contain a key, a token or a body.
@@ -71,6 +72,9 @@ pub enum Rejection {
         /// Seconds QStash should wait before retrying.
         retry_after_secs: u32,
     },
+    /// The very same token (its `jti`) was already accepted while it is still valid: a replay of
+    /// a captured request (dedup's replay guard). QStash signs every attempt with a new token.
+    Replayed,
     /// The receiver is not configured correctly (no URL policy, no verifier in state…).
     Misconfigured(String),
 }
@@ -79,7 +83,7 @@ impl Rejection {
     /// The HTTP status to answer with.
     pub fn status(&self) -> u16 {
         match self {
-            Self::Verify(_) => 401,
+            Self::Verify(_) | Self::Replayed => 401,
             Self::Delivery(_) | Self::BodyRead(_) => 400,
             Self::PayloadTooLarge { .. } => 413,
             Self::InvalidPayload {
@@ -103,6 +107,7 @@ impl Rejection {
             Self::InvalidPayload { .. } => "invalid_payload",
             Self::InProgress { .. } => "in_progress",
             Self::StoreUnavailable { .. } => "store_unavailable",
+            Self::Replayed => "token_replayed",
             Self::Misconfigured(_) => "misconfigured",
         }
     }
@@ -149,6 +154,7 @@ impl fmt::Display for Rejection {
             Self::StoreUnavailable { .. } => {
                 f.write_str("deduplication store unavailable: retry later")
             }
+            Self::Replayed => f.write_str("this signed token was already used"),
             Self::Misconfigured(e) => write!(f, "receiver misconfigured: {e}"),
         }
     }
@@ -222,6 +228,7 @@ mod tests {
                 503,
                 "store_unavailable",
             ),
+            (Rejection::Replayed, 401, "token_replayed"),
             (
                 Rejection::Misconfigured("no url policy".into()),
                 500,

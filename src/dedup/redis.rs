@@ -1,0 +1,267 @@
+//! The Redis store (feature `redis`): shared by every instance of a service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{ClaimOutcome, DedupStore, LeaseOutcome, LeaseToken, MAX_TTL, StoreError, StoreFuture};
+
+/// The default key prefix of a [`RedisStore`]: `qstash:` (keys are `qstash:msg:<message id>`
+/// and `qstash:jti:<token id>`).
+pub const DEFAULT_KEY_PREFIX: &str = "qstash:";
+
+/// Reconnection retries of the manager made by [`RedisStore::connect`], per operation.
+pub const RECONNECT_RETRIES: usize = 1;
+
+/// The value of a completed key. A lease's value is `lease:<token>`.
+const COMPLETED: &str = "done";
+
+/// Claim in one round trip: free → lease it; completed → say so; leased → its remaining TTL.
+/// Returns `{0, 0}` acquired, `{1, pttl}` completed, `{2, pttl}` in progress.
+const CLAIM: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {0, 0}
+end
+if v == ARGV[3] then
+  return {1, redis.call('PTTL', KEYS[1])}
+end
+return {2, redis.call('PTTL', KEYS[1])}
+";
+
+/// Complete, only for the lease's holder: `1` applied, `0` not held.
+const COMPLETE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// Release, only for the lease's holder: `1` applied, `0` not held.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
+/// A deduplication store in Redis, shared by every instance that uses the same Redis and key
+/// prefix. Cheap to clone.
+///
+/// One round trip per operation: a claim is one Lua script (`EVALSHA`), complete and release
+/// are Lua scripts that check the lease token, the replay guard is one `SET NX PX`; a new
+/// delivery costs two round trips (claim, complete). Every command and script touches a single key,
+/// a layout Redis Cluster accepts (this store takes a single-node [`ConnectionManager`]; a
+/// cluster connection is not offered yet). Leases and retention are Redis TTLs (`PX`).
+///
+/// Built on the `redis` crate's [`ConnectionManager`], which reconnects by itself: while Redis
+/// is down, operations fail with [`StoreError::Backend`] (a `503` by default) and succeed again
+/// once it is back. `redis://` and `rediss://` (TLS with rustls and Mozilla's root certificates,
+/// for managed Redis such as Upstash Redis) URLs are supported.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), qstash_receiver::dedup::StoreError> {
+/// use std::sync::Arc;
+/// use qstash_receiver::dedup::{Dedup, RedisStore};
+///
+/// let store = RedisStore::connect("rediss://default:password@eu1-example.upstash.io:6379")
+///     .await?
+///     .key_prefix("myapp:qstash:");
+/// let dedup = Dedup::new(Arc::new(store));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: Arc<str>,
+    scripts: Arc<Scripts>,
+}
+
+struct Scripts {
+    claim: Script,
+    complete: Script,
+    release: Script,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[user:password@]host[:port][/db]` or `rediss://…` for TLS)
+    /// with a reconnecting [`ConnectionManager`], and loads the scripts.
+    ///
+    /// The manager fails fast while Redis is down, so deliveries get their `503` quickly
+    /// instead of waiting through a long reconnection backoff: a reconnection is tried again on
+    /// each operation ([`RECONNECT_RETRIES`] retries, 100 ms apart at first), connecting times
+    /// out after 1 s and a reply after 500 ms (the `redis` crate's defaults). Build your own
+    /// manager and use [`RedisStore::from_manager`] for other settings.
+    ///
+    /// The error, should the URL be wrong or Redis unreachable, does not repeat the URL (it may
+    /// hold a password).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(StoreError::backend)?;
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(StoreError::backend)?;
+        let store = Self::from_manager(manager);
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    /// A store on an existing connection manager (your own timeouts, retries, TLS setup). The
+    /// scripts are loaded on first use.
+    pub fn from_manager(connection: ConnectionManager) -> Self {
+        Self {
+            connection,
+            prefix: Arc::from(DEFAULT_KEY_PREFIX),
+            scripts: Arc::new(Scripts {
+                claim: Script::new(CLAIM),
+                complete: Script::new(COMPLETE),
+                release: Script::new(RELEASE),
+            }),
+        }
+    }
+
+    /// The prefix of every key (default [`DEFAULT_KEY_PREFIX`]): give each service its own when
+    /// they share a Redis.
+    #[must_use]
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Arc::from(prefix.into());
+        self
+    }
+
+    /// Loads the scripts into Redis (`SCRIPT LOAD`), so the first claim needs one round trip.
+    /// After a Redis restart the scripts are loaded again on first use.
+    pub async fn load_scripts(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        for script in [
+            &self.scripts.claim,
+            &self.scripts.complete,
+            &self.scripts.release,
+        ] {
+            script
+                .prepare_invoke()
+                .load_async(&mut connection)
+                .await
+                .map_err(StoreError::backend)?;
+        }
+        Ok(())
+    }
+
+    fn key(&self, key: &str) -> String {
+        let mut full = String::with_capacity(self.prefix.len() + key.len());
+        full.push_str(&self.prefix);
+        full.push_str(key);
+        full
+    }
+
+    async fn claim_once(&self, key: &str, ttl: Duration) -> Result<ClaimOutcome, StoreError> {
+        let token = LeaseToken::generate();
+        let mut connection = self.connection.clone();
+        let (kind, pttl): (i64, i64) = self
+            .scripts
+            .claim
+            .key(self.key(key))
+            .arg(lease_value(&token))
+            .arg(millis(ttl))
+            .arg(COMPLETED)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(StoreError::backend)?;
+        match kind {
+            0 => Ok(ClaimOutcome::Acquired(token)),
+            1 => Ok(ClaimOutcome::Completed),
+            2 => Ok(ClaimOutcome::InProgress {
+                // PTTL is -1 (no TTL) or -2 (gone) in odd cases: say 0, the caller retries soon.
+                remaining: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
+            }),
+            _ => Err(StoreError::UnexpectedReply("claim script")),
+        }
+    }
+
+    async fn settle(
+        &self,
+        script: &Script,
+        key: &str,
+        token: &LeaseToken,
+        retention: Option<Duration>,
+    ) -> Result<LeaseOutcome, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = script.key(self.key(key));
+        invocation.arg(lease_value(token));
+        if let Some(retention) = retention {
+            invocation.arg(COMPLETED).arg(millis(retention));
+        }
+        let applied: i64 = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(if applied == 1 {
+            LeaseOutcome::Applied
+        } else {
+            LeaseOutcome::NotHeld
+        })
+    }
+
+    async fn remember_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key(key))
+            .arg("1")
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl))
+            .query_async(&mut connection)
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(set.is_some())
+    }
+}
+
+impl DedupStore for RedisStore {
+    fn claim<'a>(&'a self, key: &'a str, lease_ttl: Duration) -> StoreFuture<'a, ClaimOutcome> {
+        Box::pin(self.claim_once(key, lease_ttl))
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a LeaseToken,
+        retention: Duration,
+    ) -> StoreFuture<'a, LeaseOutcome> {
+        Box::pin(self.settle(&self.scripts.complete, key, token, Some(retention)))
+    }
+
+    fn release<'a>(&'a self, key: &'a str, token: &'a LeaseToken) -> StoreFuture<'a, LeaseOutcome> {
+        Box::pin(self.settle(&self.scripts.release, key, token, None))
+    }
+
+    fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        Box::pin(self.remember_once(key, ttl))
+    }
+}
+
+fn lease_value(token: &LeaseToken) -> String {
+    format!("lease:{}", token.as_str())
+}
+
+/// A TTL in milliseconds for `PX`: at least 1, at most [`MAX_TTL`].
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.min(MAX_TTL).as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}

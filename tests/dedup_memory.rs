@@ -1,0 +1,208 @@
+//! Deduplication with the in-memory store: the shared scenarios, boundedness under a flood,
+//! store failures.
+#![cfg(feature = "test-utils")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use qstash_receiver::dedup::{
+    Begin, ClaimOutcome, Dedup, DedupStore, InProgressRetryAfter, LeaseOutcome, MemoryStore,
+    OnStoreError, UnguardedReason,
+};
+use support::*;
+
+fn store() -> Arc<dyn DedupStore> {
+    Arc::new(MemoryStore::new())
+}
+
+#[tokio::test]
+async fn completed_message_is_a_duplicate() {
+    complete_then_duplicate(store()).await;
+}
+
+#[tokio::test]
+async fn released_message_runs_again() {
+    release_then_runs_again(store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_run_once() {
+    let shared = store();
+    concurrent_claims_one_winner(vec![Dedup::new(Arc::clone(&shared)), Dedup::new(shared)]).await;
+}
+
+#[tokio::test]
+async fn expired_lease_taken_over_and_late_holder_powerless() {
+    expired_lease_is_taken_over(store()).await;
+    expired_lease_cannot_complete(store()).await;
+}
+
+#[tokio::test]
+async fn completed_ids_expire_after_retention() {
+    retention_expires(store()).await;
+}
+
+#[tokio::test]
+async fn replay_guard_refuses_the_same_token() {
+    replay_guard(store()).await;
+}
+
+#[cfg(any(feature = "tower", feature = "actix-web", feature = "redis"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_lease_is_released_in_the_background() {
+    dropped_lease_is_released(store()).await;
+}
+
+#[tokio::test]
+async fn delivery_without_message_id_runs_unguarded() {
+    let memory = Arc::new(MemoryStore::new());
+    no_message_id_runs_unguarded(memory.clone()).await;
+    assert!(memory.is_empty());
+}
+
+#[tokio::test]
+async fn memory_stays_bounded_under_a_flood_of_distinct_ids() {
+    let memory = Arc::new(MemoryStore::with_capacity(10_000));
+    assert_eq!(memory.capacity(), 10_000);
+    let dedup = Dedup::new(memory.clone());
+    let mut max_len = 0;
+    for i in 0..200_000u32 {
+        let key = format!("msg:flood_{i}");
+        let ClaimOutcome::Acquired(token) =
+            memory.claim(&key, Duration::from_secs(60)).await.unwrap()
+        else {
+            panic!("{key} not acquired");
+        };
+        assert_eq!(
+            memory
+                .complete(&key, &token, Duration::from_secs(3600))
+                .await
+                .unwrap(),
+            LeaseOutcome::Applied
+        );
+        if i % 1000 == 0 {
+            max_len = max_len.max(memory.len());
+        }
+    }
+    max_len = max_len.max(memory.len());
+    assert!(
+        max_len <= 10_000,
+        "{max_len} entries for a capacity of 10000"
+    );
+    assert!(
+        memory.len() > 9_000,
+        "evicted too eagerly: {}",
+        memory.len()
+    );
+    // The most recent completed ids are kept; the oldest were evicted first.
+    let (delivery, claims) = attempt("flood_199999", 3);
+    assert!(matches!(
+        dedup.begin(&delivery, &claims).await,
+        Begin::Duplicate { .. }
+    ));
+    let (delivery, claims) = attempt("flood_0", 3);
+    expect_run(dedup.begin(&delivery, &claims).await)
+        .complete()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn full_of_live_leases_refuses_instead_of_dropping_one() {
+    // Capacity 1: one shard, so the order is deterministic.
+    let memory = Arc::new(MemoryStore::with_capacity(1));
+    let dedup = Dedup::new(memory.clone());
+    let lease = expect_run(begin(&dedup, &new_id()).await);
+    // Fail closed: 503, nothing lost, QStash retries; the live lease is kept.
+    expect_store_unavailable(begin(&dedup, &new_id()).await, 10);
+    expect_in_progress(begin(&dedup, lease.message_id()).await, 7260);
+    let done = lease.message_id().to_owned();
+    lease.complete().await.unwrap();
+    // A completed id makes room (evicted first).
+    expect_run(begin(&dedup, &new_id()).await)
+        .complete()
+        .await
+        .unwrap();
+    assert_eq!(memory.len(), 1);
+    expect_run(begin(&dedup, &done).await)
+        .release()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn store_failure_fails_closed_by_default_and_open_on_request() {
+    let closed = Dedup::new(Arc::new(FailingStore));
+    expect_store_unavailable(begin(&closed, &new_id()).await, 10);
+    let closed = closed.store_retry_after(Duration::from_millis(2500));
+    expect_store_unavailable(begin(&closed, &new_id()).await, 3);
+    // The replay guard's store call fails the same way.
+    let guarded = Dedup::new(Arc::new(FailingStore)).replay_guard(true);
+    expect_store_unavailable(begin(&guarded, &new_id()).await, 10);
+
+    let open = Dedup::new(Arc::new(FailingStore))
+        .replay_guard(true)
+        .on_store_error(OnStoreError::FailOpen);
+    match begin(&open, &new_id()).await {
+        Begin::RunUnguarded { reason } => assert_eq!(reason, UnguardedReason::StoreUnavailable),
+        other => panic!("expected RunUnguarded, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn in_progress_retry_after_follows_the_policy() {
+    let memory: Arc<dyn DedupStore> = store();
+    let dedup = Dedup::new(Arc::clone(&memory)).lease_ttl(Duration::from_secs(600));
+    let id = new_id();
+    let lease = expect_run(begin(&dedup, &id).await);
+    // Default: the lease's remaining time (at most 600 s, at least 1 s, rounded up).
+    let secs = expect_in_progress(begin(&dedup, &id).await, 600);
+    assert!(secs > 500, "remaining lease {secs}");
+    let capped = dedup
+        .clone()
+        .in_progress_retry_after(InProgressRetryAfter::RemainingLease {
+            max: Duration::from_secs(30),
+        });
+    assert_eq!(expect_in_progress(begin(&capped, &id).await, 30), 30);
+    let fixed = dedup
+        .clone()
+        .in_progress_retry_after(InProgressRetryAfter::Fixed(Duration::from_secs(7)));
+    assert_eq!(expect_in_progress(begin(&fixed, &id).await, 7), 7);
+    lease.release().await.unwrap();
+}
+
+#[test]
+fn debug_output_shows_no_token() {
+    let dedup = Dedup::new(Arc::new(MemoryStore::with_capacity(10)));
+    let text = format!("{dedup:?}");
+    assert!(
+        text.contains("lease_ttl") && text.contains("FailClosed"),
+        "{text}"
+    );
+    let memory = MemoryStore::with_capacity(10);
+    assert_eq!(
+        format!("{memory:?}"),
+        "MemoryStore { capacity: 10, len: 0 }"
+    );
+}
+
+#[test]
+fn receiver_carries_the_dedup() {
+    use qstash_receiver::{Receiver, SigningKeys, Verifier};
+    let verifier = Verifier::new(SigningKeys::new("sig_a", "sig_b").unwrap());
+    let receiver = Receiver::new(verifier.clone());
+    assert!(receiver.deduplication().is_none());
+    let dedup = Dedup::new(Arc::new(MemoryStore::with_capacity(7))).replay_guard(true);
+    let receiver = Receiver::new(verifier).dedup(dedup.clone());
+    let configured = receiver.clone().deduplication().cloned().unwrap();
+    assert!(Arc::ptr_eq(configured.store(), dedup.store()));
+    assert!(format!("{configured:?}").contains("replay_guard: true"));
+}

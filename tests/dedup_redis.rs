@@ -1,0 +1,351 @@
+//! Deduplication with the Redis store, against a real redis-server started by each test on a
+//! free loopback port (skipped with a loud message when redis-server is not installed, unless
+//! QSTASH_TEST_REQUIRE_REDIS=1).
+#![cfg(all(feature = "redis", feature = "test-utils"))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qstash_receiver::dedup::{
+    Begin, Dedup, DedupStore, LeaseOutcome, OnStoreError, RedisStore, StoreError, UnguardedReason,
+};
+use support::redis_server::RedisServer;
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+async fn store(server: &RedisServer) -> Arc<dyn DedupStore> {
+    Arc::new(RedisStore::connect(&server.url()).await.unwrap())
+}
+
+fn raw(server: &RedisServer) -> redis::Connection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn completed_message_is_a_duplicate() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    complete_then_duplicate(store(&server).await).await;
+}
+
+#[tokio::test]
+async fn released_message_runs_again() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    release_then_runs_again(store(&server).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_run_once() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    concurrent_claims_one_winner(vec![Dedup::new(store(&server).await)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_sharing_one_redis_run_a_message_once() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // Two receivers (two "servers"), each with its own connection to the same Redis.
+    let a = Dedup::new(store(&server).await);
+    let b = Dedup::new(store(&server).await);
+    concurrent_claims_one_winner(vec![a.clone(), b.clone()]).await;
+    // A lease taken by one is seen by the other; a release by one lets the other run.
+    let id = new_id();
+    let lease = expect_run(begin(&a, &id).await);
+    expect_in_progress(begin(&b, &id).await, 7260);
+    lease.finish(503).await.unwrap();
+    expect_run(begin(&b, &id).await).finish(200).await.unwrap();
+    expect_duplicate(begin(&a, &id).await, &id);
+}
+
+#[tokio::test]
+async fn expired_lease_taken_over_and_late_holder_powerless() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    expired_lease_is_taken_over(store(&server).await).await;
+    expired_lease_cannot_complete(store(&server).await).await;
+}
+
+#[tokio::test]
+async fn completed_ids_expire_after_retention() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    retention_expires(store(&server).await).await;
+}
+
+#[tokio::test]
+async fn replay_guard_refuses_the_same_token() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    replay_guard(store(&server).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_lease_is_released_in_the_background() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    dropped_lease_is_released(store(&server).await).await;
+}
+
+#[tokio::test]
+async fn delivery_without_message_id_runs_unguarded() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    no_message_id_runs_unguarded(store(&server).await).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut raw(&server))
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+#[tokio::test]
+async fn keys_values_ttls_and_prefixes() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let one = RedisStore::connect(&server.url())
+        .await
+        .unwrap()
+        .key_prefix("app1:");
+    let two = RedisStore::connect(&server.url())
+        .await
+        .unwrap()
+        .key_prefix("app2:");
+    let retention = Duration::from_secs(3600);
+    let a = Dedup::new(Arc::new(one)).retention(retention);
+    let b = Dedup::new(Arc::new(two)).lease_ttl(Duration::from_secs(120));
+    let id = new_id();
+    let lease = expect_run(begin(&a, &id).await);
+    let mut conn = raw(&server);
+    let leased: String = redis::cmd("GET")
+        .arg(format!("app1:msg:{id}"))
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        leased.starts_with("lease:") && leased.len() == 6 + 32,
+        "{leased}"
+    );
+    lease.complete().await.unwrap();
+    let done: String = redis::cmd("GET")
+        .arg(format!("app1:msg:{id}"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(done, "done");
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("app1:msg:{id}"))
+        .query(&mut conn)
+        .unwrap();
+    assert!(pttl > 0 && pttl <= 3_600_000, "{pttl}");
+    // Another prefix is another namespace.
+    let lease = expect_run(begin(&b, &id).await);
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("app2:msg:{id}"))
+        .query(&mut conn)
+        .unwrap();
+    assert!(pttl > 0 && pttl <= 120_000, "{pttl}");
+    lease.release().await.unwrap();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(format!("app2:msg:{id}"))
+        .query(&mut conn)
+        .unwrap();
+    assert!(!exists);
+    // The default prefix.
+    let c = Dedup::new(store(&server).await);
+    expect_run(begin(&c, &id).await).complete().await.unwrap();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(format!("qstash:msg:{id}"))
+        .query(&mut conn)
+        .unwrap();
+    assert!(exists);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_fails_closed_then_recovers_after_restart() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let shared = store(&server).await;
+    let closed = Dedup::new(Arc::clone(&shared));
+    let open = Dedup::new(Arc::clone(&shared)).on_store_error(OnStoreError::FailOpen);
+
+    let held = expect_run(begin(&closed, &new_id()).await);
+    server.kill();
+
+    // Fail closed (default): 503 + Retry-After, the handler does not run.
+    expect_store_unavailable(begin(&closed, &new_id()).await, 10);
+    expect_store_unavailable(begin(&closed, &new_id()).await, 10);
+    // Fail open: run without dedup.
+    match begin(&open, &new_id()).await {
+        Begin::RunUnguarded { reason } => assert_eq!(reason, UnguardedReason::StoreUnavailable),
+        other => panic!("expected RunUnguarded, got {other:?}"),
+    }
+    // A lease held across the crash cannot be completed: reported, not hidden.
+    let err = held.finish(200).await.unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+
+    // Same port again: the ConnectionManager reconnects by itself; claims succeed again (the
+    // scripts are reloaded on first use).
+    server.restart();
+    let id = new_id();
+    let mut lease = None;
+    for _ in 0..100 {
+        match begin(&closed, &id).await {
+            Begin::Run(l) => {
+                lease = Some(l);
+                break;
+            }
+            other => expect_store_unavailable(other, 10),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lease = lease.expect("no reconnection after restart");
+    assert_eq!(lease.finish(200).await.unwrap(), LeaseOutcome::Applied);
+    expect_duplicate(begin(&closed, &id).await, &id);
+}
+
+#[tokio::test]
+async fn rediss_urls_use_tls_and_errors_hide_the_password() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // TLS against a plain-text server: the handshake fails cleanly (no crypto-provider panic).
+    let url = format!(
+        "rediss://default:s3cretPassw0rd@127.0.0.1:{}",
+        server.port()
+    );
+    let err = RedisStore::connect(&url).await.unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    assert!(!err.to_string().contains("s3cretPassw0rd"), "{err}");
+    assert!(!format!("{err:?}").contains("s3cretPassw0rd"));
+    let err = RedisStore::connect("not a url").await.unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    // Debug of a store shows its prefix only.
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    assert_eq!(
+        format!("{store:?}"),
+        r#"RedisStore { prefix: "qstash:", .. }"#
+    );
+}
+
+/// Commands the store sent, as `MONITOR` saw them between two sentinels (commands run inside
+/// Lua scripts excluded).
+struct Monitor {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    conn: redis::Connection,
+    n: u32,
+}
+
+impl Monitor {
+    async fn start(server: &RedisServer) -> Self {
+        let mut child = tokio::process::Command::new("redis-cli")
+            .args(["-p", &server.port().to_string(), "monitor"])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-cli (package redis-tools, installed with redis-server)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("OK"));
+        let mut monitor = Self {
+            child,
+            lines,
+            conn: raw(server),
+            n: 0,
+        };
+        monitor.commands().await; // up to a first sentinel
+        monitor
+    }
+
+    /// The client commands since the previous call.
+    async fn commands(&mut self) -> Vec<String> {
+        self.n += 1;
+        let sentinel = format!("qstash-sentinel-{}", self.n);
+        let _: String = redis::cmd("ECHO")
+            .arg(&sentinel)
+            .query(&mut self.conn)
+            .unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("monitor ended");
+            if line.contains(&sentinel) {
+                return seen;
+            }
+            if !line.contains(" lua]") && !line.contains("qstash-sentinel") {
+                seen.push(line);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_new_delivery_costs_exactly_two_round_trips() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let dedup = Dedup::new(store(&server).await);
+    let mut monitor = Monitor::start(&server).await;
+
+    // New delivery: claim + complete.
+    let id = new_id();
+    expect_run(begin(&dedup, &id).await)
+        .finish(200)
+        .await
+        .unwrap();
+    let commands = monitor.commands().await;
+    assert_eq!(commands.len(), 2, "{commands:#?}");
+    assert!(
+        commands.iter().all(|c| c.contains("\"EVALSHA\"")),
+        "{commands:#?}"
+    );
+
+    // Duplicate: one claim.
+    expect_duplicate(begin(&dedup, &id).await, &id);
+    assert_eq!(monitor.commands().await.len(), 1);
+
+    // Failed handler: claim + release.
+    let id = new_id();
+    expect_run(begin(&dedup, &id).await)
+        .finish(500)
+        .await
+        .unwrap();
+    assert_eq!(monitor.commands().await.len(), 2);
+
+    // With the replay guard: one SET NX PX more.
+    let guarded = dedup.clone().replay_guard(true);
+    expect_run(begin(&guarded, &new_id()).await)
+        .finish(200)
+        .await
+        .unwrap();
+    let commands = monitor.commands().await;
+    assert_eq!(commands.len(), 3, "{commands:#?}");
+    assert!(commands[0].contains("\"SET\"") && commands[0].contains("\"NX\""));
+    drop(monitor.child.kill().await);
+}
