@@ -94,6 +94,32 @@ impl RawClaims {
     /// Parses the payload JSON. Wrong types are reported as [`VerifyError::InvalidClaim`];
     /// anything else that is not one JSON object as [`VerifyError::Malformed`].
     pub(crate) fn parse(json: &[u8]) -> Result<Self, VerifyError> {
+        crate::json::parse_claims(json)
+    }
+
+    /// Stores one claim's value; the last occurrence of a member wins.
+    pub(crate) fn set(&mut self, field: Field, value: JsonValue) -> Result<(), VerifyError> {
+        match (field, value) {
+            (Field::Iss, JsonValue::Str(v)) => self.iss = Some(v),
+            (Field::Sub, JsonValue::Str(v)) => self.sub = Some(v),
+            (Field::Body, JsonValue::Str(v)) => self.body = Some(v),
+            (Field::Exp, JsonValue::Int(v)) => self.exp = Some(v),
+            (Field::Nbf, JsonValue::Int(v)) => self.nbf = Some(v),
+            (Field::Iat, JsonValue::Int(v)) => self.iat = Some(v),
+            // `as` saturates; non-finite values never reach here.
+            (Field::Iat, JsonValue::Float(v)) => self.iat = Some(v as i64),
+            // Unchecked claims: kept when they are strings, otherwise skipped.
+            (Field::Aud, v) => self.aud = v.into_string(),
+            (Field::Jti, v) => self.jti = v.into_string(),
+            (Field::Other, _) => {}
+            (field, _) => return Err(VerifyError::InvalidClaim(field.name())),
+        }
+        Ok(())
+    }
+
+    /// The same parse with serde_json: the reference the hand-written reader is tested against.
+    #[cfg(test)]
+    pub(crate) fn parse_with_serde(json: &[u8]) -> Result<Self, VerifyError> {
         let mut de = serde_json::Deserializer::from_slice(json);
         let mut error = None;
         let parsed = de.deserialize_map(ClaimsVisitor { error: &mut error });
@@ -109,7 +135,7 @@ impl RawClaims {
 }
 
 #[derive(Clone, Copy)]
-enum Field {
+pub(crate) enum Field {
     Iss,
     Sub,
     Aud,
@@ -122,7 +148,7 @@ enum Field {
 }
 
 impl Field {
-    fn from_name(name: &str) -> Self {
+    pub(crate) fn from_name(name: &str) -> Self {
         match name {
             "iss" => Self::Iss,
             "sub" => Self::Sub,
@@ -137,6 +163,7 @@ impl Field {
     }
 }
 
+#[cfg(test)]
 impl<'de> de::Deserialize<'de> for Field {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct FieldVisitor;
@@ -153,11 +180,13 @@ impl<'de> de::Deserialize<'de> for Field {
     }
 }
 
+#[cfg(test)]
 struct ClaimsVisitor<'a> {
     /// Set when a claim has the wrong type, so the caller reports which one.
     error: &'a mut Option<VerifyError>,
 }
 
+#[cfg(test)]
 impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
     type Value = RawClaims;
 
@@ -173,22 +202,9 @@ impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
                 continue;
             }
             let value = map.next_value::<JsonValue>()?;
-            match (field, value) {
-                (Field::Iss, JsonValue::Str(v)) => c.iss = Some(v),
-                (Field::Sub, JsonValue::Str(v)) => c.sub = Some(v),
-                (Field::Body, JsonValue::Str(v)) => c.body = Some(v),
-                (Field::Exp, JsonValue::Int(v)) => c.exp = Some(v),
-                (Field::Nbf, JsonValue::Int(v)) => c.nbf = Some(v),
-                (Field::Iat, JsonValue::Int(v)) => c.iat = Some(v),
-                // `as` saturates (and maps NaN, which JSON cannot hold, to 0).
-                (Field::Iat, JsonValue::Float(v)) => c.iat = Some(v as i64),
-                // Unchecked claims: kept when they are strings, otherwise skipped.
-                (Field::Aud, v) => c.aud = v.into_string(),
-                (Field::Jti, v) => c.jti = v.into_string(),
-                _ => {
-                    *self.error = Some(VerifyError::InvalidClaim(field.name()));
-                    return Err(de::Error::custom("claim has the wrong type"));
-                }
+            if let Err(claim_error) = c.set(field, value) {
+                *self.error = Some(claim_error);
+                return Err(de::Error::custom("claim has the wrong type"));
             }
         }
         Ok(c)

@@ -72,6 +72,7 @@ mod callback;
 mod claims;
 mod delivery;
 mod error;
+mod json;
 mod keys;
 mod random;
 mod receiver;
