@@ -5,13 +5,23 @@
 //! PUBLIC_URL=https://my-app.example.com cargo run --example actix_server --features actix-web
 //! ```
 //!
+//! With deduplication in Redis (shared by several instances):
+//! `REDIS_URL=redis://127.0.0.1:6379 cargo run --example actix_server --features actix-web,redis`.
+//!
 //! Environment:
 //! - `QSTASH_CURRENT_SIGNING_KEY`, `QSTASH_NEXT_SIGNING_KEY` (required: exits with status 1
 //!   when missing);
 //! - `BIND` (default `127.0.0.1:3000`);
 //! - `PUBLIC_URL`: the public base URL QStash delivers to; each route's URL is checked as
 //!   `PUBLIC_URL` + path (default `http://` + `BIND`);
-//! - `REDIS_URL`: reserved for deduplication in Redis.
+//! - `REDIS_URL`: deduplication by message id in this Redis (`redis://…` or `rediss://…`;
+//!   needs the `redis` feature); it must answer at start, else the example exits with status 1.
+//!   Without it, deduplication is on in memory (this process only).
+//!
+//! Deduplication is always on for the verified routes: a message completed once (a 2xx) is
+//! answered `200` with `qstash-duplicate: true` and `{"duplicate":true,"messageId":"…"}`
+//! without running the handler again; a message being processed is answered `409` +
+//! `Retry-After`; a Redis that fails is answered `503` + `Retry-After` (QStash retries).
 //!
 //! Routes:
 //! - `POST /jobs` `{"task": string, "fail_times": int (default 0), "sleep_ms": int (optional)}`:
@@ -23,11 +33,12 @@
 
 use std::collections::HashMap;
 use std::process::ExitCode;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use qstash_receiver::actix::{Callback, FailureCallback, QStashMiddleware, Verified};
+use qstash_receiver::dedup::{Dedup, MemoryStore};
 use qstash_receiver::{Delivery, Receiver, Rejection, SigningKeys, UrlPolicy, Verifier};
 use serde::Deserialize;
 use serde_json::json;
@@ -113,6 +124,33 @@ fn receiver_from_env(bind: &str) -> Result<Receiver, String> {
     Ok(Receiver::new(Verifier::new(keys)).url_policy(policy))
 }
 
+/// The deduplication of the `/jobs`, `/callbacks` and `/failures` routes: in Redis when
+/// `REDIS_URL` is set (shared by every instance), else in this process' memory.
+async fn dedup_from_env() -> Result<(Dedup, &'static str), String> {
+    match std::env::var("REDIS_URL") {
+        Err(_) => Ok((Dedup::new(Arc::new(MemoryStore::new())), "memory")),
+        Ok(url) => redis_dedup(&url).await.map(|dedup| (dedup, "redis")),
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn redis_dedup(url: &str) -> Result<Dedup, String> {
+    match qstash_receiver::dedup::RedisStore::connect(url).await {
+        Ok(store) => Ok(Dedup::new(Arc::new(store))),
+        // The error names the cause, never the URL (it may hold a password).
+        Err(e) => Err(format!("REDIS_URL: cannot connect to Redis: {e}")),
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_dedup(_url: &str) -> Result<Dedup, String> {
+    Err(
+        "REDIS_URL is set but this example was built without the `redis` feature \
+         (add `--features redis`)"
+            .to_owned(),
+    )
+}
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -130,9 +168,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if std::env::var_os("REDIS_URL").is_some() {
-        eprintln!("actix_server: REDIS_URL is not used yet (deduplication is not wired in)");
-    }
+    let receiver = match dedup_from_env().await {
+        Ok((dedup, store)) => {
+            eprintln!("actix_server: dedup in {store}");
+            receiver.dedup(dedup)
+        }
+        Err(e) => {
+            eprintln!("actix_server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let qstash = QStashMiddleware::new(receiver.clone());
     let receiver = web::Data::new(receiver);

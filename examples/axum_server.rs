@@ -6,13 +6,23 @@
 //!   cargo run --example axum_server --features axum
 //! ```
 //!
+//! With deduplication in Redis (shared by several instances):
+//! `REDIS_URL=redis://127.0.0.1:6379 cargo run --example axum_server --features axum,redis`.
+//!
 //! Environment:
 //! - `QSTASH_CURRENT_SIGNING_KEY`, `QSTASH_NEXT_SIGNING_KEY`: required (exit status 1 without);
 //! - `BIND`: the address to listen on (default `127.0.0.1:3000`; port 0 picks a free one, the
 //!   first line on stdout says which: `listening on http://ADDR`);
 //! - `PUBLIC_URL`: the public base URL QStash delivers to; each route's URL is checked as
 //!   `PUBLIC_URL` + path (default `http://` + `BIND`);
-//! - `REDIS_URL`: reserved: will switch deduplication to Redis (not wired yet).
+//! - `REDIS_URL`: deduplication by message id in this Redis (`redis://…` or `rediss://…`;
+//!   needs the `redis` feature); it must answer at start, else the example exits with status 1.
+//!   Without it, deduplication is on in memory (this process only).
+//!
+//! Deduplication is always on for the verified routes: a message completed once (a 2xx) is
+//! answered `200` with `qstash-duplicate: true` and `{"duplicate":true,"messageId":"…"}`
+//! without running the handler again; a message being processed is answered `409` +
+//! `Retry-After`; a Redis that fails is answered `503` + `Retry-After` (QStash retries).
 //!
 //! Routes:
 //! - `POST /jobs` `{"task": string, "fail_times"?: int, "sleep_ms"?: int}`: counts one run of
@@ -34,6 +44,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use qstash_receiver::axum::{Callback, FailureCallback};
+use qstash_receiver::dedup::{Dedup, MemoryStore};
 use qstash_receiver::tower::QStashLayer;
 use qstash_receiver::{Delivery, Receiver, SigningKeys, UrlPolicy, Verifier};
 use serde::Deserialize;
@@ -111,6 +122,33 @@ async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "runs": runs }))
 }
 
+/// The deduplication of the `/jobs`, `/callbacks` and `/failures` routes: in Redis when
+/// `REDIS_URL` is set (shared by every instance), else in this process' memory.
+async fn dedup_from_env() -> Result<(Dedup, &'static str), String> {
+    match std::env::var("REDIS_URL") {
+        Err(_) => Ok((Dedup::new(Arc::new(MemoryStore::new())), "memory")),
+        Ok(url) => redis_dedup(&url).await.map(|dedup| (dedup, "redis")),
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn redis_dedup(url: &str) -> Result<Dedup, String> {
+    match qstash_receiver::dedup::RedisStore::connect(url).await {
+        Ok(store) => Ok(Dedup::new(Arc::new(store))),
+        // The error names the cause, never the URL (it may hold a password).
+        Err(e) => Err(format!("REDIS_URL: cannot connect to Redis: {e}")),
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_dedup(_url: &str) -> Result<Dedup, String> {
+    Err(
+        "REDIS_URL is set but this example was built without the `redis` feature \
+         (add `--features redis`)"
+            .to_owned(),
+    )
+}
+
 fn app(state: AppState) -> Router {
     let layer = QStashLayer::new(state.receiver.clone());
     Router::new()
@@ -151,8 +189,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // REDIS_URL is reserved for the Redis deduplication store (wired in a later change).
-    let receiver = Receiver::new(Verifier::new(keys)).url_policy(policy);
+    let (dedup, store) = match dedup_from_env().await {
+        Ok(dedup) => dedup,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let receiver = Receiver::new(Verifier::new(keys))
+        .url_policy(policy)
+        .dedup(dedup);
     let state = AppState {
         receiver,
         runs: Arc::default(),
@@ -166,7 +212,9 @@ async fn main() -> ExitCode {
         }
     };
     match listener.local_addr() {
-        Ok(addr) => println!("listening on http://{addr} (public url {public_url})"),
+        Ok(addr) => {
+            println!("listening on http://{addr} (public url {public_url}, dedup in {store})")
+        }
         Err(e) => eprintln!("warning: local address unknown: {e}"),
     }
     if let Err(e) = axum::serve(listener, app(state)).await {

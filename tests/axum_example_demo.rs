@@ -45,11 +45,14 @@ fn demo_reports_each_delivery() {
         "REFUSED  signed with an unknown key\n         401 {\"error\":\"invalid_signature\"",
         "REFUSED  no signature at all\n         401 {\"error\":\"missing_signature\"",
         "413 {\"error\":\"payload_too_large\"",
-        "(attempt 1)",
+        "DUPLICATE the same message again (QStash delivers at least once)\n         200 {\"duplicate\":true,\"messageId\":\"msg_",
+        "The handler ran 2 times",
     ] {
         assert!(
             stdout.contains(expected),
             "missing {expected:?} in:\n{stdout}"
         );
     }
+    // The retry (attempt 1) of the first message never reached the handler.
+    assert!(!stdout.contains("(attempt 1)"), "{stdout}");
 }

@@ -82,11 +82,17 @@ impl ResponseError for QStashRejection {
 ///   (`req.extensions().get::<Delivery>()`); the [`Delivery`] and [`Claims`] *extractors* need the
 ///   middleware, since they may run before this extractor has finished.
 ///
+/// Alone, it does **not** deduplicate, even with a [`Receiver::dedup`]: an extractor runs
+/// before the handler and cannot see its response, which decides whether the message id is
+/// completed or released. Wrap the routes in [`QStashMiddleware`](super::QStashMiddleware) for
+/// that.
+///
 /// A verified body that `T` refuses is answered with [`Receiver::invalid_payload`]: 400, or 489
 /// with `Upstash-NonRetryable-Error: true` (QStash sends it to the dead-letter queue) when the
 /// receiver is configured so; a `T` limit exceeded is a 413.
 ///
 /// ```
+/// # #[cfg(feature = "test-utils")] {
 /// use actix_web::{App, HttpResponse, test, web};
 /// use qstash_receiver::actix::Verified;
 /// use qstash_receiver::{Receiver, SigningKeys, Verifier};
@@ -125,6 +131,7 @@ impl ResponseError for QStashRejection {
 /// assert_eq!(res.headers().get("upstash-nonretryable-error").unwrap(), "true");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Verified<T>(pub T);

@@ -22,6 +22,7 @@ use crate::{REGION_HEADER, Receiver, SIGNATURE_HEADER};
 /// Use it to split one path between QStash deliveries and other callers:
 ///
 /// ```
+/// # #[cfg(feature = "test-utils")] {
 /// use actix_web::{App, HttpResponse, test, web};
 /// use qstash_receiver::actix::{QStashGuard, QStashMiddleware};
 /// use qstash_receiver::{Receiver, SigningKeys, Verifier};
@@ -57,6 +58,7 @@ use crate::{REGION_HEADER, Receiver, SIGNATURE_HEADER};
 /// assert_eq!(test::call_and_read_body(&app, req).await, "other");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
+/// # }
 /// ```
 ///
 /// The guard cannot see the server's TLS setting: for

@@ -12,6 +12,7 @@ use futures_util::future::LocalBoxFuture;
 
 use super::body::read_limited;
 use super::{RejectionHandler, Verdict, check_head, content_length, log_rejection, respond};
+use crate::dedup::{Begin, DUPLICATE_HEADER, DUPLICATE_HEADER_VALUE, DUPLICATE_STATUS, Dedup};
 use crate::{Claims, Delivery, Receiver, Rejection};
 
 /// actix-web middleware that verifies QStash deliveries before the handler runs.
@@ -28,6 +29,14 @@ use crate::{Claims, Delivery, Receiver, Rejection};
 /// Then the verified bytes are put back as the payload (so `web::Json<T>`, `web::Bytes`, `String`
 /// and [`Verified<T>`](super::Verified) work unchanged downstream) and [`Claims`] and [`Delivery`]
 /// are inserted into the request extensions (and available as extractors).
+///
+/// With deduplication ([`QStashMiddleware::dedup`] or [`Receiver::dedup`], see
+/// [`crate::dedup`]), the message id is then claimed: a new id runs the handler under a lease
+/// (its 2xx completes the id, anything else, an error, a panic or a dropped request releases it,
+/// before the response goes out); a completed id is answered `200` with `qstash-duplicate: true`
+/// and `{"duplicate":true,"messageId":"…"}` without running the handler; an id held elsewhere
+/// `409` + `Retry-After`, a failing store `503` + `Retry-After` (fail closed), like the other
+/// refusals.
 ///
 /// Every failure is answered with the [`Rejection`]'s status, headers and JSON body (or the
 /// response of [`QStashMiddleware::rejection_handler`]) and logged with `tracing` at `WARN`
@@ -54,6 +63,18 @@ impl QStashMiddleware {
             config: Arc::new(Config {
                 receiver,
                 handler: None,
+            }),
+        }
+    }
+
+    /// Deduplicates deliveries by message id (see [`crate::dedup`]; the same as building the
+    /// middleware from a [`Receiver::dedup`]).
+    #[must_use]
+    pub fn dedup(self, dedup: Dedup) -> Self {
+        Self {
+            config: Arc::new(Config {
+                receiver: self.config.receiver.clone().dedup(dedup),
+                handler: self.config.handler.clone(),
             }),
         }
     }
@@ -129,6 +150,22 @@ where
         Box::pin(async move {
             match verify(&config.receiver, &mut req).await {
                 Ok((claims, delivery)) => {
+                    let lease = match config.receiver.deduplication() {
+                        None => None,
+                        Some(dedup) => match dedup.begin(&delivery, &claims).await {
+                            Begin::Run(lease) => Some(lease),
+                            Begin::RunUnguarded { .. } => None,
+                            Begin::Duplicate { message_id } => {
+                                let response = duplicate_response(&message_id);
+                                return Ok(req.into_response(response).map_into_right_body());
+                            }
+                            // `Dedup::begin` logged it (with the message id).
+                            Begin::Refuse(rejection) => {
+                                let response = respond(&rejection, config.handler.as_ref());
+                                return Ok(req.into_response(response).map_into_right_body());
+                            }
+                        },
+                    };
                     {
                         let mut extensions = req.extensions_mut();
                         extensions.insert(claims);
@@ -138,7 +175,10 @@ where
                             handler: config.handler.clone(),
                         });
                     }
-                    let response = call_verified(&*service, req).await?;
+                    let response = match lease {
+                        None => call_verified(&*service, req).await?,
+                        Some(lease) => call_leased(&*service, req, lease).await?,
+                    };
                     Ok(response.map_into_left_body())
                 }
                 Err(rejection) => {
@@ -168,12 +208,54 @@ async fn verify(
     Ok((claims, delivery))
 }
 
-/// The one place where the inner service runs on a verified request and its response is seen:
-/// the seam for deduplication (claim the message id before, complete or release it after,
-/// depending on the response).
+/// The one place where the inner service runs on a verified request and its response is seen.
 async fn call_verified<S, B>(service: &S, req: ServiceRequest) -> Result<ServiceResponse<B>, Error>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
 {
     service.call(req).await
+}
+
+/// [`call_verified`] under a deduplication lease: a response completes (2xx) or releases it
+/// before it goes out; an error releases it. A panic releases it too, then goes on unwinding
+/// (released here rather than by the lease's drop, which could run on a worker that is going
+/// away); a dropped future drops the lease, which releases it in the background.
+async fn call_leased<S, B>(
+    service: &S,
+    req: ServiceRequest,
+    lease: crate::dedup::Lease,
+) -> Result<ServiceResponse<B>, Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+{
+    use futures_util::FutureExt as _;
+    let called = std::panic::AssertUnwindSafe(call_verified(service, req))
+        .catch_unwind()
+        .await;
+    match called {
+        Ok(Ok(response)) => {
+            // Outcomes and store errors are logged by the lease itself.
+            let _ = lease.finish(response.status().as_u16()).await;
+            Ok(response)
+        }
+        Ok(Err(error)) => {
+            let _ = lease.release().await;
+            Err(error)
+        }
+        Err(panic) => {
+            let _ = lease.release().await;
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+/// The answer to an already completed message: [`DUPLICATE_STATUS`], [`DUPLICATE_HEADER`] and
+/// the JSON of [`duplicate_json_body`](crate::dedup::duplicate_json_body).
+fn duplicate_response(message_id: &str) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(DUPLICATE_STATUS)
+        .unwrap_or(actix_web::http::StatusCode::OK);
+    HttpResponse::build(status)
+        .content_type(super::mime_json())
+        .insert_header((DUPLICATE_HEADER, DUPLICATE_HEADER_VALUE))
+        .body(crate::dedup::duplicate_json_body(message_id))
 }

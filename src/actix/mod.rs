@@ -15,6 +15,7 @@
 //!   with [`RejectionHandler`].
 //!
 //! ```
+//! # #[cfg(feature = "test-utils")] {
 //! use actix_web::{App, HttpResponse, test, web};
 //! use qstash_receiver::actix::QStashMiddleware;
 //! use qstash_receiver::{Delivery, Receiver, SigningKeys, UrlPolicy, Verifier};
@@ -64,6 +65,7 @@
 //! );
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();
+//! # }
 //! ```
 //!
 //! The crate's test helper [`Signer`](crate::test_utils::Signer) (feature `test-utils`) signs

@@ -28,6 +28,11 @@ use crate::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Receiver, Rejection};
 ///
 /// Refusals are a [`VerifiedRejection`].
 ///
+/// Alone, it does **not** deduplicate: an extractor runs before the handler and cannot see its
+/// response, which decides whether the message id is completed or released. Put
+/// [`QStashLayer::dedup`](crate::tower::QStashLayer::dedup) (or a [`Receiver::dedup`]) in front
+/// of the routes for that.
+///
 /// ```
 /// use axum::{Json, Router, extract::FromRef, routing::post};
 /// use qstash_receiver::{Receiver, SigningKeys, UrlPolicy, Verifier, axum::Verified};

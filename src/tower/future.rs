@@ -1,4 +1,5 @@
-//! [`ResponseFuture`]: reads the body under the limit, checks it, then calls the inner service.
+//! [`ResponseFuture`]: reads the body under the limit, checks it, then calls the inner service
+//! (under a deduplication lease when the receiver has [`Dedup`](crate::dedup::Dedup)).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +16,13 @@ use tower_service::Service;
 
 use super::layer::Config;
 use super::{BoxError, ResponseBody, VerifiedByLayer};
+use crate::dedup::{Begin, DUPLICATE_HEADER, DUPLICATE_HEADER_VALUE, DUPLICATE_STATUS, Lease};
 use crate::{Delivery, Rejection, VerifiedToken};
+
+/// The boxed claim of a message id ([`Dedup::begin`](crate::dedup::Dedup::begin)).
+type BeginFuture = Pin<Box<dyn Future<Output = Begin> + Send>>;
+/// The boxed settlement of a lease ([`Lease::finish`]).
+type FinishFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 pin_project! {
     /// The response future of [`QStash`](super::QStash).
@@ -59,6 +66,24 @@ pin_project! {
         Calling {
             #[pin]
             future: S::Future,
+        },
+        /// Deduplication only: claiming the message id before the inner service may run.
+        Claiming {
+            begin: BeginFuture,
+            pending: Option<(Request<Full<Bytes>>, S, Arc<Config>)>,
+        },
+        /// Deduplication only: the inner service runs under `lease`. Dropping this future (a
+        /// client gone, a panic) drops the lease, which releases the message id.
+        CallingLeased {
+            #[pin]
+            future: S::Future,
+            lease: Option<Lease>,
+        },
+        /// Deduplication only: the inner service answered; completing (2xx) or releasing the
+        /// lease before the response goes out.
+        Finishing {
+            finish: FinishFuture,
+            response: Option<S::Response>,
         },
     }
 }
@@ -112,6 +137,9 @@ where
             State::Rejected { .. } => "rejected",
             State::Reading { .. } => "reading body",
             State::Calling { .. } => "calling inner service",
+            State::Claiming { .. } => "claiming the message id",
+            State::CallingLeased { .. } => "calling inner service under a lease",
+            State::Finishing { .. } => "settling the lease",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -133,6 +161,30 @@ pub(crate) fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool
 
 fn into_response<ResBody>(response: Response<Bytes>) -> Response<ResponseBody<ResBody>> {
     response.map(|bytes| ResponseBody::rejection(Full::new(bytes)))
+}
+
+/// The answer to an already completed message: [`DUPLICATE_STATUS`], [`DUPLICATE_HEADER`] and
+/// the JSON of [`duplicate_json_body`](crate::dedup::duplicate_json_body).
+pub(crate) fn duplicate_response(message_id: &str) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(crate::dedup::duplicate_json_body(message_id)));
+    *response.status_mut() =
+        http::StatusCode::from_u16(DUPLICATE_STATUS).unwrap_or(http::StatusCode::OK);
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        DUPLICATE_HEADER,
+        http::HeaderValue::from_static(DUPLICATE_HEADER_VALUE),
+    );
+    response
+}
+
+fn misused<ResBody>() -> Response<ResponseBody<ResBody>> {
+    into_response(super::json_response(&Rejection::Misconfigured(
+        "response future polled after completion".to_owned(),
+    )))
 }
 
 impl<B, S, ResBody> Future for ResponseFuture<B, S>
@@ -190,9 +242,35 @@ where
                             parts
                                 .extensions
                                 .insert(VerifiedByLayer(Arc::clone(&config)));
-                            let req = Request::from_parts(parts, Full::new(bytes));
-                            State::Calling {
-                                future: inner.call(req),
+                            match config.receiver.deduplication() {
+                                // The plain path: no claim, no boxing.
+                                None => State::Calling {
+                                    future: inner
+                                        .call(Request::from_parts(parts, Full::new(bytes))),
+                                },
+                                Some(dedup) => {
+                                    let dedup = dedup.clone();
+                                    let (delivery, claims) = (
+                                        parts.extensions.get::<Delivery>().cloned(),
+                                        parts.extensions.get::<crate::Claims>().cloned(),
+                                    );
+                                    let begin: BeginFuture = Box::pin(async move {
+                                        match (delivery, claims) {
+                                            (Some(delivery), Some(claims)) => {
+                                                dedup.begin(&delivery, &claims).await
+                                            }
+                                            // Inserted just above: unreachable in practice.
+                                            _ => Begin::Refuse(Rejection::Misconfigured(
+                                                "verified request lost its claims".to_owned(),
+                                            )),
+                                        }
+                                    });
+                                    let req = Request::from_parts(parts, Full::new(bytes));
+                                    State::Claiming {
+                                        begin,
+                                        pending: Some((req, inner, config)),
+                                    }
+                                }
                             }
                         }
                         Err(rejection) => {
@@ -204,6 +282,50 @@ where
                 StateProj::Calling { future } => {
                     let response = ready!(future.poll(cx))?;
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
+                StateProj::Claiming { begin, pending } => {
+                    let begin = ready!(begin.as_mut().poll(cx));
+                    let Some((req, mut inner, config)) = pending.take() else {
+                        return Poll::Ready(Ok(misused()));
+                    };
+                    match begin {
+                        Begin::Run(lease) => State::CallingLeased {
+                            future: inner.call(req),
+                            lease: Some(lease),
+                        },
+                        Begin::RunUnguarded { .. } => State::Calling {
+                            future: inner.call(req),
+                        },
+                        Begin::Duplicate { message_id } => {
+                            return Poll::Ready(Ok(into_response(duplicate_response(&message_id))));
+                        }
+                        // `Dedup::begin` logged it (with the message id).
+                        Begin::Refuse(rejection) => {
+                            return Poll::Ready(Ok(into_response(config.response(&rejection))));
+                        }
+                    }
+                }
+                StateProj::CallingLeased { future, lease } => {
+                    // An error drops the lease (with this future): released in the background.
+                    let response = ready!(future.poll(cx))?;
+                    let Some(lease) = lease.take() else {
+                        return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                    };
+                    let status = response.status().as_u16();
+                    State::Finishing {
+                        // Outcomes and store errors are logged by the lease itself.
+                        finish: Box::pin(async move {
+                            let _ = lease.finish(status).await;
+                        }),
+                        response: Some(response),
+                    }
+                }
+                StateProj::Finishing { finish, response } => {
+                    ready!(finish.as_mut().poll(cx));
+                    return Poll::Ready(Ok(match response.take() {
+                        Some(response) => response.map(ResponseBody::inner),
+                        None => misused(),
+                    }));
                 }
             };
             this.state.set(next);

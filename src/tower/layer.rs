@@ -17,9 +17,8 @@ pub(crate) type RejectionFn = dyn Fn(&Rejection) -> http::Response<Bytes> + Send
 pub(crate) struct Config {
     pub(crate) receiver: Receiver,
     pub(crate) on_rejection: Option<Arc<RejectionFn>>,
-    // Future home of the deduplication settings: the service future has one place
-    // (`ResponseFuture`, state `Calling`) where the inner service is called and its response
-    // seen, so a claim-before / complete-or-release-after step can wrap it.
+    // Deduplication lives in the receiver (`Receiver::deduplication`): `ResponseFuture`
+    // claims the message id before calling the inner service and settles it after.
 }
 
 impl Config {
@@ -113,6 +112,15 @@ impl QStashLayer {
     #[must_use]
     pub fn non_retryable_invalid_payload(self, enabled: bool) -> Self {
         self.map_receiver(|r| r.non_retryable_invalid_payload(enabled))
+    }
+
+    /// Deduplicates deliveries by message id (see [`crate::dedup`] and
+    /// [`Receiver::dedup`]): the inner service runs under a lease, a 2xx completes the id, any
+    /// other answer, an error, a panic or a dropped request releases it; an already completed
+    /// message is answered `200` with `qstash-duplicate: true` without calling the inner service.
+    #[must_use]
+    pub fn dedup(self, dedup: crate::dedup::Dedup) -> Self {
+        self.map_receiver(|r| r.dedup(dedup))
     }
 
     /// Replaces the response sent for a rejection (default: [`Rejection::status`],

@@ -59,7 +59,16 @@
 //!    (extensions kept) with the verified bytes as a [`Full<Bytes>`](http_body_util::Full)
 //!    body, so `Json`, `Bytes` or `String` extractors work downstream, and with
 //!    [`Claims`](crate::Claims) and [`Delivery`] in its extensions.
-//! 4. Every refusal is a response (`type Error = S::Error`): [`Rejection::status`], its
+//! 4. With deduplication ([`QStashLayer::dedup`] or [`Receiver::dedup`], see
+//!    [`crate::dedup`]): the message id is claimed ([`Dedup::begin`](crate::dedup::Dedup::begin)).
+//!    A new id: the inner service runs under a lease, and once its response head is known a 2xx
+//!    completes the id and anything else releases it, before the response goes out; an `Err`,
+//!    a panic or a dropped request future releases it too. A completed id: `200` with
+//!    `qstash-duplicate: true` and `{"duplicate":true,"messageId":"…"}`, the inner service is
+//!    not called. Held elsewhere: `409` + `Retry-After`; store down: `503` + `Retry-After`
+//!    (fail closed), answered like the other refusals. Without deduplication, none of this
+//!    runs (no claim, no allocation).
+//! 5. Every refusal is a response (`type Error = S::Error`): [`Rejection::status`], its
 //!    [`headers`](Rejection::headers) and its JSON [`body`](Rejection::json_body), unless
 //!    replaced with [`QStashLayer::on_rejection`]. Each is logged with `tracing` with its code
 //!    and the message id (never the token nor the body): `error` for a misconfiguration, `debug`
