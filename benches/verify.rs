@@ -246,6 +246,55 @@ fn summary(started: SystemTime) {
     }
 }
 
+/// crate/floor measured *paired*: blocks of the crate and of the floor alternate (41 rounds, the
+/// order swapped every round) and the median of the per-round ratios is kept. On shared, noisy
+/// cores the load drifts between criterion's separate measurements; pairing cancels the drift.
+fn paired_ratios() {
+    let now = SystemTime::now();
+    let signer = Signer::new(CURRENT)
+        .issued_at(now)
+        .lifetime(Duration::from_secs(3600));
+    let verifier = Verifier::new(SigningKeys::new(CURRENT, NEXT).unwrap());
+    println!("\nverify: paired crate/floor (median of 41 alternating rounds)\n");
+    println!("| body | paired crate/floor | bar |");
+    println!("|---:|---:|---:|");
+    let bars = [2.5, 1.5, 1.1, 1.05];
+    for ((len, label), bar) in SIZES.into_iter().zip(bars) {
+        let body = body_of(len);
+        let token = signer.sign(URL, &body);
+        // About 2 ms per block (≈ 0.6 µs + 0.7 ns per body byte for the floor here).
+        let per_block = (2.0e6 / (600.0 + len as f64 * 0.7)).ceil().max(2.0) as usize;
+        let time = |f: &dyn Fn()| {
+            let start = std::time::Instant::now();
+            for _ in 0..per_block {
+                f();
+            }
+            start.elapsed().as_secs_f64()
+        };
+        let ours = || {
+            black_box(verifier.verify_at(black_box(&token), black_box(&body), Some(URL), now)).ok();
+        };
+        let naive = || {
+            black_box(floor(black_box(&token), black_box(&body), &[CURRENT]));
+        };
+        let mut ratios: Vec<f64> = (0..41)
+            .map(|round| {
+                if round % 2 == 0 {
+                    let a = time(&ours);
+                    a / time(&naive)
+                } else {
+                    let b = time(&naive);
+                    time(&ours) / b
+                }
+            })
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        let verdict = if median <= bar { "ok" } else { "MISSED" };
+        println!("| {label} | {median:.2}x {verdict} | {bar}x |");
+    }
+}
+
 fn main() {
     let started = SystemTime::now() - Duration::from_secs(1);
     let mut criterion = Criterion::default().configure_from_args();
@@ -254,5 +303,6 @@ fn main() {
     let listing_or_testing = std::env::args().any(|a| a == "--test" || a == "--list");
     if !listing_or_testing {
         summary(started);
+        paired_ratios();
     }
 }

@@ -1,5 +1,6 @@
 //! The claims of a verified QStash token.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -11,38 +12,98 @@ use crate::keys::MatchedKey;
 ///
 /// QStash signs `iss`, `sub` (the destination URL), `aud` (always `""`), `exp` (`iat + 300`),
 /// `nbf`, `iat`, `jti` (unique per delivery attempt) and `body` (the body's SHA-256).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Claims {
-    pub(crate) iss: String,
-    pub(crate) sub: String,
-    pub(crate) aud: Option<String>,
+    /// The string claims, one after the other (one allocation per token).
+    text: Box<str>,
+    iss: Span,
+    sub: Span,
+    body: Span,
+    aud: Option<Span>,
+    jti: Option<Span>,
     pub(crate) exp: i64,
     pub(crate) nbf: Option<i64>,
     pub(crate) iat: Option<i64>,
-    pub(crate) jti: Option<String>,
-    pub(crate) body: String,
     pub(crate) key: MatchedKey,
 }
 
+/// A range of [`Claims::text`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
 impl Claims {
+    /// Claims from checked values. `None` for a required claim is reported as missing.
+    pub(crate) fn build(raw: RawClaims<'_>, key: MatchedKey) -> Result<Self, VerifyError> {
+        let Some(iss) = raw.iss else {
+            return Err(VerifyError::MissingClaim("iss"));
+        };
+        let Some(sub) = raw.sub else {
+            return Err(VerifyError::MissingClaim("sub"));
+        };
+        let Some(exp) = raw.exp else {
+            return Err(VerifyError::MissingClaim("exp"));
+        };
+        let Some(body) = raw.body else {
+            return Err(VerifyError::MissingClaim("body"));
+        };
+        let len = iss.len()
+            + sub.len()
+            + body.len()
+            + raw.aud.as_deref().map_or(0, str::len)
+            + raw.jti.as_deref().map_or(0, str::len);
+        let mut text = String::with_capacity(len);
+        let mut push = |s: &str| {
+            let start = text.len();
+            text.push_str(s);
+            Span {
+                start,
+                end: text.len(),
+            }
+        };
+        let iss = push(&iss);
+        let sub = push(&sub);
+        let body = push(&body);
+        let aud = raw.aud.as_deref().map(&mut push);
+        let jti = raw.jti.as_deref().map(&mut push);
+        Ok(Self {
+            text: text.into_boxed_str(),
+            iss,
+            sub,
+            body,
+            aud,
+            jti,
+            exp,
+            nbf: raw.nbf,
+            iat: raw.iat,
+            key,
+        })
+    }
+
+    fn get(&self, span: Span) -> &str {
+        self.text.get(span.start..span.end).unwrap_or_default()
+    }
+
     /// `iss`: always `Upstash` once verified.
     pub fn issuer(&self) -> &str {
-        &self.iss
+        self.get(self.iss)
     }
 
     /// `sub`: the URL QStash delivered to (destination, URL-group endpoint or callback URL).
     pub fn subject(&self) -> &str {
-        &self.sub
+        self.get(self.sub)
     }
 
     /// `sub`, by what it means: the URL QStash delivered to.
     pub fn url(&self) -> &str {
-        &self.sub
+        self.get(self.sub)
     }
 
     /// `aud` when it is a string (QStash sends `""`); not checked.
     pub fn audience(&self) -> Option<&str> {
-        self.aud.as_deref()
+        self.aud.map(|s| self.get(s))
     }
 
     /// `exp`, Unix seconds.
@@ -62,12 +123,12 @@ impl Claims {
 
     /// `jti`, when it is a string: unique per delivery *attempt* (not per message).
     pub fn jwt_id(&self) -> Option<&str> {
-        self.jti.as_deref()
+        self.jti.map(|s| self.get(s))
     }
 
     /// `body`: base64url of the body's SHA-256, as signed (with its padding, if any).
     pub fn body_hash(&self) -> &str {
-        &self.body
+        self.get(self.body)
     }
 
     /// Which key's MAC matched.
@@ -76,29 +137,45 @@ impl Claims {
     }
 }
 
+impl fmt::Debug for Claims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claims")
+            .field("iss", &self.issuer())
+            .field("sub", &self.subject())
+            .field("aud", &self.audience())
+            .field("exp", &self.exp)
+            .field("nbf", &self.nbf)
+            .field("iat", &self.iat)
+            .field("jti", &self.jwt_id())
+            .field("body", &self.body_hash())
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
 /// Claims as parsed, before any check. JSON semantics: for a duplicated member the last one
 /// wins (as in JavaScript's and Python's parsers); unknown members are skipped.
 #[derive(Default)]
-pub(crate) struct RawClaims {
-    pub(crate) iss: Option<String>,
-    pub(crate) sub: Option<String>,
-    pub(crate) aud: Option<String>,
+pub(crate) struct RawClaims<'a> {
+    pub(crate) iss: Option<Cow<'a, str>>,
+    pub(crate) sub: Option<Cow<'a, str>>,
+    pub(crate) aud: Option<Cow<'a, str>>,
     pub(crate) exp: Option<i64>,
     pub(crate) nbf: Option<i64>,
     pub(crate) iat: Option<i64>,
-    pub(crate) jti: Option<String>,
-    pub(crate) body: Option<String>,
+    pub(crate) jti: Option<Cow<'a, str>>,
+    pub(crate) body: Option<Cow<'a, str>>,
 }
 
-impl RawClaims {
+impl<'a> RawClaims<'a> {
     /// Parses the payload JSON. Wrong types are reported as [`VerifyError::InvalidClaim`];
     /// anything else that is not one JSON object as [`VerifyError::Malformed`].
-    pub(crate) fn parse(json: &[u8]) -> Result<Self, VerifyError> {
+    pub(crate) fn parse(json: &'a [u8]) -> Result<Self, VerifyError> {
         crate::json::parse_claims(json)
     }
 
     /// Stores one claim's value; the last occurrence of a member wins.
-    pub(crate) fn set(&mut self, field: Field, value: JsonValue) -> Result<(), VerifyError> {
+    pub(crate) fn set(&mut self, field: Field, value: JsonValue<'a>) -> Result<(), VerifyError> {
         match (field, value) {
             (Field::Iss, JsonValue::Str(v)) => self.iss = Some(v),
             (Field::Sub, JsonValue::Str(v)) => self.sub = Some(v),
@@ -119,7 +196,7 @@ impl RawClaims {
 
     /// The same parse with serde_json: the reference the hand-written reader is tested against.
     #[cfg(test)]
-    pub(crate) fn parse_with_serde(json: &[u8]) -> Result<Self, VerifyError> {
+    pub(crate) fn parse_with_serde(json: &'a [u8]) -> Result<Self, VerifyError> {
         let mut de = serde_json::Deserializer::from_slice(json);
         let mut error = None;
         let parsed = de.deserialize_map(ClaimsVisitor { error: &mut error });
@@ -188,13 +265,13 @@ struct ClaimsVisitor<'a> {
 
 #[cfg(test)]
 impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
-    type Value = RawClaims;
+    type Value = RawClaims<'static>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a json object of claims")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawClaims, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawClaims<'static>, A::Error> {
         let mut c = RawClaims::default();
         while let Some(field) = map.next_key::<Field>()? {
             if let Field::Other = field {
@@ -212,8 +289,8 @@ impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
 }
 
 /// A claim's JSON value, reduced to what the checks need.
-pub(crate) enum JsonValue {
-    Str(String),
+pub(crate) enum JsonValue<'a> {
+    Str(Cow<'a, str>),
     /// An integer that fits in `i64`.
     Int(i64),
     /// Any other number.
@@ -222,8 +299,8 @@ pub(crate) enum JsonValue {
     Other,
 }
 
-impl JsonValue {
-    pub(crate) fn into_string(self) -> Option<String> {
+impl<'a> JsonValue<'a> {
+    pub(crate) fn into_string(self) -> Option<Cow<'a, str>> {
         match self {
             Self::Str(s) => Some(s),
             _ => None,
@@ -231,7 +308,7 @@ impl JsonValue {
     }
 }
 
-impl<'de> de::Deserialize<'de> for JsonValue {
+impl<'de> de::Deserialize<'de> for JsonValue<'static> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(ValueVisitor)
     }
@@ -240,37 +317,37 @@ impl<'de> de::Deserialize<'de> for JsonValue {
 struct ValueVisitor;
 
 impl<'de> Visitor<'de> for ValueVisitor {
-    type Value = JsonValue;
+    type Value = JsonValue<'static>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a json value")
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<JsonValue, E> {
-        Ok(JsonValue::Str(v.to_owned()))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<JsonValue<'static>, E> {
+        Ok(JsonValue::Str(Cow::Owned(v.to_owned())))
     }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<JsonValue, E> {
-        Ok(JsonValue::Str(v))
+    fn visit_string<E: de::Error>(self, v: String) -> Result<JsonValue<'static>, E> {
+        Ok(JsonValue::Str(Cow::Owned(v)))
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<JsonValue, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<JsonValue<'static>, E> {
         Ok(JsonValue::Int(v))
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<JsonValue, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<JsonValue<'static>, E> {
         Ok(i64::try_from(v).map_or(JsonValue::Float(v as f64), JsonValue::Int))
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<JsonValue, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<JsonValue<'static>, E> {
         Ok(JsonValue::Float(v))
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<JsonValue, E> {
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<JsonValue<'static>, E> {
         Ok(JsonValue::Other)
     }
-    fn visit_unit<E: de::Error>(self) -> Result<JsonValue, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<JsonValue<'static>, E> {
         Ok(JsonValue::Other)
     }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<JsonValue, A::Error> {
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<JsonValue<'static>, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(JsonValue::Other)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonValue, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonValue<'static>, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(JsonValue::Other)
     }

@@ -17,7 +17,7 @@ const MALFORMED: VerifyError = VerifyError::Malformed("payload is not a json obj
 
 /// Parses the claims object. Syntax errors are `Malformed`; a claim of the wrong type is
 /// `InvalidClaim`.
-pub(crate) fn parse_claims(json: &[u8]) -> Result<RawClaims, VerifyError> {
+pub(crate) fn parse_claims(json: &[u8]) -> Result<RawClaims<'_>, VerifyError> {
     let text =
         std::str::from_utf8(json).map_err(|_| VerifyError::Malformed("payload is not utf-8"))?;
     let mut r = Reader { text, pos: 0 };
@@ -62,6 +62,15 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// `text[start..end]`, or `Malformed`.
+    #[inline]
+    fn slice(&self, start: usize, end: usize) -> Result<&'a str, VerifyError> {
+        match self.text.get(start..end) {
+            Some(s) => Ok(s),
+            None => Err(MALFORMED),
+        }
+    }
+
     #[inline]
     fn bytes(&self) -> &'a [u8] {
         self.text.as_bytes()
@@ -95,9 +104,9 @@ impl<'a> Reader<'a> {
     }
 
     /// A claim's value, reduced to what the checks need; arrays and objects are skipped.
-    fn claim_value(&mut self) -> Result<JsonValue, VerifyError> {
+    fn claim_value(&mut self) -> Result<JsonValue<'a>, VerifyError> {
         match self.peek() {
-            Some(b'"') => Ok(JsonValue::Str(self.string()?.into_owned())),
+            Some(b'"') => Ok(JsonValue::Str(self.string()?)),
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(b'{' | b'[' | b't' | b'f' | b'n') => {
                 self.skip_value(0)?;
@@ -182,7 +191,7 @@ impl<'a> Reader<'a> {
             self.one_or_more_digits()?;
             integer = false;
         }
-        let span = self.text.get(start..self.pos).ok_or(MALFORMED)?;
+        let span = self.slice(start, self.pos)?;
         Ok((span, integer))
     }
 
@@ -202,7 +211,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn number(&mut self) -> Result<JsonValue, VerifyError> {
+    fn number(&mut self) -> Result<JsonValue<'a>, VerifyError> {
         let (span, integer) = self.number_span()?;
         // `-0` is a float in serde_json (negative zero); keep the reference's reading.
         if integer && span != "-0" {
@@ -222,22 +231,14 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Result<Cow<'a, str>, VerifyError> {
         self.expect(b'"')?;
         let start = self.pos;
-        loop {
-            match self.bump() {
-                Some(b'"') => {
-                    return self
-                        .text
-                        .get(start..self.pos - 1)
-                        .map(Cow::Borrowed)
-                        .ok_or(MALFORMED);
-                }
-                Some(b'\\') => {
-                    let prefix = self.text.get(start..self.pos - 1).ok_or(MALFORMED)?;
-                    return self.escaped_string(prefix).map(Cow::Owned);
-                }
-                Some(0x20..) => {}
-                _ => return Err(MALFORMED),
+        self.pos = find_special(self.bytes(), start);
+        match self.bump() {
+            Some(b'"') => self.slice(start, self.pos - 1).map(Cow::Borrowed),
+            Some(b'\\') => {
+                let prefix = self.slice(start, self.pos - 1)?;
+                self.escaped_string(prefix).map(Cow::Owned)
             }
+            _ => Err(MALFORMED),
         }
     }
 
@@ -265,24 +266,19 @@ impl<'a> Reader<'a> {
                 continue;
             }
             let run_start = self.pos;
-            loop {
-                match self.peek() {
-                    Some(b'"') | Some(b'\\') => break,
-                    Some(0x20..) => self.pos += 1,
-                    _ => return Err(MALFORMED),
-                }
-            }
-            out.push_str(self.text.get(run_start..self.pos).ok_or(MALFORMED)?);
+            self.pos = find_special(self.bytes(), run_start);
+            out.push_str(self.slice(run_start, self.pos)?);
             match self.bump() {
                 Some(b'"') => return Ok(out),
-                _ => escape_pending = true,
+                Some(b'\\') => escape_pending = true,
+                _ => return Err(MALFORMED),
             }
         }
     }
 
     fn hex4(&mut self) -> Result<u16, VerifyError> {
         let end = self.pos + 4;
-        let hex = self.text.get(self.pos..end).ok_or(MALFORMED)?;
+        let hex = self.slice(self.pos, end)?;
         if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(MALFORMED);
         }
@@ -317,6 +313,7 @@ impl<'a> Reader<'a> {
     fn skip_string(&mut self) -> Result<(), VerifyError> {
         self.expect(b'"')?;
         loop {
+            self.pos = find_special(self.bytes(), self.pos);
             match self.bump() {
                 Some(b'"') => return Ok(()),
                 Some(b'\\') => match self.bump() {
@@ -326,11 +323,43 @@ impl<'a> Reader<'a> {
                     }
                     _ => return Err(MALFORMED),
                 },
-                Some(0x20..) => {}
                 _ => return Err(MALFORMED),
             }
         }
     }
+}
+
+/// The index of the first byte at or after `from` that ends a plain run of string content: `"`,
+/// `\` or a control character (or `bytes.len()`). Eight bytes at a time: QStash's string claims
+/// are 7 to ~100 bytes long.
+#[inline]
+fn find_special(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let quote = v ^ (ONES * u64::from(b'"'));
+        let backslash = v ^ (ONES * u64::from(b'\\'));
+        // "Has a zero byte" and "has a byte below 0x20": exact as to *whether* a chunk holds a
+        // special byte (the byte loop below finds which).
+        let special = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (v.wrapping_sub(ONES * 0x20) & !v);
+        if special & HIGH != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
 }
 
 #[cfg(test)]
@@ -338,7 +367,7 @@ mod tests {
     use super::*;
 
     /// The outcome of a parse, comparable across the two parsers.
-    fn outcome(r: Result<RawClaims, VerifyError>) -> Result<String, String> {
+    fn outcome(r: Result<RawClaims<'_>, VerifyError>) -> Result<String, String> {
         r.map(|c| {
             format!(
                 "{:?}",
@@ -426,6 +455,25 @@ mod tests {
     mod differential {
         use super::*;
         use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn find_special_is_the_first_special_byte(
+                bytes in prop::collection::vec(
+                    prop_oneof![4 => 0x20u8..=0xff, 1 => Just(b'"'), 1 => Just(b'\\'), 1 => 0u8..0x20],
+                    0..64,
+                ),
+                from in 0usize..8,
+            ) {
+                let from = from.min(bytes.len());
+                let naive = bytes
+                    .iter()
+                    .skip(from)
+                    .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                    .map_or(bytes.len(), |p| p + from);
+                prop_assert_eq!(find_special(&bytes, from), naive);
+            }
+        }
 
         /// JSON texts of any value, nested a little, with escapes, numbers of every shape.
         fn json_value() -> impl Strategy<Value = String> {

@@ -266,7 +266,7 @@ impl VerifiedToken {
             .encode_slice(sha256, &mut encoded)
             .map_err(|_| VerifyError::BodyMismatch)?;
         let ours = encoded.get(..written).unwrap_or_default();
-        let theirs = self.claims.body.trim_end_matches('=').as_bytes();
+        let theirs = self.claims.body_hash().trim_end_matches('=').as_bytes();
         // The length is public (43 for every SHA-256); the content is compared in constant time,
         // word by word, after padding both to 48 bytes.
         let padded = |s: &[u8]| {
@@ -290,10 +290,16 @@ fn check_token(keys: &SigningKeys, token: &str) -> Result<Claims, VerifyError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(VerifyError::Malformed("token is too long"));
     }
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // Three segments: the first and the last dot. A dot in the middle segment is refused by its
+    // base64url decoding below, so two searches suffice (the payload is not scanned twice).
+    let (Some(first), Some(last)) = (token.find('.'), token.rfind('.')) else {
+        return Err(VerifyError::Malformed("token must have three segments"));
+    };
+    let (Some(header), Some(payload), Some(signature)) = (
+        token.get(..first),
+        token.get(first + 1..last),
+        token.get(last + 1..),
+    ) else {
         return Err(VerifyError::Malformed("token must have three segments"));
     };
 
@@ -305,14 +311,26 @@ fn check_token(keys: &SigningKeys, token: &str) -> Result<Claims, VerifyError> {
     let sig_len = URL_SAFE_NO_PAD
         .decode_slice(signature, &mut mac_bytes)
         .map_err(|_| VerifyError::Malformed("signature segment is not base64url"))?;
-    // Validate the payload's encoding before trusting anything to the MAC step, so a malformed
-    // token is reported as such whatever its MAC.
-    let payload_len = base64_decoded_len(payload)?;
+    // Decode the payload before the MAC step (one pass validates and decodes), so a malformed
+    // token is reported as such whatever its MAC. QStash's payloads are ~300 bytes: decoded on
+    // the stack; larger ones on the heap.
+    let decoded_len = payload.len() / 4 * 3 + (payload.len() % 4) * 3 / 4;
+    let mut stack = [0u8; STACK_PAYLOAD];
+    let mut heap = Vec::new();
+    let buffer: &mut [u8] = if decoded_len <= STACK_PAYLOAD {
+        &mut stack
+    } else {
+        heap.resize(decoded_len, 0);
+        &mut heap
+    };
+    let Ok(written) = URL_SAFE_NO_PAD.decode_slice(payload, &mut *buffer) else {
+        return Err(VerifyError::Malformed("payload segment is not base64url"));
+    };
 
-    let signing_input = token
-        .get(..header.len() + 1 + payload.len())
-        .ok_or(VerifyError::Malformed("token must have three segments"))?
-        .as_bytes();
+    let Some(signing_input) = token.get(..header.len() + 1 + payload.len()) else {
+        return Err(VerifyError::Malformed("token must have three segments"));
+    };
+    let signing_input = signing_input.as_bytes();
 
     let key = if sig_len != mac_bytes.len() {
         return Err(VerifyError::InvalidSignature);
@@ -324,42 +342,9 @@ fn check_token(keys: &SigningKeys, token: &str) -> Result<Claims, VerifyError> {
         return Err(VerifyError::InvalidSignature);
     };
 
-    // QStash's payloads are ~300 bytes: decode them on the stack, larger ones on the heap.
-    let mut stack = [0u8; STACK_PAYLOAD];
-    let mut heap = Vec::new();
-    let buffer: &mut [u8] = if payload_len <= STACK_PAYLOAD {
-        &mut stack
-    } else {
-        heap.resize(payload_len, 0);
-        &mut heap
-    };
-    let written = URL_SAFE_NO_PAD
-        .decode_slice(payload, &mut *buffer)
-        .map_err(|_| VerifyError::Malformed("payload segment is not base64url"))?;
+    // Only a payload whose MAC matched is parsed.
     let raw = RawClaims::parse(buffer.get(..written).unwrap_or_default())?;
-
-    Ok(Claims {
-        iss: raw.iss.ok_or(VerifyError::MissingClaim("iss"))?,
-        sub: raw.sub.ok_or(VerifyError::MissingClaim("sub"))?,
-        aud: raw.aud,
-        exp: raw.exp.ok_or(VerifyError::MissingClaim("exp"))?,
-        nbf: raw.nbf,
-        iat: raw.iat,
-        jti: raw.jti,
-        body: raw.body.ok_or(VerifyError::MissingClaim("body"))?,
-        key,
-    })
-}
-
-/// The decoded length of a strict, unpadded base64url segment, or `Malformed`.
-fn base64_decoded_len(segment: &str) -> Result<usize, VerifyError> {
-    let valid = segment
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !valid || segment.len() % 4 == 1 {
-        return Err(VerifyError::Malformed("payload segment is not base64url"));
-    }
-    Ok(segment.len() * 3 / 4)
+    Claims::build(raw, key)
 }
 
 fn mac_matches(keys: &SigningKeys, which: MatchedKey, input: &[u8], expected: &[u8; 32]) -> bool {
@@ -392,9 +377,9 @@ fn check_claims(
     now: SystemTime,
     leeway: Duration,
 ) -> Result<VerifiedToken, VerifyError> {
-    if claims.iss != ISSUER {
+    if claims.issuer() != ISSUER {
         return Err(VerifyError::WrongIssuer {
-            found: bounded(&claims.iss, 64),
+            found: bounded(claims.issuer(), 64),
         });
     }
     let now = unix_nanos(now);
@@ -409,10 +394,10 @@ fn check_claims(
         }
     }
     if let Some(expected) = url {
-        if claims.sub != expected {
+        if claims.subject() != expected {
             return Err(VerifyError::UrlMismatch {
                 expected: expected.to_owned(),
-                found: bounded(&claims.sub, 2048),
+                found: bounded(claims.subject(), 2048),
             });
         }
     }
@@ -477,7 +462,7 @@ impl<'de> Visitor<'de> for HeaderVisitor {
             match name {
                 HeaderField::Alg => {
                     header.alg = Some(match map.next_value::<JsonValue>()?.into_string() {
-                        Some(alg) => Alg::Str(alg),
+                        Some(alg) => Alg::Str(alg.into_owned()),
                         None => Alg::NotString,
                     })
                 }
