@@ -20,6 +20,50 @@ const MALFORMED: VerifyError = VerifyError::Malformed("payload is not a json obj
 pub(crate) fn parse_claims(json: &[u8]) -> Result<RawClaims<'_>, VerifyError> {
     let text =
         std::str::from_utf8(json).map_err(|_| VerifyError::Malformed("payload is not utf-8"))?;
+    match qstash_shape(text) {
+        Some(claims) => Ok(claims),
+        None => parse_any(text),
+    }
+}
+
+/// The fast path for the payload QStash itself writes: Go's alphabetical member order, no
+/// whitespace, no escapes, integer times:
+/// `{"aud":"","body":"…","exp":N,"iat":N,"iss":"Upstash","jti":"jwt_…","nbf":N,"sub":"…"}`.
+/// Anything else (`None`) goes through the general reader, which gives the same result for this
+/// shape (a property test checks it) and precise errors for every other.
+fn qstash_shape(text: &str) -> Option<RawClaims<'_>> {
+    let mut r = Reader { text, pos: 0 };
+    r.literal(r#"{"aud":"#).ok()?;
+    let aud = r.plain_string()?;
+    r.literal(r#","body":"#).ok()?;
+    let body = r.plain_string()?;
+    r.literal(r#","exp":"#).ok()?;
+    let exp = r.plain_integer()?;
+    r.literal(r#","iat":"#).ok()?;
+    let iat = r.plain_integer()?;
+    r.literal(r#","iss":"#).ok()?;
+    let iss = r.plain_string()?;
+    r.literal(r#","jti":"#).ok()?;
+    let jti = r.plain_string()?;
+    r.literal(r#","nbf":"#).ok()?;
+    let nbf = r.plain_integer()?;
+    r.literal(r#","sub":"#).ok()?;
+    let sub = r.plain_string()?;
+    r.literal("}").ok()?;
+    (r.pos == text.len()).then(|| RawClaims {
+        iss: Some(Cow::Borrowed(iss)),
+        sub: Some(Cow::Borrowed(sub)),
+        aud: Some(Cow::Borrowed(aud)),
+        exp: Some(exp),
+        nbf: Some(nbf),
+        iat: Some(iat),
+        jti: Some(Cow::Borrowed(jti)),
+        body: Some(Cow::Borrowed(body)),
+    })
+}
+
+/// The general reader: any member order, whitespace, escapes, unknown members, duplicates.
+fn parse_any(text: &str) -> Result<RawClaims<'_>, VerifyError> {
     let mut r = Reader { text, pos: 0 };
     let mut claims = RawClaims::default();
     r.ws();
@@ -114,6 +158,26 @@ impl<'a> Reader<'a> {
             }
             _ => Err(MALFORMED),
         }
+    }
+
+    /// A string without escapes (`None` for anything else).
+    fn plain_string(&mut self) -> Option<&'a str> {
+        self.expect(b'"').ok()?;
+        let start = self.pos;
+        self.pos = find_special(self.bytes(), start);
+        if self.bump()? != b'"' {
+            return None;
+        }
+        self.text.get(start..self.pos - 1)
+    }
+
+    /// An integer that fits in `i64` (`None` for anything else, `-0` included).
+    fn plain_integer(&mut self) -> Option<i64> {
+        let (span, integer) = self.number_span().ok()?;
+        if !integer || span == "-0" {
+            return None;
+        }
+        span.parse().ok()
     }
 
     /// Validates and skips any value.
@@ -380,6 +444,23 @@ mod tests {
         })
     }
 
+    #[test]
+    fn qstash_shape_takes_real_payloads_and_nothing_else() {
+        let real = r#"{"aud":"","body":"pZGm1Av0IEBKARczz7exkNYsZb8LzaMrV7J32a2fFG4=","exp":1657530756,"iat":1657530456,"iss":"Upstash","jti":"jwt_7AqGnDKWwKNf6tGT4LgF8jtCDB8j","nbf":-62135596800,"sub":"https://example.com/test"}"#;
+        let fast = qstash_shape(real).expect("the fast path takes QStash's own payload");
+        assert_eq!(outcome(Ok(fast)), outcome(parse_any(real)));
+        for other in [
+            r#"{"aud":"","body":"b","exp":1,"iat":1,"iss":"Upstash","jti":"j","nbf":1,"sub":"s","x":1}"#,
+            r#"{"aud":"","body":"b","exp":1.0,"iat":1,"iss":"Upstash","jti":"j","nbf":1,"sub":"s"}"#,
+            r#"{"aud":"","body":"b\u0041","exp":1,"iat":1,"iss":"Upstash","jti":"j","nbf":1,"sub":"s"}"#,
+            r#"{"aud":"","body":"b","exp":-0,"iat":1,"iss":"Upstash","jti":"j","nbf":1,"sub":"s"}"#,
+            r#"{"aud":"","body":"b","exp":1,"iat":1,"iss":"Upstash","jti":"j","nbf":1,"sub":"s"} "#,
+            r#"{"body":"b","aud":"","exp":1,"iat":1,"iss":"Upstash","jti":"j","nbf":1,"sub":"s"}"#,
+        ] {
+            assert!(qstash_shape(other).is_none(), "{other}");
+        }
+    }
+
     fn same(json: &str) {
         let ours = outcome(parse_claims(json.as_bytes()));
         let reference = outcome(RawClaims::parse_with_serde(json.as_bytes()));
@@ -525,8 +606,50 @@ mod tests {
             })
         }
 
+        /// Payloads of QStash's shape with values of every kind (escapes, floats, big and
+        /// negative numbers), so both paths are exercised.
+        fn qstash_like() -> impl Strategy<Value = String> {
+            let string = prop_oneof![
+                3 => "[a-zA-Z0-9_:/.=-]{0,40}".prop_map(|s| format!("\"{s}\"")),
+                1 => r#""([a-z]|\\[nt"\\/]|\\u00[2-7][0-9a-f]){0,8}""#,
+                1 => json_value(),
+            ];
+            let int = prop_oneof![
+                3 => any::<i64>().prop_map(|n| n.to_string()),
+                1 => json_value(),
+            ];
+            (
+                string.clone(),
+                string.clone(),
+                int.clone(),
+                int.clone(),
+                string.clone(),
+                string.clone(),
+                int,
+                string,
+            )
+                .prop_map(|(aud, body, exp, iat, iss, jti, nbf, sub)| {
+                    format!(
+                        r#"{{"aud":{aud},"body":{body},"exp":{exp},"iat":{iat},"iss":{iss},"jti":{jti},"nbf":{nbf},"sub":{sub}}}"#
+                    )
+                })
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn fast_path_agrees_with_the_general_reader(json in qstash_like()) {
+                let general = outcome(parse_any(&json));
+                if let Some(fast) = qstash_shape(&json) {
+                    prop_assert_eq!(outcome(Ok(fast)), general.clone(), "{}", json);
+                }
+                prop_assert_eq!(
+                    outcome(parse_claims(json.as_bytes())),
+                    outcome(RawClaims::parse_with_serde(json.as_bytes())),
+                    "{}", json
+                );
+            }
 
             #[test]
             fn valid_objects_parse_the_same(json in claims_object()) {
