@@ -50,7 +50,7 @@ fn qstash_shape(text: &str) -> Option<RawClaims<'_>> {
     r.literal(r#","sub":"#).ok()?;
     let sub = r.plain_string()?;
     r.literal("}").ok()?;
-    (r.pos == text.len()).then(|| RawClaims {
+    (r.pos == text.len()).then_some(RawClaims {
         iss: Some(Cow::Borrowed(iss)),
         sub: Some(Cow::Borrowed(sub)),
         aud: Some(Cow::Borrowed(aud)),
