@@ -459,7 +459,10 @@ mod raw {
         let mut filled = 0;
         loop {
             let n = stream
-                .read(buf.get_mut(filled..).ok_or_else(|| bad("response too large"))?)
+                .read(
+                    buf.get_mut(filled..)
+                        .ok_or_else(|| bad("response too large"))?,
+                )
                 .await?;
             if n == 0 {
                 return Err(bad("connection closed"));
@@ -488,7 +491,10 @@ mod raw {
             let total = head_end + 4 + length.ok_or_else(|| bad("no content-length"))?;
             while filled < total {
                 let n = stream
-                    .read(buf.get_mut(filled..).ok_or_else(|| bad("response too large"))?)
+                    .read(
+                        buf.get_mut(filled..)
+                            .ok_or_else(|| bad("response too large"))?,
+                    )
                     .await?;
                 if n == 0 {
                     return Err(bad("connection closed"));
@@ -996,7 +1002,9 @@ fn aggregate(framework: Framework, mode: Mode, runs: &[Sample], bare: Option<&Ve
 
 fn redis_text(round_trips: Option<f64>, commands: Option<f64>) -> String {
     match (round_trips, commands) {
-        (Some(r), Some(c)) => format!("  redis round trips/delivery {r:.3} (commands incl. scripts {c:.2})"),
+        (Some(r), Some(c)) => {
+            format!("  redis round trips/delivery {r:.3} (commands incl. scripts {c:.2})")
+        }
         _ => String::new(),
     }
 }
