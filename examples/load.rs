@@ -2,21 +2,33 @@
 //! four modes, driven over HTTP on loopback, side by side.
 //!
 //! ```sh
-//! cargo run --release --example load --all-features              # everything (≈ 2 min)
-//! cargo run --release --example load --all-features -- --seconds 5 --frameworks axum --modes bare,verified
-//! cargo run --release --example load --all-features -- --flood   # 200 × 20 MiB uploads, peak RSS
+//! cargo build --release --example load --all-features
+//! ./target/release/examples/load --seconds 10 --runs 3     # everything, medians of 3 runs (≈ 5 min)
+//! ./target/release/examples/load --seconds 5 --runs 1 --frameworks axum --modes bare,verified
+//! ./target/release/examples/load --flood                   # 200 × 20 MiB uploads, peak RSS
+//! python3 scripts/load_chart.py                            # README table + docs/load.svg
 //! ```
 //!
 //! Modes: `bare` (the route alone), `verified` (behind the QStash layer / middleware),
 //! `memory` (verified + in-memory dedup), `redis` (verified + Redis dedup on a `redis-server`
 //! this runner starts on a free loopback port; skipped when `redis-server` is not installed).
 //!
-//! Each server runs in a child process (this binary, `serve` sub-command) with one worker
-//! thread, pinned to CPU 0 with `taskset` when there are at least two CPUs; the client is a
-//! hyper client with `--connections` concurrent requests (default 64), every request a fresh,
-//! validly signed delivery with a distinct message id. Printed: requests/s, p50/p99 latency,
-//! the ratio to `bare` of the same framework, and for `redis` the Redis commands per delivery.
-//! Results are also written as JSON to `target/load/results.json`.
+//! Placement on a 2-core machine: each server runs in a child process (this binary, `serve`
+//! sub-command) with one worker thread, pinned to CPU 0 with `taskset`; the client (this
+//! process, one thread) and `redis-server` are pinned to CPU 1. The client is a minimal
+//! HTTP/1.1 keep-alive client on raw sockets, `--connections` of them (default 64), and signs
+//! every request as QStash does (new message id, new token) with the body hash and the keyed
+//! HMAC state computed once, so that it stays cheaper than the server. Each (framework, mode)
+//! gets a warm-up (`--warmup`, default 2 s) then a measured window; `--runs` rounds (default 3)
+//! of every mode; medians are reported, and each ratio is the median of the per-round ratios
+//! to the same framework's `bare`.
+//!
+//! Printed per window: requests/s, p50/p99 latency, the server's CPU time per request (from
+//! `/proc`, all threads), the client's CPU share (near 100 % would mean the client, not the
+//! server, is the bottleneck) and, for `redis`, the Redis round trips per delivery (`EVALSHA`
+//! calls, counted between the end of the warm-up and the end of the window, every request
+//! finished) and every command Redis ran (those inside the Lua scripts included) per delivery.
+//! Results are written as JSON to `target/load/results.json`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -1062,6 +1074,7 @@ async fn flood(args: &Args, pinned: bool) {
     const UPLOADS: usize = 200;
     const SIZE: usize = 20 * 1024 * 1024;
     const CHUNK: usize = 64 * 1024;
+    let mut results = Vec::new();
     for &framework in &args.frameworks {
         let server = Server::start(framework, Mode::Verified, None, pinned);
         let port = server.port;
@@ -1086,24 +1099,53 @@ async fn flood(args: &Args, pinned: bool) {
                 }
                 let req = req.body(StreamBody::new(stream)).unwrap();
                 let client = Client::builder(TokioExecutor::new()).build_http();
-                match client.request(req).await {
+                let status = match client.request(req).await {
                     Ok(res) => res.status().as_u16(),
                     Err(_) => 0,
-                }
+                };
+                (i % 2 == 0, status)
             }));
         }
-        let mut statuses = std::collections::BTreeMap::new();
+        // Only a 413 the client actually received counts as refused; 0 = no answer seen.
+        let mut announced = std::collections::BTreeMap::new();
+        let mut chunked = std::collections::BTreeMap::new();
         for t in tasks {
-            *statuses.entry(t.await.unwrap()).or_insert(0u32) += 1;
+            let (with_length, status) = t.await.unwrap();
+            let map = if with_length {
+                &mut announced
+            } else {
+                &mut chunked
+            };
+            *map.entry(status).or_insert(0u32) += 1;
         }
         let healthy = send(&client(1), &signer, port, &body_1k()).await;
+        let peak_mib = server.peak_rss_kib().map(|k| k as f64 / 1024.0);
+        let all_413 = announced.keys().chain(chunked.keys()).all(|&s| s == 413);
         println!(
-            "{:<6} flood: {UPLOADS} × 20 MiB → statuses {statuses:?} (0 = connection closed before an answer); \
+            "{:<6} flood: {UPLOADS} × 20 MiB → with Content-Length {announced:?}, chunked {chunked:?} \
+             (status → count; 0 = connection closed before an answer); all 413: {all_413}; \
              peak RSS {} MiB; afterwards a 1 KiB delivery → {healthy:?}",
             framework.name(),
-            server
-                .peak_rss_kib()
-                .map_or("?".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            peak_mib.map_or("?".to_owned(), |m| format!("{m:.1}")),
         );
+        results.push(serde_json::json!({
+            "framework": framework,
+            "uploads": UPLOADS,
+            "upload_bytes": SIZE,
+            "with_content_length": announced.iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
+            "chunked": chunked.iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
+            "all_413": all_413,
+            "peak_rss_mib": peak_mib,
+            "healthy_afterwards": healthy.as_ref().ok(),
+        }));
+    }
+    let _ = std::fs::create_dir_all("target/load");
+    if std::fs::write(
+        "target/load/flood.json",
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .is_ok()
+    {
+        println!("results written to target/load/flood.json");
     }
 }
