@@ -162,7 +162,7 @@ impl Receiver {
         let signature = std::str::from_utf8(signature)
             .map_err(|_| VerifyError::Malformed("signature header is not ascii"))?;
         let region = region.and_then(|r| std::str::from_utf8(r).ok());
-        let url = self.url_policy.expected_url(target)?;
+        let url = self.url_policy.expected_url_cow(target)?;
         let token = self.verifier.verify_token_in_region_at(
             signature.trim(),
             url.as_deref(),

@@ -166,17 +166,30 @@ impl UrlPolicy {
 
     /// The URL the token must carry for this request; `Ok(None)` when the check is skipped.
     pub fn expected_url(&self, target: &RequestTarget<'_>) -> Result<Option<String>, Rejection> {
-        match &self.0 {
-            Kind::Unconfigured => Err(Rejection::Misconfigured(
-                "no expected-url policy: choose UrlPolicy::exact, public_base, from_fn, \
-                 trust_forwarded_headers or skip"
-                    .to_owned(),
-            )),
-            Kind::Exact(url) => Ok(Some(url.to_string())),
-            Kind::PublicBase(base) => Ok(Some(join(base, target.path_and_query))),
-            Kind::Fn(f) => f(target).map(Some).ok_or_else(|| {
+        self.expected_url_cow(target)
+            .map(|url| url.map(std::borrow::Cow::into_owned))
+    }
+
+    /// [`UrlPolicy::expected_url`] without copying a fixed URL: the per-request path of the
+    /// receivers ([`UrlPolicy::exact`] borrows its URL, the others build one).
+    pub(crate) fn expected_url_cow(
+        &self,
+        target: &RequestTarget<'_>,
+    ) -> Result<Option<std::borrow::Cow<'_, str>>, Rejection> {
+        use std::borrow::Cow;
+        Ok(Some(match &self.0 {
+            Kind::Unconfigured => {
+                return Err(Rejection::Misconfigured(
+                    "no expected-url policy: choose UrlPolicy::exact, public_base, from_fn, \
+                     trust_forwarded_headers or skip"
+                        .to_owned(),
+                ));
+            }
+            Kind::Exact(url) => Cow::Borrowed(&**url),
+            Kind::PublicBase(base) => Cow::Owned(join(base, target.path_and_query)),
+            Kind::Fn(f) => Cow::Owned(f(target).ok_or_else(|| {
                 Rejection::Misconfigured("the expected-url function returned no url".to_owned())
-            }),
+            })?),
             Kind::TrustForwarded { default_scheme } => {
                 let scheme = target
                     .forwarded_proto
@@ -185,28 +198,22 @@ impl UrlPolicy {
                 let host = target.forwarded_host.or(target.host).ok_or_else(|| {
                     Rejection::Misconfigured("no host header to rebuild the url from".to_owned())
                 })?;
-                Ok(Some(format!(
-                    "{scheme}://{host}{}",
-                    with_slash(target.path_and_query)
-                )))
+                let path = target.path_and_query;
+                let slash = if path.starts_with('/') { "" } else { "/" };
+                Cow::Owned(format!("{scheme}://{host}{slash}{path}"))
             }
-            Kind::Skip => Ok(None),
-        }
-    }
-}
-
-fn with_slash(path_and_query: &str) -> String {
-    if path_and_query.starts_with('/') {
-        path_and_query.to_owned()
-    } else {
-        format!("/{path_and_query}")
+            Kind::Skip => return Ok(None),
+        }))
     }
 }
 
 fn join(base: &str, path_and_query: &str) -> String {
     let mut url = String::with_capacity(base.len() + path_and_query.len() + 1);
     url.push_str(base);
-    url.push_str(&with_slash(path_and_query));
+    if !path_and_query.starts_with('/') {
+        url.push('/');
+    }
+    url.push_str(path_and_query);
     url
 }
 

@@ -18,19 +18,38 @@ pub(super) async fn read_limited(
     announced: Option<u64>,
 ) -> Result<Bytes, Rejection> {
     let limit = receiver.limit();
-    let capacity = announced
-        .and_then(|n| usize::try_from(n).ok())
-        .unwrap_or(8 * 1024)
-        .min(limit);
-    let mut buf = BytesMut::with_capacity(capacity);
+    // A body that arrives in one chunk (the common case for small deliveries) is kept as it
+    // is, without a copy; a second chunk starts a buffer.
+    let mut first: Option<Bytes> = None;
+    let mut buf: Option<BytesMut> = None;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| payload_error(&e, receiver))?;
-        if chunk.len() > limit.saturating_sub(buf.len()) {
+        let held = buf
+            .as_ref()
+            .map_or_else(|| first.as_ref().map_or(0, Bytes::len), BytesMut::len);
+        if chunk.len() > limit.saturating_sub(held) {
             return Err(receiver.too_large());
         }
-        buf.extend_from_slice(&chunk);
+        match (&mut buf, first.take()) {
+            (Some(buf), _) => buf.extend_from_slice(&chunk),
+            (None, None) => first = Some(chunk),
+            (None, Some(previous)) => {
+                let capacity = announced
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(8 * 1024)
+                    .min(limit)
+                    .max(previous.len() + chunk.len());
+                let mut b = BytesMut::with_capacity(capacity);
+                b.extend_from_slice(&previous);
+                b.extend_from_slice(&chunk);
+                buf = Some(b);
+            }
+        }
     }
-    Ok(buf.freeze())
+    Ok(match buf {
+        Some(buf) => buf.freeze(),
+        None => first.unwrap_or_default(),
+    })
 }
 
 /// The payload, cut off with [`PayloadError::Overflow`] past `limit` bytes; for extractors

@@ -194,14 +194,32 @@ pub enum LeaseOutcome {
 pub struct LeaseToken(String);
 
 impl LeaseToken {
-    /// A new random token, from the operating system's generator.
+    /// A new unpredictable token: SHA-256 of a 256-bit process secret (drawn once from the
+    /// operating system's generator) and a process-wide counter, truncated to 128 bits. A
+    /// keyed PRF in counter mode: as unpredictable as the secret, without a system call per
+    /// lease.
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 16];
-        crate::random::fill(&mut bytes);
+        use sha2::{Digest, Sha256};
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SECRET: OnceLock<[u8; 32]> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let secret = SECRET.get_or_init(|| {
+            let mut secret = [0u8; 32];
+            crate::random::fill(&mut secret);
+            secret
+        });
+        let digest = Sha256::new()
+            .chain_update(secret)
+            .chain_update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes())
+            .finalize();
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = String::with_capacity(32);
-        for b in bytes {
+        for &b in digest.iter().take(16) {
             for nibble in [b >> 4, b & 0x0f] {
-                text.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+                text.push(char::from(
+                    HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+                ));
             }
         }
         Self(text)

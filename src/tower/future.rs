@@ -20,7 +20,7 @@ use crate::dedup::{Begin, DUPLICATE_HEADER, DUPLICATE_HEADER_VALUE, DUPLICATE_ST
 use crate::{Delivery, Rejection, VerifiedToken};
 
 /// The boxed claim of a message id ([`Dedup::begin`](crate::dedup::Dedup::begin)).
-type BeginFuture = Pin<Box<dyn Future<Output = Begin> + Send>>;
+type BeginFuture = Pin<Box<dyn Future<Output = (Begin, Delivery, crate::Claims)> + Send>>;
 /// The boxed settlement of a lease ([`Lease::finish`]).
 type FinishFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -70,7 +70,7 @@ pin_project! {
         /// Deduplication only: claiming the message id before the inner service may run.
         Claiming {
             begin: BeginFuture,
-            pending: Option<(Request<Full<Bytes>>, S, Arc<Config>)>,
+            pending: Option<(http::request::Parts, Bytes, S, Arc<Config>)>,
         },
         /// Deduplication only: the inner service runs under `lease`. Dropping this future (a
         /// client gone, a panic) drops the lease, which releases the message id.
@@ -236,43 +236,33 @@ where
                         )),
                     };
                     match checked {
-                        Ok((bytes, claims)) => {
-                            parts.extensions.insert(claims);
-                            parts.extensions.insert(delivery);
-                            parts
-                                .extensions
-                                .insert(VerifiedByLayer(Arc::clone(&config)));
-                            match config.receiver.deduplication() {
-                                // The plain path: no claim, no boxing.
-                                None => State::Calling {
+                        Ok((bytes, claims)) => match config.receiver.deduplication() {
+                            // The plain path: no claim, no boxing.
+                            None => {
+                                parts.extensions.insert(claims);
+                                parts.extensions.insert(delivery);
+                                parts
+                                    .extensions
+                                    .insert(VerifiedByLayer(Arc::clone(&config)));
+                                State::Calling {
                                     future: inner
                                         .call(Request::from_parts(parts, Full::new(bytes))),
-                                },
-                                Some(dedup) => {
-                                    let dedup = dedup.clone();
-                                    let (delivery, claims) = (
-                                        parts.extensions.get::<Delivery>().cloned(),
-                                        parts.extensions.get::<crate::Claims>().cloned(),
-                                    );
-                                    let begin: BeginFuture = Box::pin(async move {
-                                        match (delivery, claims) {
-                                            (Some(delivery), Some(claims)) => {
-                                                dedup.begin(&delivery, &claims).await
-                                            }
-                                            // Inserted just above: unreachable in practice.
-                                            _ => Begin::Refuse(Rejection::Misconfigured(
-                                                "verified request lost its claims".to_owned(),
-                                            )),
-                                        }
-                                    });
-                                    let req = Request::from_parts(parts, Full::new(bytes));
-                                    State::Claiming {
-                                        begin,
-                                        pending: Some((req, inner, config)),
-                                    }
                                 }
                             }
-                        }
+                            Some(dedup) => {
+                                // The claim borrows the delivery and claims, then hands them
+                                // back for the extensions: no copies.
+                                let dedup = dedup.clone();
+                                let begin: BeginFuture = Box::pin(async move {
+                                    let begin = dedup.begin(&delivery, &claims).await;
+                                    (begin, delivery, claims)
+                                });
+                                State::Claiming {
+                                    begin,
+                                    pending: Some((parts, bytes, inner, config)),
+                                }
+                            }
+                        },
                         Err(rejection) => {
                             super::log_rejection(&rejection, delivery.message_id());
                             return Poll::Ready(Ok(into_response(config.response(&rejection))));
@@ -284,25 +274,36 @@ where
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
                 StateProj::Claiming { begin, pending } => {
-                    let begin = ready!(begin.as_mut().poll(cx));
-                    let Some((req, mut inner, config)) = pending.take() else {
+                    let (begin, delivery, claims) = ready!(begin.as_mut().poll(cx));
+                    let Some((mut parts, bytes, mut inner, config)) = pending.take() else {
                         return Poll::Ready(Ok(misused()));
                     };
-                    match begin {
-                        Begin::Run(lease) => State::CallingLeased {
+                    let run = matches!(begin, Begin::Run(_) | Begin::RunUnguarded { .. });
+                    let request = run.then(|| {
+                        parts.extensions.insert(claims);
+                        parts.extensions.insert(delivery);
+                        parts
+                            .extensions
+                            .insert(VerifiedByLayer(Arc::clone(&config)));
+                        Request::from_parts(parts, Full::new(bytes))
+                    });
+                    match (begin, request) {
+                        (Begin::Run(lease), Some(req)) => State::CallingLeased {
                             future: inner.call(req),
                             lease: Some(lease),
                         },
-                        Begin::RunUnguarded { .. } => State::Calling {
+                        (Begin::RunUnguarded { .. }, Some(req)) => State::Calling {
                             future: inner.call(req),
                         },
-                        Begin::Duplicate { message_id } => {
+                        (Begin::Duplicate { message_id }, _) => {
                             return Poll::Ready(Ok(into_response(duplicate_response(&message_id))));
                         }
                         // `Dedup::begin` logged it (with the message id).
-                        Begin::Refuse(rejection) => {
+                        (Begin::Refuse(rejection), _) => {
                             return Poll::Ready(Ok(into_response(config.response(&rejection))));
                         }
+                        // `run` holds exactly for the two arms above.
+                        _ => return Poll::Ready(Ok(misused())),
                     }
                 }
                 StateProj::CallingLeased { future, lease } => {
