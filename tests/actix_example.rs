@@ -10,6 +10,8 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
+
+mod common;
 use std::process::{Child, Command, Stdio};
 
 use bytes::Bytes;
@@ -24,19 +26,7 @@ const CURRENT: &str = "sig_exampleCurrent0123456789ab";
 const NEXT: &str = "sig_exampleNext0123456789abcde";
 
 fn example_binary() -> PathBuf {
-    // target/debug/deps/actix_example-… → target/debug/examples/actix_server
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = dir
-        .join("examples")
-        .join(format!("actix_server{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test --all-features` builds it (or `cargo build --example \
-         actix_server --features actix-web`)",
-        bin.display()
-    );
-    bin
+    common::example_binary("actix_server")
 }
 
 /// The example, killed when dropped.

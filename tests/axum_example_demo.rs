@@ -5,30 +5,8 @@
 
 use std::process::Command;
 
-/// The example binary `cargo test` builds next to the test binaries; refuses a stale one
-/// (`cargo test --test NAME` alone does not rebuild examples).
-fn example_binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let path = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo test --all-features`", path.display()));
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(format!("{name}.rs"));
-    let edited = std::fs::metadata(&source)
-        .and_then(|m| m.modified())
-        .unwrap();
-    assert!(
-        built >= edited,
-        "{} is older than its source: run `cargo test --all-features` (or `cargo build --all-features --examples`)",
-        path.display()
-    );
-    path
-}
+mod common;
+use common::example_binary;
 
 #[test]
 fn demo_reports_each_delivery() {

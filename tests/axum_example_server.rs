@@ -26,33 +26,8 @@ use tower_support::{client, full, read_response};
 
 const PUBLIC_URL: &str = "https://receiver.example";
 
-/// The example binary `cargo test` builds next to the test binaries; refuses a stale one
-/// (`cargo test --test NAME` alone does not rebuild examples).
-fn example_binary_named(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let path = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo test --all-features`", path.display()));
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(format!("{name}.rs"));
-    let edited = std::fs::metadata(&source)
-        .and_then(|m| m.modified())
-        .unwrap();
-    assert!(
-        built >= edited,
-        "{} is older than its source: run `cargo test --all-features` (or `cargo build --all-features --examples`)",
-        path.display()
-    );
-    path
-}
-
 fn example_binary() -> PathBuf {
-    example_binary_named("axum_server")
+    common::example_binary("axum_server")
 }
 
 /// The running example, killed on drop.

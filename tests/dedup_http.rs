@@ -18,7 +18,10 @@
     clippy::panic
 )]
 
+mod common;
 mod support;
+
+use common::example_binary;
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader};
@@ -716,20 +719,6 @@ async fn redis_killed_actix() {
 
 const EXAMPLE_CURRENT: &str = "sig_exampleCurrent0123456789ab";
 const EXAMPLE_NEXT: &str = "sig_exampleNext0123456789abcde";
-
-fn example_binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test --all-features` builds it",
-        bin.display()
-    );
-    bin
-}
 
 /// An example server, killed when dropped.
 struct Example {
