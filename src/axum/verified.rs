@@ -11,7 +11,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
 
 use crate::tower::{
-    VerifiedByLayer, check_head, content_length, is_length_limit, log_rejection, message_id,
+    VerifiedByLayer, check_collected, check_head, content_length, log_rejection, message_id,
 };
 use crate::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Receiver, Rejection};
 
@@ -205,18 +205,8 @@ where
     };
     // axum's `DefaultBodyLimit` (through its own limited body), then the receiver's limit.
     let (mut parts, body) = req.with_limited_body().into_parts();
-    let checked = match Limited::new(body, receiver.limit()).collect().await {
-        Ok(collected) => {
-            let bytes = collected.to_bytes();
-            receiver
-                .check_body(token, &bytes)
-                .map(|claims| (bytes, claims))
-        }
-        Err(error) if is_length_limit(&*error) => Err(receiver.too_large()),
-        Err(_) => Err(Rejection::BodyRead(
-            "the connection failed while the body was read".to_owned(),
-        )),
-    };
+    let collected = Limited::new(body, receiver.limit()).collect().await;
+    let checked = check_collected(&receiver, token, collected);
     match checked {
         Ok((bytes, claims)) => {
             parts.extensions.insert(claims);

@@ -147,8 +147,34 @@ where
     }
 }
 
+/// The body as read through `Limited`, checked against the token: the verified bytes and the
+/// claims, or the rejection (413 past the limit, 400 when the read failed, 401 on a wrong hash).
+/// Shared by the layer and axum's standalone extractors.
+pub(crate) fn check_collected<D, E>(
+    receiver: &crate::Receiver,
+    token: VerifiedToken,
+    collected: Result<http_body_util::Collected<D>, E>,
+) -> Result<(Bytes, crate::Claims), Rejection>
+where
+    D: bytes::Buf,
+    E: std::ops::Deref<Target = dyn std::error::Error + Send + Sync>,
+{
+    match collected {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            receiver
+                .check_body(token, &bytes)
+                .map(|claims| (bytes, claims))
+        }
+        Err(error) if is_length_limit(&*error) => Err(receiver.too_large()),
+        Err(_) => Err(Rejection::BodyRead(
+            "the connection failed while the body was read".to_owned(),
+        )),
+    }
+}
+
 /// Whether a body error is (or wraps) the limit being exceeded.
-pub(crate) fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = current {
         if e.is::<LengthLimitError>() {
@@ -223,18 +249,7 @@ where
                         return Poll::Ready(Ok(into_response(super::json_response(&rejection))));
                     };
                     let receiver = &config.receiver;
-                    let checked = match collected {
-                        Ok(collected) => {
-                            let bytes = collected.to_bytes();
-                            receiver
-                                .check_body(token, &bytes)
-                                .map(|claims| (bytes, claims))
-                        }
-                        Err(error) if is_length_limit(&*error) => Err(receiver.too_large()),
-                        Err(_) => Err(Rejection::BodyRead(
-                            "the connection failed while the body was read".to_owned(),
-                        )),
-                    };
+                    let checked = check_collected(receiver, token, collected);
                     match checked {
                         Ok((bytes, claims)) => match config.receiver.deduplication() {
                             // The plain path: no claim, no boxing.

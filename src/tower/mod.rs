@@ -97,7 +97,7 @@ pub use layer::QStashLayer;
 pub use service::QStash;
 
 #[cfg(feature = "axum")]
-pub(crate) use future::is_length_limit;
+pub(crate) use future::check_collected;
 pub(crate) use layer::Config;
 
 use crate::{Delivery, MESSAGE_ID_HEADER, Receiver, Rejection, RequestTarget, VerifiedToken};
