@@ -43,15 +43,27 @@ pub const TOPIC_NAME_HEADER: &str = "upstash-topic-name";
 const MAX_ID_LEN: usize = 256;
 
 /// Typed metadata of one delivery, read from its headers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// The header values are kept in one allocation (a delivery is built for every request).
+#[derive(Clone, Default)]
 pub struct Delivery {
-    message_id: Option<String>,
+    /// The present values, one after the other.
+    text: Box<str>,
+    /// Where each optional value sits in `text`, indexed by [`Slot`].
+    spans: [Option<(u16, u16)>; SLOTS],
     retried: u32,
-    region: Option<String>,
-    caller_ip: Option<String>,
-    schedule_id: Option<String>,
-    url_group: Option<String>,
 }
+
+/// The optional string values of a [`Delivery`], as indexes into its spans.
+#[derive(Clone, Copy)]
+enum Slot {
+    MessageId = 0,
+    Region = 1,
+    CallerIp = 2,
+    ScheduleId = 3,
+    UrlGroup = 4,
+}
+const SLOTS: usize = 5;
 
 impl Delivery {
     /// Reads the QStash headers from `(name, value)` pairs; names are matched case-insensitively,
@@ -65,37 +77,24 @@ impl Delivery {
         I: IntoIterator<Item = (N, &'a [u8])>,
         N: AsRef<str>,
     {
-        let mut d = Delivery::default();
-        let mut retried_seen = false;
+        let mut values = Values::default();
         for (name, value) in headers {
-            let name = name.as_ref();
-            let Some(header) = Known::from_name(name) else {
-                continue;
-            };
-            let text = header_text(header.name(), value)?;
-            match header {
-                Known::MessageId => set_once(&mut d.message_id, header, text, true)?,
-                Known::Region => set_once(&mut d.region, header, text, false)?,
-                Known::CallerIp => set_once(&mut d.caller_ip, header, text, false)?,
-                Known::ScheduleId => set_once(&mut d.schedule_id, header, text, false)?,
-                Known::TopicName => set_once(&mut d.url_group, header, text, false)?,
-                Known::Retried => {
-                    if std::mem::replace(&mut retried_seen, true) {
-                        return Err(DeliveryError::Repeated {
-                            header: header.name(),
-                        });
-                    }
-                    d.retried = parse_retried(text)?;
-                }
+            if let Some(header) = Known::from_name(name.as_ref()) {
+                values.add(header, value)?;
             }
         }
-        Ok(d)
+        Ok(values.finish())
+    }
+
+    fn get(&self, slot: Slot) -> Option<&str> {
+        let (start, end) = self.spans.get(slot as usize).copied().flatten()?;
+        self.text.get(usize::from(start)..usize::from(end))
     }
 
     /// `Upstash-Message-Id`: the key for idempotency (the same on every retry of one message;
     /// each URL-group endpoint gets its own). `None` when the header is absent.
     pub fn message_id(&self) -> Option<&str> {
-        self.message_id.as_deref()
+        self.get(Slot::MessageId)
     }
 
     /// `Upstash-Retried`: how many times this message was tried before (0 on the first attempt).
@@ -110,22 +109,179 @@ impl Delivery {
 
     /// `Upstash-Region`, e.g. `US-EAST-1`.
     pub fn region(&self) -> Option<&str> {
-        self.region.as_deref()
+        self.get(Slot::Region)
     }
 
     /// `Upstash-Caller-Ip`: the publisher's IP address, as sent.
     pub fn caller_ip(&self) -> Option<&str> {
-        self.caller_ip.as_deref()
+        self.get(Slot::CallerIp)
     }
 
     /// `Upstash-Schedule-Id`: set when the message comes from a schedule.
     pub fn schedule_id(&self) -> Option<&str> {
-        self.schedule_id.as_deref()
+        self.get(Slot::ScheduleId)
     }
 
     /// `Upstash-Topic-Name`: the URL group the message was published to.
     pub fn url_group(&self) -> Option<&str> {
-        self.url_group.as_deref()
+        self.get(Slot::UrlGroup)
+    }
+}
+
+impl PartialEq for Delivery {
+    fn eq(&self, other: &Self) -> bool {
+        self.retried == other.retried
+            && self.message_id() == other.message_id()
+            && self.region() == other.region()
+            && self.caller_ip() == other.caller_ip()
+            && self.schedule_id() == other.schedule_id()
+            && self.url_group() == other.url_group()
+    }
+}
+
+impl Eq for Delivery {}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("message_id", &self.message_id())
+            .field("retried", &self.retried)
+            .field("region", &self.region())
+            .field("caller_ip", &self.caller_ip())
+            .field("schedule_id", &self.schedule_id())
+            .field("url_group", &self.url_group())
+            .finish()
+    }
+}
+
+/// The delivery headers seen so far, borrowed from the request.
+#[derive(Default)]
+struct Values<'a> {
+    slots: [Option<&'a str>; SLOTS],
+    retried: Option<u32>,
+}
+
+impl<'a> Values<'a> {
+    fn add(&mut self, header: Known, value: &'a [u8]) -> Result<(), DeliveryError> {
+        let (slot, non_empty) = match header {
+            Known::MessageId => (Slot::MessageId, true),
+            Known::Region => (Slot::Region, false),
+            Known::CallerIp => (Slot::CallerIp, false),
+            Known::ScheduleId => (Slot::ScheduleId, false),
+            Known::TopicName => (Slot::UrlGroup, false),
+            Known::Retried => {
+                let text = header_text(header.name(), value)?;
+                if self.retried.is_some() {
+                    return Err(DeliveryError::Repeated {
+                        header: header.name(),
+                    });
+                }
+                self.retried = Some(parse_retried(text)?);
+                return Ok(());
+            }
+        };
+        let text = header_text(header.name(), value)?;
+        let Some(entry) = self.slots.get_mut(slot as usize) else {
+            return Ok(());
+        };
+        if entry.is_some() {
+            return Err(DeliveryError::Repeated {
+                header: header.name(),
+            });
+        }
+        if non_empty && text.is_empty() {
+            return Err(DeliveryError::Invalid {
+                header: header.name(),
+                reason: "empty",
+            });
+        }
+        *entry = Some(text);
+        Ok(())
+    }
+
+    /// One allocation for every value (each at most `MAX_ID_LEN` bytes: the offsets fit `u16`).
+    fn finish(self) -> Delivery {
+        let len = self.slots.iter().flatten().map(|s| s.len()).sum();
+        let mut text = String::with_capacity(len);
+        let mut spans = [None; SLOTS];
+        for (span, value) in spans.iter_mut().zip(self.slots) {
+            if let Some(value) = value {
+                let start = text.len();
+                text.push_str(value);
+                if let (Ok(start), Ok(end)) = (u16::try_from(start), u16::try_from(text.len())) {
+                    *span = Some((start, end));
+                }
+            }
+        }
+        Delivery {
+            text: text.into_boxed_str(),
+            spans,
+            retried: self.retried.unwrap_or(0),
+        }
+    }
+}
+
+/// What one pass over a request's headers found: the signature and region the verifier needs,
+/// and the delivery metadata (or the first problem with it, reported after the token's).
+pub(crate) struct HeadScan<'a> {
+    /// `Err` when the signature header is repeated.
+    pub(crate) signature: Result<Option<&'a [u8]>, ()>,
+    /// The last `Upstash-Region` value (selects the region's keys).
+    pub(crate) region: Option<&'a [u8]>,
+    pub(crate) delivery: Result<Delivery, DeliveryError>,
+}
+
+/// Reads the signature, the region and the delivery headers in one pass.
+pub(crate) fn scan_head<'a, I, N>(headers: I) -> HeadScan<'a>
+where
+    I: IntoIterator<Item = (N, &'a [u8])>,
+    N: AsRef<str>,
+{
+    let mut signature = Ok(None);
+    let mut region = None;
+    let mut values = Values::default();
+    let mut problem = None;
+    for (name, value) in headers {
+        let name = name.as_ref();
+        let Some(rest) = strip_upstash_prefix(name) else {
+            continue;
+        };
+        if rest.eq_ignore_ascii_case(SIGNATURE_HEADER.get(PREFIX.len()..).unwrap_or_default()) {
+            signature = match signature {
+                Ok(None) => Ok(Some(value)),
+                _ => Err(()),
+            };
+            continue;
+        }
+        let Some(header) = Known::from_suffix(rest) else {
+            continue;
+        };
+        if matches!(header, Known::Region) {
+            region = Some(value);
+        }
+        if problem.is_none() {
+            problem = values.add(header, value).err();
+        }
+    }
+    HeadScan {
+        signature,
+        region,
+        delivery: match problem {
+            Some(problem) => Err(problem),
+            None => Ok(values.finish()),
+        },
+    }
+}
+
+const PREFIX: &str = "upstash-";
+
+/// The rest of a header name after a case-insensitive `upstash-`.
+fn strip_upstash_prefix(name: &str) -> Option<&str> {
+    let head = name.get(..PREFIX.len())?;
+    if head.eq_ignore_ascii_case(PREFIX) {
+        name.get(PREFIX.len()..)
+    } else {
+        None
     }
 }
 
@@ -140,24 +296,27 @@ enum Known {
 }
 
 impl Known {
+    const ALL: [Known; 6] = [
+        Known::MessageId,
+        Known::Retried,
+        Known::Region,
+        Known::CallerIp,
+        Known::ScheduleId,
+        Known::TopicName,
+    ];
+
     fn from_name(name: &str) -> Option<Self> {
-        const ALL: [(&str, Known); 6] = [
-            (MESSAGE_ID_HEADER, Known::MessageId),
-            (RETRIED_HEADER, Known::Retried),
-            (REGION_HEADER, Known::Region),
-            (CALLER_IP_HEADER, Known::CallerIp),
-            (SCHEDULE_ID_HEADER, Known::ScheduleId),
-            (TOPIC_NAME_HEADER, Known::TopicName),
-        ];
-        if !name
-            .get(..8)
-            .is_some_and(|p| p.eq_ignore_ascii_case("upstash-"))
-        {
-            return None;
-        }
-        ALL.iter()
-            .find(|(known, _)| known.eq_ignore_ascii_case(name))
-            .map(|(_, k)| *k)
+        Self::from_suffix(strip_upstash_prefix(name)?)
+    }
+
+    /// From the part of the name after `upstash-`.
+    fn from_suffix(rest: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|known| {
+            known
+                .name()
+                .get(PREFIX.len()..)
+                .is_some_and(|suffix| suffix.eq_ignore_ascii_case(rest))
+        })
     }
 
     fn name(self) -> &'static str {
@@ -188,27 +347,6 @@ fn header_text<'v>(header: &'static str, value: &'v [u8]) -> Result<&'v str, Del
         });
     }
     Ok(text)
-}
-
-fn set_once(
-    slot: &mut Option<String>,
-    header: Known,
-    text: &str,
-    non_empty: bool,
-) -> Result<(), DeliveryError> {
-    if slot.is_some() {
-        return Err(DeliveryError::Repeated {
-            header: header.name(),
-        });
-    }
-    if non_empty && text.is_empty() {
-        return Err(DeliveryError::Invalid {
-            header: header.name(),
-            reason: "empty",
-        });
-    }
-    *slot = Some(text.to_owned());
-    Ok(())
 }
 
 fn parse_retried(text: &str) -> Result<u32, DeliveryError> {
@@ -314,6 +452,86 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "invalid upstash-message-id header: not visible ascii"
+        );
+    }
+
+    #[test]
+    fn equality_and_debug_ignore_header_order() {
+        let a = parse(&[("upstash-message-id", "m1"), ("upstash-region", "R")]).unwrap();
+        let b = parse(&[("upstash-region", "R"), ("upstash-message-id", "m1")]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert_eq!(
+            format!("{a:?}"),
+            "Delivery { message_id: Some(\"m1\"), retried: 0, region: Some(\"R\"), \
+             caller_ip: None, schedule_id: None, url_group: None }"
+        );
+        let c = parse(&[("upstash-message-id", "m1"), ("upstash-region", "S")]).unwrap();
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn longest_values_fit() {
+        let long = "m".repeat(MAX_ID_LEN);
+        let d = parse(&[
+            ("upstash-message-id", &long),
+            ("upstash-region", &long),
+            ("upstash-caller-ip", &long),
+            ("upstash-schedule-id", &long),
+            ("upstash-topic-name", &long),
+        ])
+        .unwrap();
+        assert_eq!(d.message_id(), Some(long.as_str()));
+        assert_eq!(d.url_group(), Some(long.as_str()));
+        assert_eq!(d.schedule_id(), Some(long.as_str()));
+    }
+
+    fn scan<'a>(headers: &'a [(&'a str, &'a str)]) -> HeadScan<'a> {
+        scan_head(headers.iter().map(|(n, v)| (*n, v.as_bytes())))
+    }
+
+    #[test]
+    fn one_pass_finds_signature_region_and_delivery() {
+        let headers = [
+            ("Upstash-Signature", "tok"),
+            ("upstash-region", "EU-CENTRAL-1"),
+            ("upstash-message-id", "msg_1"),
+            ("upstash-retried", "2"),
+            ("upstash-signature-extra", "x"),
+            ("content-type", "application/json"),
+        ];
+        let s = scan(&headers);
+        assert_eq!(s.signature, Ok(Some(&b"tok"[..])));
+        assert_eq!(s.region, Some(&b"EU-CENTRAL-1"[..]));
+        let d = s.delivery.unwrap();
+        assert_eq!((d.message_id(), d.retried()), (Some("msg_1"), 2));
+        assert_eq!(d.region(), Some("EU-CENTRAL-1"));
+
+        assert_eq!(scan(&[("content-type", "x")]).signature, Ok(None));
+        let twice = [("upstash-signature", "a"), ("UPSTASH-SIGNATURE", "b")];
+        assert_eq!(scan(&twice).signature, Err(()));
+    }
+
+    #[test]
+    fn scan_keeps_the_signature_after_a_bad_delivery_header() {
+        // The delivery problem is kept for later (the token is checked first), and the scan
+        // goes on: a signature after the bad header is still found.
+        let headers = [
+            ("upstash-retried", "x"),
+            ("upstash-region", "A"),
+            ("upstash-region", "B"),
+            ("upstash-signature", "tok"),
+        ];
+        let s = scan(&headers);
+        assert_eq!(s.signature, Ok(Some(&b"tok"[..])));
+        // The verifier uses the last region, as before.
+        assert_eq!(s.region, Some(&b"B"[..]));
+        assert_eq!(
+            s.delivery.unwrap_err(),
+            DeliveryError::Invalid {
+                header: RETRIED_HEADER,
+                reason: "not a decimal attempt number"
+            }
         );
     }
 }

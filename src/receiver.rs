@@ -30,8 +30,7 @@
 use std::time::SystemTime;
 
 use crate::{
-    Claims, Delivery, REGION_HEADER, Rejection, RequestTarget, SIGNATURE_HEADER, UrlPolicy,
-    VerifiedToken, Verifier, VerifyError,
+    Claims, Delivery, Rejection, RequestTarget, UrlPolicy, VerifiedToken, Verifier, VerifyError,
 };
 
 /// The default body limit: 1 MiB, QStash's maximum message size on its default (free) plan.
@@ -140,28 +139,19 @@ impl Receiver {
         now: SystemTime,
     ) -> Result<(VerifiedToken, Delivery), Rejection>
     where
-        I: IntoIterator<Item = (N, &'a [u8])> + Clone,
+        I: IntoIterator<Item = (N, &'a [u8])>,
         N: AsRef<str>,
     {
-        let mut signature: Option<&[u8]> = None;
-        let mut region: Option<&[u8]> = None;
-        for (name, value) in headers.clone() {
-            let name = name.as_ref();
-            if name.eq_ignore_ascii_case(SIGNATURE_HEADER) {
-                if signature.is_some() {
-                    return Err(
-                        VerifyError::Malformed("more than one upstash-signature header").into(),
-                    );
-                }
-                signature = Some(value);
-            } else if name.eq_ignore_ascii_case(REGION_HEADER) {
-                region = Some(value);
-            }
-        }
-        let signature = signature.ok_or(VerifyError::MissingSignature)?;
+        // One pass over the headers; a problem with the delivery headers (400) is reported
+        // only once the token passed (401 first).
+        let scan = crate::delivery::scan_head(headers);
+        let signature = scan
+            .signature
+            .map_err(|()| VerifyError::Malformed("more than one upstash-signature header"))?
+            .ok_or(VerifyError::MissingSignature)?;
         let signature = std::str::from_utf8(signature)
             .map_err(|_| VerifyError::Malformed("signature header is not ascii"))?;
-        let region = region.and_then(|r| std::str::from_utf8(r).ok());
+        let region = scan.region.and_then(|r| std::str::from_utf8(r).ok());
         let url = self.url_policy.expected_url_cow(target)?;
         let token = self.verifier.verify_token_in_region_at(
             signature.trim(),
@@ -169,8 +159,7 @@ impl Receiver {
             region,
             now,
         )?;
-        let delivery = Delivery::from_headers(headers)?;
-        Ok((token, delivery))
+        Ok((token, scan.delivery?))
     }
 
     /// Step 2: a `Content-Length` over the limit is refused (413) without reading the body.

@@ -82,6 +82,15 @@ impl<'a> RequestTarget<'a> {
     }
 }
 
+/// The parts of a request a [`UrlPolicy`] reads ([`UrlPolicy::reads`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TargetParts {
+    /// The path and query.
+    pub(crate) path: bool,
+    /// `Host` and the `X-Forwarded-*` headers.
+    pub(crate) headers: bool,
+}
+
 type UrlFn = dyn Fn(&RequestTarget<'_>) -> Option<String> + Send + Sync;
 
 #[derive(Clone, Default)]
@@ -162,6 +171,26 @@ impl UrlPolicy {
     /// Whether a policy was chosen (the default is unconfigured).
     pub fn is_configured(&self) -> bool {
         !matches!(self.0, Kind::Unconfigured)
+    }
+
+    /// Which parts of a request this policy reads, so that adapters look up only those: the
+    /// path and query (every policy that joins or computes a URL), and the headers (`Host`,
+    /// `X-Forwarded-*`; only [`UrlPolicy::from_fn`] and [`UrlPolicy::trust_forwarded_headers`]).
+    pub(crate) fn reads(&self) -> TargetParts {
+        match self.0 {
+            Kind::Unconfigured | Kind::Exact(_) | Kind::Skip => TargetParts {
+                path: false,
+                headers: false,
+            },
+            Kind::PublicBase(_) => TargetParts {
+                path: true,
+                headers: false,
+            },
+            Kind::Fn(_) | Kind::TrustForwarded { .. } => TargetParts {
+                path: true,
+                headers: true,
+            },
+        }
     }
 
     /// The URL the token must carry for this request; `Ok(None)` when the check is skipped.

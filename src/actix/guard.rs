@@ -91,7 +91,7 @@ impl Guard for QStashGuard {
             .headers
             .get(REGION_HEADER)
             .and_then(|v| v.to_str().ok());
-        let target = request_target(&head.uri, &head.headers, None);
+        let target = request_target(&self.receiver, &head.uri, &head.headers, None);
         let Ok(url) = self.receiver.policy().expected_url(&target) else {
             return false;
         };

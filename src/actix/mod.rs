@@ -204,27 +204,33 @@ fn log_rejection(rejection: &Rejection, headers: &HeaderMap) {
     );
 }
 
-/// The parts of the request a [`crate::UrlPolicy`] may use.
+/// The parts of the request the receiver's [`crate::UrlPolicy`] reads (only those are looked
+/// up: an exact URL needs neither the path nor the headers).
 fn request_target<'a>(
+    receiver: &Receiver,
     uri: &'a actix_web::http::Uri,
     headers: &'a HeaderMap,
     secure: Option<bool>,
 ) -> RequestTarget<'a> {
-    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let scheme = uri
-        .scheme_str()
-        .or(secure.map(|secure| if secure { "https" } else { "http" }));
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()));
-    RequestTarget::new(path_and_query)
-        .with_scheme(scheme)
-        .with_host(host)
-        .with_forwarded(
+    let reads = receiver.policy().reads();
+    let mut target = RequestTarget::new("/");
+    if reads.path {
+        target.path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    }
+    if reads.headers {
+        let scheme = uri
+            .scheme_str()
+            .or(secure.map(|secure| if secure { "https" } else { "http" }));
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str()));
+        target = target.with_scheme(scheme).with_host(host).with_forwarded(
             first_value(headers, "x-forwarded-proto"),
             first_value(headers, "x-forwarded-host"),
-        )
+        );
+    }
+    target
 }
 
 /// The first element of the first value of a header (`a, b` → `a`).
@@ -244,13 +250,9 @@ fn check_head(
     headers: &HeaderMap,
     secure: bool,
 ) -> Result<(VerifiedToken, Delivery), Rejection> {
-    let target = request_target(uri, headers, Some(secure));
-    // actix's header iterator is not `Clone`, which `check_request` needs.
-    let pairs: Vec<(&str, &[u8])> = headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_bytes()))
-        .collect();
-    receiver.check_request(pairs.iter().copied(), &target, SystemTime::now())
+    let target = request_target(receiver, uri, headers, Some(secure));
+    let pairs = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+    receiver.check_request(pairs, &target, SystemTime::now())
 }
 
 /// The announced `Content-Length`, when there is a readable one.
@@ -274,7 +276,10 @@ mod tests {
             .insert_header(("x-forwarded-proto", "https, http"))
             .insert_header(("x-forwarded-host", " app.example ,proxy"))
             .to_http_request();
-        let t = request_target(req.uri(), req.headers(), Some(false));
+        let keys = crate::SigningKeys::new("sig_a", "sig_b").unwrap();
+        let receiver = Receiver::new(crate::Verifier::new(keys))
+            .url_policy(crate::UrlPolicy::trust_forwarded_headers("https"));
+        let t = request_target(&receiver, req.uri(), req.headers(), Some(false));
         assert_eq!(t.path_and_query, "/jobs?a=1");
         assert_eq!(t.scheme, Some("http"));
         assert_eq!(t.host, Some("internal:8080"));

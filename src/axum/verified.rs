@@ -8,10 +8,9 @@ use axum::body::Body;
 use axum::extract::{FromRef, FromRequest, Request};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode};
-use http_body_util::{BodyExt as _, Limited};
 
 use crate::tower::{
-    VerifiedByLayer, check_collected, check_head, content_length, log_rejection, message_id,
+    ReadBody, VerifiedByLayer, check_head, check_read, content_length, log_rejection, message_id,
 };
 use crate::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Receiver, Rejection};
 
@@ -205,8 +204,8 @@ where
     };
     // axum's `DefaultBodyLimit` (through its own limited body), then the receiver's limit.
     let (mut parts, body) = req.with_limited_body().into_parts();
-    let collected = Limited::new(body, receiver.limit()).collect().await;
-    let checked = check_collected(&receiver, token, collected);
+    let read = ReadBody::new(body, receiver.limit()).await;
+    let checked = check_read(&receiver, token, read);
     match checked {
         Ok((bytes, claims)) => {
             parts.extensions.insert(claims);

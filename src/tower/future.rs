@@ -9,12 +9,12 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::combinators::Collect;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::layer::Config;
+use super::read::{ReadBody, check_read};
 use super::{BoxError, ResponseBody, VerifiedByLayer};
 use crate::dedup::{Begin, DUPLICATE_HEADER, DUPLICATE_HEADER_VALUE, DUPLICATE_STATUS, Lease};
 use crate::{Delivery, Rejection, VerifiedToken};
@@ -59,7 +59,7 @@ pin_project! {
         /// Reading the body, at most the limit.
         Reading {
             #[pin]
-            body: Collect<Limited<B>>,
+            body: ReadBody<B>,
             pending: Option<Pending<S>>,
         },
         /// The one place the inner service runs and its response is seen.
@@ -110,7 +110,7 @@ where
         config: Arc<Config>,
     ) -> Self {
         let (parts, body) = req.into_parts();
-        let body = Limited::new(body, config.receiver.limit()).collect();
+        let body = ReadBody::new(body, config.receiver.limit());
         Self {
             state: State::Reading {
                 body,
@@ -145,44 +145,6 @@ where
             .field("state", &state)
             .finish()
     }
-}
-
-/// The body as read through `Limited`, checked against the token: the verified bytes and the
-/// claims, or the rejection (413 past the limit, 400 when the read failed, 401 on a wrong hash).
-/// Shared by the layer and axum's standalone extractors.
-pub(crate) fn check_collected<D, E>(
-    receiver: &crate::Receiver,
-    token: VerifiedToken,
-    collected: Result<http_body_util::Collected<D>, E>,
-) -> Result<(Bytes, crate::Claims), Rejection>
-where
-    D: bytes::Buf,
-    E: std::ops::Deref<Target = dyn std::error::Error + Send + Sync>,
-{
-    match collected {
-        Ok(collected) => {
-            let bytes = collected.to_bytes();
-            receiver
-                .check_body(token, &bytes)
-                .map(|claims| (bytes, claims))
-        }
-        Err(error) if is_length_limit(&*error) => Err(receiver.too_large()),
-        Err(_) => Err(Rejection::BodyRead(
-            "the connection failed while the body was read".to_owned(),
-        )),
-    }
-}
-
-/// Whether a body error is (or wraps) the limit being exceeded.
-fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if e.is::<LengthLimitError>() {
-            return true;
-        }
-        current = e.source();
-    }
-    false
 }
 
 fn into_response<ResBody>(response: Response<Bytes>) -> Response<ResponseBody<ResBody>> {
@@ -234,7 +196,7 @@ where
                     return Poll::Ready(Ok(into_response(response)));
                 }
                 StateProj::Reading { body, pending } => {
-                    let collected = ready!(body.poll(cx));
+                    let read = ready!(body.poll(cx));
                     let Some(Pending {
                         mut parts,
                         token,
@@ -249,7 +211,7 @@ where
                         return Poll::Ready(Ok(into_response(super::json_response(&rejection))));
                     };
                     let receiver = &config.receiver;
-                    let checked = check_collected(receiver, token, collected);
+                    let checked = check_read(receiver, token, read);
                     match checked {
                         Ok((bytes, claims)) => match config.receiver.deduplication() {
                             // The plain path: no claim, no boxing.

@@ -83,6 +83,7 @@
 mod body;
 mod future;
 mod layer;
+mod read;
 mod service;
 
 use std::sync::Arc;
@@ -96,9 +97,9 @@ pub use future::ResponseFuture;
 pub use layer::QStashLayer;
 pub use service::QStash;
 
-#[cfg(feature = "axum")]
-pub(crate) use future::check_collected;
 pub(crate) use layer::Config;
+#[cfg(feature = "axum")]
+pub(crate) use read::{ReadBody, check_read};
 
 use crate::{Delivery, MESSAGE_ID_HEADER, Receiver, Rejection, RequestTarget, VerifiedToken};
 
@@ -156,7 +157,8 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Step 1 for a request head: the token and the delivery headers, against the URL the policy
-/// expects for this request.
+/// expects for this request. Only what the policy reads is looked up (an exact URL needs neither
+/// the path nor the headers), and the headers are scanned once.
 pub(crate) fn check_head(
     receiver: &Receiver,
     headers: &HeaderMap,
@@ -164,28 +166,30 @@ pub(crate) fn check_head(
     #[cfg_attr(not(feature = "axum"), allow(unused_variables))] extensions: &http::Extensions,
     now: SystemTime,
 ) -> Result<(VerifiedToken, Delivery), Rejection> {
-    #[cfg(feature = "axum")]
-    let uri = extensions
-        .get::<axum::extract::OriginalUri>()
-        .map_or(uri, |original| &original.0);
-    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let host = headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()));
-    let target = RequestTarget::new(path_and_query)
-        .with_scheme(uri.scheme_str())
-        .with_host(host)
-        .with_forwarded(
-            first_value(headers, "x-forwarded-proto"),
-            first_value(headers, "x-forwarded-host"),
-        );
-    // `HeaderMap`'s iterator is not `Clone`: collect the (borrowed) pairs once.
-    let pairs: Vec<(&str, &[u8])> = headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_bytes()))
-        .collect();
-    receiver.check_request(pairs.iter().copied(), &target, now)
+    let reads = receiver.policy().reads();
+    let mut target = RequestTarget::new("/");
+    if reads.path {
+        #[cfg(feature = "axum")]
+        let uri = extensions
+            .get::<axum::extract::OriginalUri>()
+            .map_or(uri, |original| &original.0);
+        target.path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    }
+    if reads.headers {
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str()));
+        target = target
+            .with_scheme(uri.scheme_str())
+            .with_host(host)
+            .with_forwarded(
+                first_value(headers, "x-forwarded-proto"),
+                first_value(headers, "x-forwarded-host"),
+            );
+    }
+    let pairs = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+    receiver.check_request(pairs, &target, now)
 }
 
 /// Logs a rejection: its code and the message id, never the token nor the body.
