@@ -242,19 +242,18 @@ where
     let mut values = Values::default();
     let mut problem = None;
     for (name, value) in headers {
-        let name = name.as_ref();
-        let Some(rest) = strip_upstash_prefix(name) else {
+        let Some(header) = Head::from_name(name.as_ref()) else {
             continue;
         };
-        if rest.eq_ignore_ascii_case(SIGNATURE_HEADER.get(PREFIX.len()..).unwrap_or_default()) {
-            signature = match signature {
-                Ok(None) => Ok(Some(value)),
-                _ => Err(()),
-            };
-            continue;
-        }
-        let Some(header) = Known::from_suffix(rest) else {
-            continue;
+        let header = match header {
+            Head::Signature => {
+                signature = match signature {
+                    Ok(None) => Ok(Some(value)),
+                    _ => Err(()),
+                };
+                continue;
+            }
+            Head::Delivery(header) => header,
         };
         if matches!(header, Known::Region) {
             region = Some(value);
@@ -275,13 +274,37 @@ where
 
 const PREFIX: &str = "upstash-";
 
-/// The rest of a header name after a case-insensitive `upstash-`.
-fn strip_upstash_prefix(name: &str) -> Option<&str> {
-    let head = name.get(..PREFIX.len())?;
-    if head.eq_ignore_ascii_case(PREFIX) {
-        name.get(PREFIX.len()..)
-    } else {
-        None
+/// A header [`scan_head`] reads.
+#[derive(Clone, Copy)]
+enum Head {
+    Signature,
+    Delivery(Known),
+}
+
+impl Head {
+    /// Case-insensitive; most other headers are told apart by their length alone, the rest by
+    /// one comparison.
+    fn from_name(name: &str) -> Option<Self> {
+        let candidate = match name.len() {
+            14 => Head::Delivery(Known::Region),
+            15 => Head::Delivery(Known::Retried),
+            17 => match name.as_bytes().get(PREFIX.len()) {
+                Some(b's' | b'S') => Head::Signature,
+                _ => Head::Delivery(Known::CallerIp),
+            },
+            18 => match name.as_bytes().get(PREFIX.len()) {
+                Some(b'm' | b'M') => Head::Delivery(Known::MessageId),
+                _ => Head::Delivery(Known::TopicName),
+            },
+            19 => Head::Delivery(Known::ScheduleId),
+            _ => return None,
+        };
+        let expected = match candidate {
+            Head::Signature => SIGNATURE_HEADER,
+            Head::Delivery(known) => known.name(),
+        };
+        // Header maps (`http`, actix-web) hold lower-case names: one exact comparison.
+        (name == expected || name.eq_ignore_ascii_case(expected)).then_some(candidate)
     }
 }
 
@@ -296,27 +319,11 @@ enum Known {
 }
 
 impl Known {
-    const ALL: [Known; 6] = [
-        Known::MessageId,
-        Known::Retried,
-        Known::Region,
-        Known::CallerIp,
-        Known::ScheduleId,
-        Known::TopicName,
-    ];
-
     fn from_name(name: &str) -> Option<Self> {
-        Self::from_suffix(strip_upstash_prefix(name)?)
-    }
-
-    /// From the part of the name after `upstash-`.
-    fn from_suffix(rest: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|known| {
-            known
-                .name()
-                .get(PREFIX.len()..)
-                .is_some_and(|suffix| suffix.eq_ignore_ascii_case(rest))
-        })
+        match Head::from_name(name)? {
+            Head::Delivery(known) => Some(known),
+            Head::Signature => None,
+        }
     }
 
     fn name(self) -> &'static str {
@@ -332,21 +339,33 @@ impl Known {
 }
 
 fn header_text<'v>(header: &'static str, value: &'v [u8]) -> Result<&'v str, DeliveryError> {
-    let text = std::str::from_utf8(value)
-        .ok()
-        .map(|s| s.trim_matches(|c| c == ' ' || c == '\t'))
-        .filter(|s| s.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
-        .ok_or(DeliveryError::Invalid {
-            header,
-            reason: "not visible ascii",
-        })?;
-    if text.len() > MAX_ID_LEN {
+    let invalid = DeliveryError::Invalid {
+        header,
+        reason: "not visible ascii",
+    };
+    let trimmed = trim_blanks(value);
+    if !trimmed.iter().all(|&b| b.is_ascii_graphic() || b == b' ') {
+        return Err(invalid);
+    }
+    if trimmed.len() > MAX_ID_LEN {
         return Err(DeliveryError::Invalid {
             header,
             reason: "longer than 256 bytes",
         });
     }
-    Ok(text)
+    // Visible ASCII and spaces: always UTF-8.
+    std::str::from_utf8(trimmed).map_err(|_| invalid)
+}
+
+/// `value` without leading and trailing spaces and tabs.
+fn trim_blanks(value: &[u8]) -> &[u8] {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value.iter().position(|b| !blank(b)).unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !blank(b))
+        .map_or(start, |i| i + 1);
+    value.get(start..end).unwrap_or_default()
 }
 
 fn parse_retried(text: &str) -> Result<u32, DeliveryError> {
@@ -533,5 +552,49 @@ mod tests {
                 reason: "not a decimal attempt number"
             }
         );
+    }
+
+    #[test]
+    fn names_of_the_same_length_are_not_mistaken() {
+        for name in [
+            "content-length",
+            "accept-encoding",
+            "upstash-signatur3",
+            "upstash-caller-iq",
+            "upstash-message-ix",
+            "upstash-topic-namf",
+            "upstash-schedule-ie",
+            "xpstash-region",
+            "upstash-retriex",
+            "upstash-forward-x",
+        ] {
+            assert!(Head::from_name(name).is_none(), "{name}");
+        }
+        assert!(matches!(
+            Head::from_name("UpStAsH-SiGnAtUrE"),
+            Some(Head::Signature)
+        ));
+        assert!(matches!(
+            Head::from_name("Upstash-Topic-Name"),
+            Some(Head::Delivery(Known::TopicName))
+        ));
+        assert!(matches!(
+            Head::from_name("UPSTASH-MESSAGE-ID"),
+            Some(Head::Delivery(Known::MessageId))
+        ));
+    }
+
+    #[test]
+    fn values_are_trimmed_of_blanks_only() {
+        let d = parse(&[
+            ("upstash-message-id", " \tmsg 1\t "),
+            ("upstash-region", "\t"),
+        ])
+        .unwrap();
+        assert_eq!(d.message_id(), Some("msg 1"));
+        assert_eq!(d.region(), Some(""));
+        assert!(parse(&[("upstash-region", "a\u{7f}")]).is_err());
+        assert!(parse(&[("upstash-region", "caf\u{e9}")]).is_err());
+        assert!(parse(&[("upstash-message-id", " \t ")]).is_err());
     }
 }
