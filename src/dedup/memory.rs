@@ -124,11 +124,11 @@ impl MemoryStore {
     ) -> Result<LeaseOutcome, StoreError> {
         let now = Instant::now();
         let mut shard = self.shard(key)?;
-        if !shard.holds(key, token, now) {
-            return Ok(LeaseOutcome::NotHeld);
-        }
-        shard.complete(key, expiry(now, retention));
-        Ok(LeaseOutcome::Applied)
+        Ok(if shard.complete(key, token, now, expiry(now, retention)) {
+            LeaseOutcome::Applied
+        } else {
+            LeaseOutcome::NotHeld
+        })
     }
 
     fn release_now(&self, key: &str, token: &LeaseToken) -> Result<LeaseOutcome, StoreError> {
@@ -196,6 +196,8 @@ enum State {
 }
 
 struct Entry {
+    /// The map's own key (shared), so that an update needs one lookup.
+    key: Arc<str>,
     state: State,
     expires_at: Instant,
     seq: u64,
@@ -254,8 +256,9 @@ impl Shard {
             State::Leased(_) => self.leases.insert(seq, Arc::clone(&key)),
         };
         self.entries.insert(
-            key,
+            Arc::clone(&key),
             Entry {
+                key,
                 state,
                 expires_at,
                 seq,
@@ -263,23 +266,32 @@ impl Shard {
         );
     }
 
-    /// Turns the lease on `key` into a completed entry in place: same key allocation, a new
-    /// place at the end of the completed order.
-    fn complete(&mut self, key: &str, expires_at: Instant) {
+    /// Turns the lease on `key`, when `token` holds it and it has not expired, into a completed
+    /// entry in place (one lookup, the same key allocation, a new place at the end of the
+    /// completed order). Whether it did.
+    fn complete(
+        &mut self,
+        key: &str,
+        token: &LeaseToken,
+        now: Instant,
+        expires_at: Instant,
+    ) -> bool {
         let seq = self.next_seq;
-        let Some((stored, entry)) = self.entries.get_key_value(key) else {
-            return;
+        let Some(entry) = self.entries.get_mut(key) else {
+            return false;
         };
-        let stored = Arc::clone(stored);
-        let old_seq = entry.seq;
-        if let Some(entry) = self.entries.get_mut(key) {
-            entry.state = State::Completed;
-            entry.expires_at = expires_at;
-            entry.seq = seq;
+        if !matches!(&entry.state, State::Leased(held) if held == token) || entry.expires_at <= now
+        {
+            return false;
         }
+        let old_seq = std::mem::replace(&mut entry.seq, seq);
+        entry.state = State::Completed;
+        entry.expires_at = expires_at;
+        let stored = Arc::clone(&entry.key);
         self.next_seq = self.next_seq.wrapping_add(1);
         self.leases.remove(&old_seq);
         self.completed.insert(seq, stored);
+        true
     }
 
     fn remove(&mut self, key: &str) {

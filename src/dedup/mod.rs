@@ -464,7 +464,9 @@ impl Dedup {
                 reason: UnguardedReason::NoMessageId,
             };
         };
-        let key = format!("msg:{message_id}");
+        let mut key = String::with_capacity(4 + message_id.len());
+        key.push_str("msg:");
+        key.push_str(message_id);
         match c.store.claim(&key, c.lease_ttl).await {
             Ok(ClaimOutcome::Acquired(token)) => Begin::Run(Lease {
                 armed: Some(Armed {
