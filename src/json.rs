@@ -237,6 +237,9 @@ impl<'a> Reader<'a> {
             self.pos += 1;
         }
         match self.bump() {
+            // A leading zero is the whole integer part: `01` is malformed (as serde_json says
+            // at once, before the value's type is looked at).
+            Some(b'0') if matches!(self.peek(), Some(b'0'..=b'9')) => return Err(MALFORMED),
             Some(b'0') => {}
             Some(b'1'..=b'9') => self.digits(),
             _ => return Err(MALFORMED),
@@ -485,6 +488,11 @@ mod tests {
             r#"{"exp":100000000000000000000}"#,
             r#"{"exp":-0}"#,
             r#"{"exp":01}"#,
+            // A leading zero then digits, on a claim whose type is wrong anyway (found by the
+            // mutation property): malformed first, as serde_json says.
+            r#"{ "iss" : 0000000000000000000 }"#,
+            r#"{"iss":-01}"#,
+            r#"{"x":00}"#,
             r#"{"exp":-}"#,
             r#"{"exp":1.}"#,
             r#"{"exp":.5}"#,

@@ -152,7 +152,11 @@ where
                 Ok((claims, delivery)) => {
                     let lease = match config.receiver.deduplication() {
                         None => None,
-                        Some(dedup) => match dedup.begin(&delivery, &claims).await {
+                        // A store that answers at once (in memory) is not awaited.
+                        Some(dedup) => match match dedup.begin_now(&delivery) {
+                            Some(begin) => begin,
+                            None => dedup.begin(&delivery, &claims).await,
+                        } {
                             Begin::Run(lease) => Some(lease),
                             Begin::RunUnguarded { .. } => None,
                             Begin::Duplicate { message_id } => {
@@ -234,8 +238,12 @@ where
         .await;
     match called {
         Ok(Ok(response)) => {
-            // Outcomes and store errors are logged by the lease itself.
-            let _ = lease.finish(response.status().as_u16()).await;
+            // Outcomes and store errors are logged by the lease itself; a store that answers
+            // at once (in memory) is not awaited.
+            let status = response.status().as_u16();
+            if let Err(lease) = lease.finish_now(status) {
+                let _ = lease.finish(status).await;
+            }
             Ok(response)
         }
         Ok(Err(error)) => {

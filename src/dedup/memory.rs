@@ -104,7 +104,7 @@ impl MemoryStore {
             .ok_or(StoreError::CapacityExhausted { capacity: 0 })
     }
 
-    fn claim_now(&self, key: &str, lease_ttl: Duration) -> Result<ClaimOutcome, StoreError> {
+    fn claim_sync(&self, key: &str, lease_ttl: Duration) -> Result<ClaimOutcome, StoreError> {
         let now = Instant::now();
         let mut shard = self.shard(key)?;
         if let Some(found) = shard.live(key, now) {
@@ -116,7 +116,7 @@ impl MemoryStore {
         Ok(ClaimOutcome::Acquired(token))
     }
 
-    fn complete_now(
+    fn complete_sync(
         &self,
         key: &str,
         token: &LeaseToken,
@@ -131,7 +131,7 @@ impl MemoryStore {
         })
     }
 
-    fn release_now(&self, key: &str, token: &LeaseToken) -> Result<LeaseOutcome, StoreError> {
+    fn release_sync(&self, key: &str, token: &LeaseToken) -> Result<LeaseOutcome, StoreError> {
         let now = Instant::now();
         let mut shard = self.shard(key)?;
         if !shard.holds(key, token, now) {
@@ -141,7 +141,7 @@ impl MemoryStore {
         Ok(LeaseOutcome::Applied)
     }
 
-    fn remember_now(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+    fn remember_sync(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         let now = Instant::now();
         let mut shard = self.shard(key)?;
         if shard.live(key, now).is_some() {
@@ -154,8 +154,33 @@ impl MemoryStore {
 }
 
 impl DedupStore for MemoryStore {
+    fn claim_now(
+        &self,
+        key: &str,
+        lease_ttl: Duration,
+    ) -> Option<Result<ClaimOutcome, StoreError>> {
+        Some(self.claim_sync(key, lease_ttl))
+    }
+
+    fn complete_now(
+        &self,
+        key: &str,
+        token: &LeaseToken,
+        retention: Duration,
+    ) -> Option<Result<LeaseOutcome, StoreError>> {
+        Some(self.complete_sync(key, token, retention))
+    }
+
+    fn release_now(
+        &self,
+        key: &str,
+        token: &LeaseToken,
+    ) -> Option<Result<LeaseOutcome, StoreError>> {
+        Some(self.release_sync(key, token))
+    }
+
     fn claim<'a>(&'a self, key: &'a str, lease_ttl: Duration) -> StoreFuture<'a, ClaimOutcome> {
-        let result = self.claim_now(key, lease_ttl);
+        let result = self.claim_sync(key, lease_ttl);
         Box::pin(async move { result })
     }
 
@@ -165,17 +190,17 @@ impl DedupStore for MemoryStore {
         token: &'a LeaseToken,
         retention: Duration,
     ) -> StoreFuture<'a, LeaseOutcome> {
-        let result = self.complete_now(key, token, retention);
+        let result = self.complete_sync(key, token, retention);
         Box::pin(async move { result })
     }
 
     fn release<'a>(&'a self, key: &'a str, token: &'a LeaseToken) -> StoreFuture<'a, LeaseOutcome> {
-        let result = self.release_now(key, token);
+        let result = self.release_sync(key, token);
         Box::pin(async move { result })
     }
 
     fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
-        let result = self.remember_now(key, ttl);
+        let result = self.remember_sync(key, ttl);
         Box::pin(async move { result })
     }
 }
@@ -339,35 +364,35 @@ mod tests {
         let store = MemoryStore::with_capacity(3);
         assert_eq!(store.capacity(), 3);
         let ttl = Duration::from_secs(60);
-        let ClaimOutcome::Acquired(a) = store.claim_now("a", ttl).unwrap() else {
+        let ClaimOutcome::Acquired(a) = store.claim_sync("a", ttl).unwrap() else {
             panic!()
         };
         assert_eq!(
-            store.complete_now("a", &a, ttl).unwrap(),
+            store.complete_sync("a", &a, ttl).unwrap(),
             LeaseOutcome::Applied
         );
         assert!(matches!(
-            store.claim_now("b", ttl).unwrap(),
+            store.claim_sync("b", ttl).unwrap(),
             ClaimOutcome::Acquired(_)
         ));
         assert!(matches!(
-            store.claim_now("c", ttl).unwrap(),
+            store.claim_sync("c", ttl).unwrap(),
             ClaimOutcome::Acquired(_)
         ));
         // Full: "a" (completed) goes first.
         assert!(matches!(
-            store.claim_now("d", ttl).unwrap(),
+            store.claim_sync("d", ttl).unwrap(),
             ClaimOutcome::Acquired(_)
         ));
         assert_eq!(store.len(), 3);
         // Only live leases left (b, c, d): a new claim is refused, no live lease is dropped.
         for key in ["a", "e"] {
-            let err = store.claim_now(key, ttl).unwrap_err();
+            let err = store.claim_sync(key, ttl).unwrap_err();
             assert!(matches!(err, StoreError::CapacityExhausted { capacity: 3 }));
         }
         assert_eq!(store.len(), 3);
         assert!(matches!(
-            store.claim_now("b", ttl).unwrap(),
+            store.claim_sync("b", ttl).unwrap(),
             ClaimOutcome::InProgress { .. }
         ));
     }
@@ -376,11 +401,11 @@ mod tests {
     fn expired_lease_is_evicted_when_full() {
         let store = MemoryStore::with_capacity(1);
         assert!(matches!(
-            store.claim_now("a", Duration::ZERO).unwrap(),
+            store.claim_sync("a", Duration::ZERO).unwrap(),
             ClaimOutcome::Acquired(_)
         ));
         assert!(matches!(
-            store.claim_now("b", Duration::from_secs(60)).unwrap(),
+            store.claim_sync("b", Duration::from_secs(60)).unwrap(),
             ClaimOutcome::Acquired(_)
         ));
         assert_eq!(store.len(), 1);

@@ -146,6 +146,39 @@ pub trait DedupStore: Send + Sync + 'static {
     /// Deletes the lease on `key`, only if `token` still holds it, so the next claim acquires.
     fn release<'a>(&'a self, key: &'a str, token: &'a LeaseToken) -> StoreFuture<'a, LeaseOutcome>;
 
+    /// [`DedupStore::claim`] answered at once, by a store that never waits (one in this
+    /// process's memory, such as [`MemoryStore`]): `Some` lets [`Dedup`] skip the boxed future.
+    /// It must do exactly what `claim` does. The default, `None`, means "await `claim`".
+    fn claim_now(
+        &self,
+        key: &str,
+        lease_ttl: Duration,
+    ) -> Option<Result<ClaimOutcome, StoreError>> {
+        let _ = (key, lease_ttl);
+        None
+    }
+
+    /// [`DedupStore::complete`] answered at once (see [`DedupStore::claim_now`]).
+    fn complete_now(
+        &self,
+        key: &str,
+        token: &LeaseToken,
+        retention: Duration,
+    ) -> Option<Result<LeaseOutcome, StoreError>> {
+        let _ = (key, token, retention);
+        None
+    }
+
+    /// [`DedupStore::release`] answered at once (see [`DedupStore::claim_now`]).
+    fn release_now(
+        &self,
+        key: &str,
+        token: &LeaseToken,
+    ) -> Option<Result<LeaseOutcome, StoreError>> {
+        let _ = (key, token);
+        None
+    }
+
     /// Records `key` for `ttl` if it is absent: `true` when it was absent (first sight), `false`
     /// when it is already there. Used by the replay guard. The default claims and completes
     /// (two operations); stores override it with a single one.
@@ -457,17 +490,37 @@ impl Dedup {
             }
         }
         let Some(message_id) = delivery.message_id() else {
-            tracing::warn!(
-                "qstash delivery without upstash-message-id: processed without deduplication"
-            );
-            return Begin::RunUnguarded {
-                reason: UnguardedReason::NoMessageId,
-            };
+            return unguarded_without_id();
         };
-        let mut key = String::with_capacity(4 + message_id.len());
-        key.push_str("msg:");
-        key.push_str(message_id);
-        match c.store.claim(&key, c.lease_ttl).await {
+        let key = message_key(message_id);
+        let claimed = c.store.claim(&key, c.lease_ttl).await;
+        self.claimed(message_id, key, claimed)
+    }
+
+    /// [`Dedup::begin`] without waiting, when the store answers at once
+    /// ([`DedupStore::claim_now`]) and the replay guard is off; `None` otherwise (use `begin`).
+    pub(crate) fn begin_now(&self, delivery: &Delivery) -> Option<Begin> {
+        let c = &*self.config;
+        if c.replay_guard {
+            return None;
+        }
+        let Some(message_id) = delivery.message_id() else {
+            return Some(unguarded_without_id());
+        };
+        let key = message_key(message_id);
+        let claimed = c.store.claim_now(&key, c.lease_ttl)?;
+        Some(self.claimed(message_id, key, claimed))
+    }
+
+    /// What a claim's outcome means for the delivery.
+    fn claimed(
+        &self,
+        message_id: &str,
+        key: String,
+        claimed: Result<ClaimOutcome, StoreError>,
+    ) -> Begin {
+        let c = &*self.config;
+        match claimed {
             Ok(ClaimOutcome::Acquired(token)) => Begin::Run(Lease {
                 armed: Some(Armed {
                     store: Arc::clone(&c.store),
@@ -549,6 +602,21 @@ impl Dedup {
     }
 }
 
+/// The store key of a message id: `msg:<id>`.
+fn message_key(message_id: &str) -> String {
+    let mut key = String::with_capacity(4 + message_id.len());
+    key.push_str("msg:");
+    key.push_str(message_id);
+    key
+}
+
+fn unguarded_without_id() -> Begin {
+    tracing::warn!("qstash delivery without upstash-message-id: processed without deduplication");
+    Begin::RunUnguarded {
+        reason: UnguardedReason::NoMessageId,
+    }
+}
+
 /// The lease on a message id, held while the handler runs. Finish it with the handler's status
 /// ([`Lease::finish`]), or [`Lease::complete`] / [`Lease::release`] it. Dropped without either
 /// (a panic, a dropped request future), it releases in the background on the current tokio
@@ -588,6 +656,32 @@ impl Lease {
         }
     }
 
+    /// [`Lease::finish`] without waiting, when the store answers at once
+    /// ([`DedupStore::complete_now`] / [`DedupStore::release_now`]); the lease back otherwise.
+    pub(crate) fn finish_now(
+        mut self,
+        status: u16,
+    ) -> Result<Result<LeaseOutcome, StoreError>, Self> {
+        let Some(a) = self.armed.as_ref() else {
+            return Ok(Ok(LeaseOutcome::NotHeld));
+        };
+        let result = if (200..300).contains(&status) {
+            let Some(result) = a.store.complete_now(&a.key, &a.token, a.retention) else {
+                return Err(self);
+            };
+            log_completed(a, &result);
+            result
+        } else {
+            let Some(result) = a.store.release_now(&a.key, &a.token) else {
+                return Err(self);
+            };
+            log_released(a, &result);
+            result
+        };
+        self.armed = None;
+        Ok(result)
+    }
+
     /// Marks the message completed: later deliveries of it are duplicates for the retention.
     ///
     /// `Ok(LeaseOutcome::NotHeld)` means the lease had expired (the handler ran longer than the
@@ -598,18 +692,7 @@ impl Lease {
             return Ok(LeaseOutcome::NotHeld);
         };
         let result = a.store.complete(&a.key, &a.token, a.retention).await;
-        match &result {
-            Ok(LeaseOutcome::Applied) => {}
-            Ok(LeaseOutcome::NotHeld) => tracing::warn!(
-                message_id = %a.message_id,
-                "qstash lease expired before completion: the message may be processed again"
-            ),
-            Err(error) => tracing::warn!(
-                message_id = %a.message_id,
-                %error,
-                "qstash dedup store failed to complete: a retry runs again once the lease expires"
-            ),
-        }
+        log_completed(a, &result);
         self.armed = None;
         result
     }
@@ -620,15 +703,34 @@ impl Lease {
             return Ok(LeaseOutcome::NotHeld);
         };
         let result = a.store.release(&a.key, &a.token).await;
-        if let Err(error) = &result {
-            tracing::warn!(
-                message_id = %a.message_id,
-                %error,
-                "qstash dedup store failed to release: retries wait until the lease expires"
-            );
-        }
+        log_released(a, &result);
         self.armed = None;
         result
+    }
+}
+
+fn log_completed(a: &Armed, result: &Result<LeaseOutcome, StoreError>) {
+    match result {
+        Ok(LeaseOutcome::Applied) => {}
+        Ok(LeaseOutcome::NotHeld) => tracing::warn!(
+            message_id = %a.message_id,
+            "qstash lease expired before completion: the message may be processed again"
+        ),
+        Err(error) => tracing::warn!(
+            message_id = %a.message_id,
+            %error,
+            "qstash dedup store failed to complete: a retry runs again once the lease expires"
+        ),
+    }
+}
+
+fn log_released(a: &Armed, result: &Result<LeaseOutcome, StoreError>) {
+    if let Err(error) = result {
+        tracing::warn!(
+            message_id = %a.message_id,
+            %error,
+            "qstash dedup store failed to release: retries wait until the lease expires"
+        );
     }
 }
 

@@ -175,6 +175,47 @@ fn misused<ResBody>() -> Response<ResponseBody<ResBody>> {
     )))
 }
 
+/// What the claim of the message id decided: call the inner service (under the lease, or
+/// unguarded) with the verified request, or answer (a duplicate, a refusal).
+fn after_claim<B, S, ResBody>(
+    begin: Begin,
+    delivery: Delivery,
+    claims: crate::Claims,
+    mut parts: http::request::Parts,
+    bytes: Bytes,
+    mut inner: S,
+    config: Arc<Config>,
+) -> Result<State<B, S>, Response<ResponseBody<ResBody>>>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>>,
+{
+    let run = matches!(begin, Begin::Run(_) | Begin::RunUnguarded { .. });
+    let request = run.then(|| {
+        parts.extensions.insert(claims);
+        parts.extensions.insert(delivery);
+        parts
+            .extensions
+            .insert(VerifiedByLayer(Arc::clone(&config)));
+        Request::from_parts(parts, Full::new(bytes))
+    });
+    match (begin, request) {
+        (Begin::Run(lease), Some(req)) => Ok(State::CallingLeased {
+            future: inner.call(req),
+            lease: Some(lease),
+        }),
+        (Begin::RunUnguarded { .. }, Some(req)) => Ok(State::Calling {
+            future: inner.call(req),
+        }),
+        (Begin::Duplicate { message_id }, _) => Err(into_response(duplicate_response(&message_id))),
+        // `Dedup::begin` logged it (with the message id).
+        (Begin::Refuse(rejection), _) => Err(into_response(config.response(&rejection))),
+        // `run` holds exactly for the two arms above.
+        _ => Err(misused()),
+    }
+}
+
 impl<B, S, ResBody> Future for ResponseFuture<B, S>
 where
     B: Body,
@@ -226,19 +267,30 @@ where
                                         .call(Request::from_parts(parts, Full::new(bytes))),
                                 }
                             }
-                            Some(dedup) => {
-                                // The claim borrows the delivery and claims, then hands them
-                                // back for the extensions: no copies.
-                                let dedup = dedup.clone();
-                                let begin: BeginFuture = Box::pin(async move {
-                                    let begin = dedup.begin(&delivery, &claims).await;
-                                    (begin, delivery, claims)
-                                });
-                                State::Claiming {
-                                    begin,
-                                    pending: Some((parts, bytes, inner, config)),
+                            Some(dedup) => match dedup.begin_now(&delivery) {
+                                // A store that answers at once (in memory): no boxed claim.
+                                Some(begin) => {
+                                    match after_claim(
+                                        begin, delivery, claims, parts, bytes, inner, config,
+                                    ) {
+                                        Ok(state) => state,
+                                        Err(response) => return Poll::Ready(Ok(response)),
+                                    }
                                 }
-                            }
+                                None => {
+                                    // The claim borrows the delivery and claims, then hands
+                                    // them back for the extensions: no copies.
+                                    let dedup = dedup.clone();
+                                    let begin: BeginFuture = Box::pin(async move {
+                                        let begin = dedup.begin(&delivery, &claims).await;
+                                        (begin, delivery, claims)
+                                    });
+                                    State::Claiming {
+                                        begin,
+                                        pending: Some((parts, bytes, inner, config)),
+                                    }
+                                }
+                            },
                         },
                         Err(rejection) => {
                             super::log_rejection(&rejection, delivery.message_id());
@@ -252,35 +304,12 @@ where
                 }
                 StateProj::Claiming { begin, pending } => {
                     let (begin, delivery, claims) = ready!(begin.as_mut().poll(cx));
-                    let Some((mut parts, bytes, mut inner, config)) = pending.take() else {
+                    let Some((parts, bytes, inner, config)) = pending.take() else {
                         return Poll::Ready(Ok(misused()));
                     };
-                    let run = matches!(begin, Begin::Run(_) | Begin::RunUnguarded { .. });
-                    let request = run.then(|| {
-                        parts.extensions.insert(claims);
-                        parts.extensions.insert(delivery);
-                        parts
-                            .extensions
-                            .insert(VerifiedByLayer(Arc::clone(&config)));
-                        Request::from_parts(parts, Full::new(bytes))
-                    });
-                    match (begin, request) {
-                        (Begin::Run(lease), Some(req)) => State::CallingLeased {
-                            future: inner.call(req),
-                            lease: Some(lease),
-                        },
-                        (Begin::RunUnguarded { .. }, Some(req)) => State::Calling {
-                            future: inner.call(req),
-                        },
-                        (Begin::Duplicate { message_id }, _) => {
-                            return Poll::Ready(Ok(into_response(duplicate_response(&message_id))));
-                        }
-                        // `Dedup::begin` logged it (with the message id).
-                        (Begin::Refuse(rejection), _) => {
-                            return Poll::Ready(Ok(into_response(config.response(&rejection))));
-                        }
-                        // `run` holds exactly for the two arms above.
-                        _ => return Poll::Ready(Ok(misused())),
+                    match after_claim(begin, delivery, claims, parts, bytes, inner, config) {
+                        Ok(state) => state,
+                        Err(response) => return Poll::Ready(Ok(response)),
                     }
                 }
                 StateProj::CallingLeased { future, lease } => {
@@ -290,12 +319,16 @@ where
                         return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                     };
                     let status = response.status().as_u16();
-                    State::Finishing {
-                        // Outcomes and store errors are logged by the lease itself.
-                        finish: Box::pin(async move {
-                            let _ = lease.finish(status).await;
-                        }),
-                        response: Some(response),
+                    // Outcomes and store errors are logged by the lease itself.
+                    match lease.finish_now(status) {
+                        // A store that answers at once (in memory): no boxed settlement.
+                        Ok(_) => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
+                        Err(lease) => State::Finishing {
+                            finish: Box::pin(async move {
+                                let _ = lease.finish(status).await;
+                            }),
+                            response: Some(response),
+                        },
                     }
                 }
                 StateProj::Finishing { finish, response } => {
