@@ -177,6 +177,8 @@ fn misused<ResBody>() -> Response<ResponseBody<ResBody>> {
 
 /// What the claim of the message id decided: call the inner service (under the lease, or
 /// unguarded) with the verified request, or answer (a duplicate, a refusal).
+// The answer is returned from `poll` at once: boxing it would only add an allocation.
+#[allow(clippy::result_large_err)]
 fn after_claim<B, S, ResBody>(
     begin: Begin,
     delivery: Delivery,
