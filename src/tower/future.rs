@@ -9,11 +9,13 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::combinators::Collect;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
+#[cfg(feature = "axum")]
+use http_body_util::LengthLimitError;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use super::drain::{ReadBody, ReadOutcome};
 use super::layer::Config;
 use super::{BoxError, ResponseBody, VerifiedByLayer};
 use crate::dedup::{Begin, DUPLICATE_HEADER, DUPLICATE_HEADER_VALUE, DUPLICATE_STATUS, Lease};
@@ -56,10 +58,17 @@ pin_project! {
     {
         /// Refused: the response is ready.
         Rejected { response: Option<Response<Bytes>> },
-        /// Reading the body, at most the limit.
+        /// Refused before the body was read: draining it (within the budget) before answering,
+        /// so that the client reads the answer (see `drain.rs`).
+        Draining {
+            #[pin]
+            body: ReadBody<B>,
+            response: Option<Response<Bytes>>,
+        },
+        /// Reading the body, at most the limit (past it, draining the rest).
         Reading {
             #[pin]
-            body: Collect<Limited<B>>,
+            body: ReadBody<B>,
             pending: Option<Pending<S>>,
         },
         /// The one place the inner service runs and its response is seen.
@@ -102,6 +111,20 @@ where
         }
     }
 
+    /// Refused before the body was read: drains at most `budget` bytes of `body` (0: none,
+    /// answers at once), then answers `response`.
+    pub(crate) fn rejected_draining(response: Response<Bytes>, body: B, budget: u64) -> Self {
+        if budget == 0 {
+            return Self::rejected(response);
+        }
+        Self {
+            state: State::Draining {
+                body: ReadBody::drain(body, budget),
+                response: Some(response),
+            },
+        }
+    }
+
     pub(crate) fn read_body(
         req: Request<B>,
         token: VerifiedToken,
@@ -110,7 +133,9 @@ where
         config: Arc<Config>,
     ) -> Self {
         let (parts, body) = req.into_parts();
-        let body = Limited::new(body, config.receiver.limit()).collect();
+        let drain =
+            super::drain::budget_for(parts.version, &parts.headers, config.drain_limit, false);
+        let body = ReadBody::collect(body, config.receiver.limit(), drain);
         Self {
             state: State::Reading {
                 body,
@@ -135,6 +160,7 @@ where
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.state {
             State::Rejected { .. } => "rejected",
+            State::Draining { .. } => "rejected, draining the body",
             State::Reading { .. } => "reading body",
             State::Calling { .. } => "calling inner service",
             State::Claiming { .. } => "claiming the message id",
@@ -147,9 +173,27 @@ where
     }
 }
 
-/// The body as read through `Limited`, checked against the token: the verified bytes and the
-/// claims, or the rejection (413 past the limit, 400 when the read failed, 401 on a wrong hash).
-/// Shared by the layer and axum's standalone extractors.
+/// The body as read, checked against the token: the verified bytes and the claims, or the
+/// rejection (413 past the limit, 400 when the read failed, 401 on a wrong hash). Shared by the
+/// layer and (through [`check_collected`]) axum's standalone extractors.
+pub(crate) fn check_read(
+    receiver: &crate::Receiver,
+    token: VerifiedToken,
+    read: ReadOutcome,
+) -> Result<(Bytes, crate::Claims), Rejection> {
+    match read {
+        ReadOutcome::Read(bytes) => receiver
+            .check_body(token, &bytes)
+            .map(|claims| (bytes, claims)),
+        ReadOutcome::TooLarge => Err(receiver.too_large()),
+        ReadOutcome::Failed => Err(Rejection::BodyRead(
+            "the connection failed while the body was read".to_owned(),
+        )),
+    }
+}
+
+/// The body as read through `Limited`, checked against the token ([`check_read`]).
+#[cfg(feature = "axum")]
 pub(crate) fn check_collected<D, E>(
     receiver: &crate::Receiver,
     token: VerifiedToken,
@@ -159,21 +203,16 @@ where
     D: bytes::Buf,
     E: std::ops::Deref<Target = dyn std::error::Error + Send + Sync>,
 {
-    match collected {
-        Ok(collected) => {
-            let bytes = collected.to_bytes();
-            receiver
-                .check_body(token, &bytes)
-                .map(|claims| (bytes, claims))
-        }
-        Err(error) if is_length_limit(&*error) => Err(receiver.too_large()),
-        Err(_) => Err(Rejection::BodyRead(
-            "the connection failed while the body was read".to_owned(),
-        )),
-    }
+    let read = match collected {
+        Ok(collected) => ReadOutcome::Read(collected.to_bytes()),
+        Err(error) if is_length_limit(&*error) => ReadOutcome::TooLarge,
+        Err(_) => ReadOutcome::Failed,
+    };
+    check_read(receiver, token, read)
 }
 
 /// Whether a body error is (or wraps) the limit being exceeded.
+#[cfg(feature = "axum")]
 fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = current {
@@ -233,6 +272,16 @@ where
                     });
                     return Poll::Ready(Ok(into_response(response)));
                 }
+                StateProj::Draining { body, response } => {
+                    // Whatever the drain ended with (the end, the budget, a client gone).
+                    let _ = ready!(body.poll(cx));
+                    let response = response.take().unwrap_or_else(|| {
+                        super::json_response(&Rejection::Misconfigured(
+                            "response future polled after completion".to_owned(),
+                        ))
+                    });
+                    return Poll::Ready(Ok(into_response(response)));
+                }
                 StateProj::Reading { body, pending } => {
                     let collected = ready!(body.poll(cx));
                     let Some(Pending {
@@ -249,7 +298,7 @@ where
                         return Poll::Ready(Ok(into_response(super::json_response(&rejection))));
                     };
                     let receiver = &config.receiver;
-                    let checked = check_collected(receiver, token, collected);
+                    let checked = check_read(receiver, token, collected);
                     match checked {
                         Ok((bytes, claims)) => match config.receiver.deduplication() {
                             // The plain path: no claim, no boxing.

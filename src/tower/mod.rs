@@ -81,6 +81,7 @@
 //! [`QStashLayer::url_policy`].
 
 mod body;
+mod drain;
 mod future;
 mod layer;
 mod service;

@@ -1,0 +1,210 @@
+//! [`ReadBody`]: reads a request body under the limit, and drains (reads and discards) the rest
+//! of a refused one before the answer goes out.
+//!
+//! Why drain: when a request is refused before its body was read to the end (413 by
+//! `Content-Length` or past the limit, 401 before reading), hyper sends the answer and closes the
+//! connection with the client's unread upload still in the socket; the kernel then resets the
+//! connection and a client still sending can lose the answer it had not read yet. Reading the
+//! rest first (nginx's `lingering_close`, actix-http's payload drain) lets every client read its
+//! answer. Each frame is dropped as it arrives: memory stays O(1) per connection.
+//!
+//! Why before the answer and not in the response body: hyper 1 drops a response body as soon as
+//! the length it announced (`content-length`, from an exact size hint) is written, and a body
+//! without a length would be sent chunked and end only once the upload is read, which a client
+//! that stops sending on an early error (curl does) would wait for forever.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, Version};
+use http_body::Body;
+use pin_project_lite::pin_project;
+
+/// What reading a body gave.
+#[derive(Debug)]
+pub(crate) enum ReadOutcome {
+    /// The whole body, at most the limit.
+    Read(Bytes),
+    /// Over the limit (the rest was drained, within the budget, before this was returned).
+    TooLarge,
+    /// The body failed (a client gone, a malformed chunk).
+    Failed,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Collecting frames, at most `limit` bytes; then drain at most `drain` bytes.
+    Collecting {
+        chunks: Vec<Bytes>,
+        len: usize,
+        limit: usize,
+        drain: u64,
+    },
+    /// Reading and discarding frames; at most `left` more bytes.
+    Draining {
+        left: u64,
+    },
+    Done,
+}
+
+pin_project! {
+    /// A future reading a request body: collected under a limit, or only drained. Keeps the body
+    /// pinned in place: no boxing and no `Send` or `'static` bound on it.
+    #[derive(Debug)]
+    pub(crate) struct ReadBody<B> {
+        #[pin]
+        body: B,
+        phase: Phase,
+    }
+}
+
+impl<B: Body> ReadBody<B> {
+    /// Collects `body`, at most `limit` bytes; past the limit, drains at most `drain` more bytes
+    /// (0: none) before answering [`ReadOutcome::TooLarge`].
+    pub(crate) fn collect(body: B, limit: usize, drain: u64) -> Self {
+        Self {
+            body,
+            phase: Phase::Collecting {
+                chunks: Vec::new(),
+                len: 0,
+                limit,
+                drain,
+            },
+        }
+    }
+
+    /// Only drains `body`: at most `budget` bytes, until it ends or fails. Completes with
+    /// [`ReadOutcome::TooLarge`] (to be ignored).
+    pub(crate) fn drain(body: B, budget: u64) -> Self {
+        Self {
+            body,
+            phase: Phase::Draining { left: budget },
+        }
+    }
+}
+
+/// Whether draining `body` is worth starting with `budget` bytes.
+fn worth_draining<B: Body>(body: &B, budget: u64) -> bool {
+    budget > 0 && !body.is_end_stream() && body.size_hint().lower() <= budget
+}
+
+/// The drain budget for a request of `version` with `headers`: `budget`, or 0 (no draining) for
+/// HTTP/2 and later (a refused stream is reset on its own, the connection is not lost).
+/// `before_reading`: the body has not been polled yet; then an `Expect: 100-continue` request is
+/// not drained either (its client waits for the go-ahead, which hyper sends only when the body
+/// is polled, and sends nothing otherwise).
+pub(crate) fn budget_for(
+    version: Version,
+    headers: &HeaderMap,
+    budget: u64,
+    before_reading: bool,
+) -> u64 {
+    let http1 = matches!(version, Version::HTTP_10 | Version::HTTP_11);
+    let expects_continue = before_reading
+        && headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if http1 && !expects_continue {
+        budget
+    } else {
+        0
+    }
+}
+
+/// The budget for draining `body` from the start (a refusal before the body was read): `budget`
+/// as [`budget_for`] gives it, and 0 when the body is already over, or is announced longer than
+/// the budget (by its size hint or `Content-Length`: it could not end within the budget,
+/// answering at once is better).
+pub(crate) fn budget_before_reading<B: Body>(
+    version: Version,
+    headers: &HeaderMap,
+    body: &B,
+    budget: u64,
+) -> u64 {
+    let budget = budget_for(version, headers, budget, true);
+    let announced = super::content_length(headers).unwrap_or(0);
+    if announced <= budget && worth_draining(body, budget) {
+        budget
+    } else {
+        0
+    }
+}
+
+fn concat(chunks: Vec<Bytes>, len: usize) -> Bytes {
+    if chunks.len() <= 1 {
+        return chunks.into_iter().next().unwrap_or_default();
+    }
+    let mut out = BytesMut::with_capacity(len);
+    for chunk in chunks {
+        out.extend_from_slice(&chunk);
+    }
+    out.freeze()
+}
+
+impl<B: Body> Future for ReadBody<B> {
+    type Output = ReadOutcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.phase {
+                Phase::Collecting {
+                    chunks,
+                    len,
+                    limit,
+                    drain,
+                } => match ready!(this.body.as_mut().poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        // Trailers are ignored (as `Collected::to_bytes` does).
+                        let Ok(mut data) = frame.into_data() else {
+                            continue;
+                        };
+                        let n = data.remaining();
+                        if n > limit.saturating_sub(*len) {
+                            // Over the limit: free what was collected, drain the rest.
+                            let left = drain.saturating_sub(n as u64);
+                            if !worth_draining(&*this.body, left) {
+                                *this.phase = Phase::Done;
+                                return Poll::Ready(ReadOutcome::TooLarge);
+                            }
+                            *this.phase = Phase::Draining { left };
+                        } else if n > 0 {
+                            *len += n;
+                            chunks.push(data.copy_to_bytes(n));
+                        }
+                    }
+                    Some(Err(_)) => {
+                        *this.phase = Phase::Done;
+                        return Poll::Ready(ReadOutcome::Failed);
+                    }
+                    None => {
+                        let (chunks, len) = (std::mem::take(chunks), *len);
+                        *this.phase = Phase::Done;
+                        return Poll::Ready(ReadOutcome::Read(concat(chunks, len)));
+                    }
+                },
+                Phase::Draining { left } => {
+                    if *left == 0 || this.body.is_end_stream() {
+                        *this.phase = Phase::Done;
+                        return Poll::Ready(ReadOutcome::TooLarge);
+                    }
+                    match ready!(this.body.as_mut().poll_frame(cx)) {
+                        Some(Ok(frame)) => {
+                            let n = frame.data_ref().map_or(0, Buf::remaining);
+                            *left = left.saturating_sub(n as u64);
+                        }
+                        // A client gone ends the drain quietly.
+                        Some(Err(_)) | None => {
+                            *this.phase = Phase::Done;
+                            return Poll::Ready(ReadOutcome::TooLarge);
+                        }
+                    }
+                }
+                // Polled after completion: nothing more to read.
+                Phase::Done => return Poll::Ready(ReadOutcome::Failed),
+            }
+        }
+    }
+}
