@@ -208,3 +208,101 @@ impl<B: Body> Future for ReadBody<B> {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::{FutureExt, StreamExt, stream};
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    use super::*;
+
+    type Item = Result<Frame<Bytes>, std::io::Error>;
+
+    /// A body of `items` (no size hint), and how many of them were polled.
+    fn body(items: Vec<Item>) -> (impl Body<Data = Bytes>, Arc<AtomicUsize>) {
+        let polled = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&polled);
+        let stream = stream::iter(items).map(move |item| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            item
+        });
+        (StreamBody::new(stream), polled)
+    }
+
+    fn data(n: usize) -> Item {
+        Ok(Frame::data(Bytes::from(vec![b'a'; n])))
+    }
+
+    fn run<B: Body>(read: ReadBody<B>) -> ReadOutcome {
+        Box::pin(read).now_or_never().expect("ready bodies")
+    }
+
+    #[test]
+    fn collects_frames_up_to_the_limit_and_skips_trailers() {
+        let (b, _) = body(vec![
+            data(3),
+            data(0),
+            Ok(Frame::trailers(HeaderMap::new())),
+            data(2),
+        ]);
+        match run(ReadBody::collect(b, 5, 0)) {
+            ReadOutcome::Read(bytes) => assert_eq!(&bytes[..], b"aaaaa"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_byte_over_the_limit_without_budget_stops_there() {
+        let (b, polled) = body(vec![data(3), data(3), data(3)]);
+        assert!(matches!(
+            run(ReadBody::collect(b, 5, 0)),
+            ReadOutcome::TooLarge
+        ));
+        assert_eq!(polled.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn past_the_limit_the_rest_is_drained_within_the_budget() {
+        // The frame over the limit counts: 3 + 3 + 3 reach the budget of 9, the 5th frame
+        // is never polled.
+        let (b, polled) = body(vec![data(3), data(3), data(3), data(3), data(3)]);
+        assert!(matches!(
+            run(ReadBody::collect(b, 5, 9)),
+            ReadOutcome::TooLarge
+        ));
+        assert_eq!(polled.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn errors_fail_a_read_and_end_a_drain_quietly() {
+        let (b, _) = body(vec![data(1), Err(std::io::Error::other("gone"))]);
+        assert!(matches!(
+            run(ReadBody::collect(b, 5, 9)),
+            ReadOutcome::Failed
+        ));
+
+        let (b, polled) = body(vec![data(1), Err(std::io::Error::other("gone")), data(1)]);
+        assert!(matches!(
+            run(ReadBody::drain(b, 100)),
+            ReadOutcome::TooLarge
+        ));
+        assert_eq!(polled.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn only_http1_is_drained_and_expect_continue_only_once_read() {
+        let mut expect = HeaderMap::new();
+        expect.insert(http::header::EXPECT, "100-Continue".parse().unwrap());
+        let none = HeaderMap::new();
+        assert_eq!(budget_for(Version::HTTP_11, &none, 7, true), 7);
+        assert_eq!(budget_for(Version::HTTP_10, &none, 7, true), 7);
+        assert_eq!(budget_for(Version::HTTP_2, &none, 7, false), 0);
+        assert_eq!(budget_for(Version::HTTP_11, &expect, 7, true), 0);
+        assert_eq!(budget_for(Version::HTTP_11, &expect, 7, false), 7);
+    }
+}

@@ -65,7 +65,7 @@ where
         let receiver = &config.receiver;
 
         // Everything that can be decided from the head is decided before any body byte is
-        // polled: a bad token never costs a body read.
+        // polled: a bad token never costs buffering or hashing a body (only draining it).
         let head = super::check_head(
             receiver,
             req.headers(),
