@@ -13,7 +13,8 @@ mod tower_support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -66,11 +67,13 @@ async fn every_shared_case_through_oneshot() {
 }
 
 async fn serve_echo() -> SocketAddr {
+    serve(QStashLayer::new(common::receiver())).await
+}
+
+async fn serve(layer: QStashLayer) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = ServiceBuilder::new()
-        .layer(QStashLayer::new(common::receiver()))
-        .service(service_fn(echo));
+    let service = ServiceBuilder::new().layer(layer).service(service_fn(echo));
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -142,9 +145,9 @@ async fn inner_service_gets_the_sent_bytes_claims_and_delivery() {
 }
 
 #[tokio::test]
-async fn body_is_never_polled_after_a_head_rejection() {
+async fn body_is_never_polled_after_a_head_rejection_without_draining() {
     let service = ServiceBuilder::new()
-        .layer(QStashLayer::new(common::receiver()))
+        .layer(QStashLayer::new(common::receiver()).drain_limit(0))
         .service(service_fn(unreachable_handler));
 
     // No signature.
@@ -450,4 +453,229 @@ async fn rejections_are_logged_with_code_and_message_id_never_token_or_body() {
     }
     assert!(!logs.contains("hunter"), "body in logs: {logs}");
     assert!(!logs.contains(CURRENT_KEY), "key in logs: {logs}");
+}
+
+/// A body of `frames` frames of `FRAME` bytes without a known length, counting its polls.
+struct Frames {
+    left: usize,
+    polls: Arc<AtomicUsize>,
+}
+
+const FRAME: usize = 1000;
+
+impl Frames {
+    fn new(frames: usize) -> (Self, Arc<AtomicUsize>) {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let body = Self {
+            left: frames,
+            polls: Arc::clone(&polls),
+        };
+        (body, polls)
+    }
+}
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.left -= 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(vec![
+            b'a';
+            FRAME
+        ])))))
+    }
+}
+
+fn assert_json_refusal(status: u16, content_type: Option<&str>, body: &[u8], want: (u16, &str)) {
+    assert_eq!(status, want.0, "{}", String::from_utf8_lossy(body));
+    assert_eq!(content_type, Some("application/json"));
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(json["error"], want.1);
+}
+
+#[tokio::test]
+async fn a_head_rejection_drains_the_body_to_its_end_without_calling_the_service() {
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()))
+        .service(service_fn(unreachable_handler));
+    // No signature: refused before reading, then the 50 frames are read and dropped.
+    let (body, polls) = Frames::new(50);
+    let request = Request::post("/jobs").body(body).unwrap();
+    let (status, content_type, answer) =
+        read_response(service.clone().oneshot(request).await.unwrap()).await;
+    assert_json_refusal(
+        status,
+        content_type.as_deref(),
+        &answer,
+        (401, "missing_signature"),
+    );
+    assert_eq!(polls.load(Ordering::SeqCst), 51, "50 frames and the end");
+
+    // A Content-Length over the limit: same.
+    let mut request = signed_request("/jobs", b"{}", |_| Frames::new(0).0);
+    let (body, polls) = Frames::new(100);
+    *request.body_mut() = body;
+    request
+        .headers_mut()
+        .insert("content-length", (100 * FRAME).to_string().parse().unwrap());
+    let (status, content_type, answer) =
+        read_response(service.oneshot(request).await.unwrap()).await;
+    assert_json_refusal(
+        status,
+        content_type.as_deref(),
+        &answer,
+        (413, "payload_too_large"),
+    );
+    assert_eq!(polls.load(Ordering::SeqCst), 101);
+}
+
+#[tokio::test]
+async fn the_drain_stops_at_the_budget() {
+    // Refused before reading: 25 frames of 1000 bytes fill a 25 000-byte budget; the 26th is
+    // never polled and the answer goes out.
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()).drain_limit(25 * FRAME))
+        .service(service_fn(unreachable_handler));
+    let (body, polls) = Frames::new(1000);
+    let request = Request::post("/jobs").body(body).unwrap();
+    let (status, content_type, answer) =
+        read_response(service.clone().oneshot(request).await.unwrap()).await;
+    assert_json_refusal(
+        status,
+        content_type.as_deref(),
+        &answer,
+        (401, "missing_signature"),
+    );
+    assert_eq!(polls.load(Ordering::SeqCst), 25);
+
+    // A budget that is not a multiple of the frame: the frame that spends it is the last.
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()).drain_limit(25 * FRAME + 1))
+        .service(service_fn(unreachable_handler));
+    let (body, polls) = Frames::new(1000);
+    let request = Request::post("/jobs").body(body).unwrap();
+    let (status, _, _) = read_response(service.oneshot(request).await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert_eq!(polls.load(Ordering::SeqCst), 26);
+
+    // Past the limit (64 frames = 64 000 bytes ≤ 64 KiB, the 66th frame passes it): the frame
+    // that passed it counts, then 24 more, then the answer.
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()).drain_limit(25 * FRAME))
+        .service(service_fn(unreachable_handler));
+    let (body, polls) = Frames::new(1000);
+    let request = signed_request("/jobs", b"{}", |_| body);
+    let (status, content_type, answer) =
+        read_response(service.oneshot(request).await.unwrap()).await;
+    assert_json_refusal(
+        status,
+        content_type.as_deref(),
+        &answer,
+        (413, "payload_too_large"),
+    );
+    let over = common::LIMIT / FRAME + 1;
+    assert_eq!(polls.load(Ordering::SeqCst), over + 24);
+}
+
+#[tokio::test]
+async fn what_is_not_drained() {
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()).drain_limit(10 * FRAME))
+        .service(service_fn(unreachable_handler));
+    type Change = fn(&mut Request<Frames>);
+    let cases: [(&str, Change); 4] = [
+        ("HTTP/2", |r| *r.version_mut() = http::Version::HTTP_2),
+        ("Expect: 100-continue", |r| {
+            r.headers_mut()
+                .insert("expect", "100-continue".parse().unwrap());
+        }),
+        ("announced longer than the budget", |r| {
+            r.headers_mut()
+                .insert("content-length", (11 * FRAME).to_string().parse().unwrap());
+        }),
+        ("drain_limit(0)", |_| {}),
+    ];
+    for (name, change) in cases {
+        let service = if name == "drain_limit(0)" {
+            ServiceBuilder::new()
+                .layer(QStashLayer::new(common::receiver()).drain_limit(0))
+                .service(service_fn(unreachable_handler))
+        } else {
+            service.clone()
+        };
+        let (body, polls) = Frames::new(11);
+        let mut request = Request::post("/jobs").body(body).unwrap();
+        change(&mut request);
+        let (status, content_type, answer) =
+            read_response(service.oneshot(request).await.unwrap()).await;
+        assert_json_refusal(
+            status,
+            content_type.as_deref(),
+            &answer,
+            (401, "missing_signature"),
+        );
+        assert_eq!(polls.load(Ordering::SeqCst), 0, "{name}");
+    }
+}
+
+/// One upload of `size` bytes in 64 KiB frames, with or without `Content-Length`, through its
+/// own connection: the status and body the client read.
+async fn upload(
+    addr: SocketAddr,
+    size: usize,
+    with_length: bool,
+    signed: bool,
+) -> (u16, Option<String>, Bytes) {
+    let chunk = Bytes::from(vec![b'a'; 64 * 1024]);
+    let frames = size / chunk.len();
+    let stream = futures_util::stream::iter((0..frames).map(move |_| {
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(http_body::Frame::data(chunk.clone()))
+    }));
+    let mut builder = Request::post(format!("http://{addr}/jobs"));
+    if signed {
+        // Signed for a body we never send: the limit must trip first.
+        let delivery = Signer::new(CURRENT_KEY).delivery(&format!("{PUBLIC_BASE}/jobs"), b"");
+        for (name, value) in &delivery.headers {
+            builder = builder.header(name, value);
+        }
+    }
+    if with_length {
+        builder = builder.header("content-length", (frames * 64 * 1024).to_string());
+    }
+    let body = http_body_util::StreamBody::new(stream).boxed();
+    let response = client().request(builder.body(body).unwrap()).await.unwrap();
+    read_response(response).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_over_limit_uploads_all_read_their_refusal() {
+    // 48 uploads of 4 MiB (64 times the limit) at once through a real server, with and without
+    // Content-Length, signed (413) or not (401): every client reads its whole JSON answer.
+    let addr = serve(QStashLayer::new(common::receiver())).await;
+    let mut tasks = Vec::new();
+    for i in 0..48 {
+        let (with_length, signed) = (i % 2 == 0, i % 3 != 0);
+        tasks.push(tokio::spawn(async move {
+            let answer = upload(addr, 4 * 1024 * 1024, with_length, signed).await;
+            (with_length, signed, answer)
+        }));
+    }
+    for task in tasks {
+        let (with_length, signed, (status, content_type, body)) = task.await.unwrap();
+        let want = if signed {
+            (413, "payload_too_large")
+        } else {
+            (401, "missing_signature")
+        };
+        assert_eq!(status, want.0, "with Content-Length: {with_length}");
+        assert_json_refusal(status, content_type.as_deref(), &body, want);
+    }
 }

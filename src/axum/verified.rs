@@ -204,7 +204,8 @@ where
     };
     // axum's `DefaultBodyLimit` (through its own limited body), then the receiver's limit.
     let (mut parts, body) = req.with_limited_body().into_parts();
-    let read = ReadBody::new(body, receiver.limit()).await;
+    // No draining here: axum's own body handling follows the extractor.
+    let read = ReadBody::collect(body, receiver.limit(), 0).await;
     let checked = check_read(&receiver, token, read);
     match checked {
         Ok((bytes, claims)) => {

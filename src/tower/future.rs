@@ -13,8 +13,8 @@ use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use super::drain::{ReadBody, check_read};
 use super::layer::Config;
-use super::read::{ReadBody, check_read};
 use super::{BoxError, ResponseBody, VerifiedByLayer};
 use crate::dedup::{Begin, DUPLICATE_HEADER, DUPLICATE_HEADER_VALUE, DUPLICATE_STATUS, Lease};
 use crate::{Delivery, Rejection, VerifiedToken};
@@ -56,7 +56,14 @@ pin_project! {
     {
         /// Refused: the response is ready.
         Rejected { response: Option<Response<Bytes>> },
-        /// Reading the body, at most the limit.
+        /// Refused before the body was read: draining it (within the budget) before answering,
+        /// so that the client reads the answer (see `drain.rs`).
+        Draining {
+            #[pin]
+            body: ReadBody<B>,
+            response: Option<Response<Bytes>>,
+        },
+        /// Reading the body, at most the limit (past it, draining the rest).
         Reading {
             #[pin]
             body: ReadBody<B>,
@@ -102,6 +109,20 @@ where
         }
     }
 
+    /// Refused before the body was read: drains at most `budget` bytes of `body` (0: none,
+    /// answers at once), then answers `response`.
+    pub(crate) fn rejected_draining(response: Response<Bytes>, body: B, budget: u64) -> Self {
+        if budget == 0 {
+            return Self::rejected(response);
+        }
+        Self {
+            state: State::Draining {
+                body: ReadBody::drain(body, budget),
+                response: Some(response),
+            },
+        }
+    }
+
     pub(crate) fn read_body(
         req: Request<B>,
         token: VerifiedToken,
@@ -110,7 +131,9 @@ where
         config: Arc<Config>,
     ) -> Self {
         let (parts, body) = req.into_parts();
-        let body = ReadBody::new(body, config.receiver.limit());
+        let drain =
+            super::drain::budget_for(parts.version, &parts.headers, config.drain_limit, false);
+        let body = ReadBody::collect(body, config.receiver.limit(), drain);
         Self {
             state: State::Reading {
                 body,
@@ -135,6 +158,7 @@ where
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.state {
             State::Rejected { .. } => "rejected",
+            State::Draining { .. } => "rejected, draining the body",
             State::Reading { .. } => "reading body",
             State::Calling { .. } => "calling inner service",
             State::Claiming { .. } => "claiming the message id",
@@ -231,6 +255,16 @@ where
         loop {
             let next = match this.state.as_mut().project() {
                 StateProj::Rejected { response } => {
+                    let response = response.take().unwrap_or_else(|| {
+                        super::json_response(&Rejection::Misconfigured(
+                            "response future polled after completion".to_owned(),
+                        ))
+                    });
+                    return Poll::Ready(Ok(into_response(response)));
+                }
+                StateProj::Draining { body, response } => {
+                    // Whatever the drain ended with (the end, the budget, a client gone).
+                    let _ = ready!(body.poll(cx));
                     let response = response.take().unwrap_or_else(|| {
                         super::json_response(&Rejection::Misconfigured(
                             "response future polled after completion".to_owned(),

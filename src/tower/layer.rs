@@ -17,6 +17,9 @@ pub(crate) type RejectionFn = dyn Fn(&Rejection) -> http::Response<Bytes> + Send
 pub(crate) struct Config {
     pub(crate) receiver: Receiver,
     pub(crate) on_rejection: Option<Arc<RejectionFn>>,
+    /// At most this many bytes of a refused request's unread body are drained before the
+    /// answer ([`QStashLayer::drain_limit`]); 0: none.
+    pub(crate) drain_limit: u64,
     // Deduplication lives in the receiver (`Receiver::deduplication`): `ResponseFuture`
     // claims the message id before calling the inner service and settles it after.
 }
@@ -35,6 +38,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("receiver", &self.receiver)
+            .field("drain_limit", &self.drain_limit)
             .field(
                 "on_rejection",
                 &self
@@ -60,6 +64,15 @@ pub struct QStashLayer {
 }
 
 impl QStashLayer {
+    /// The default of [`drain_limit`](Self::drain_limit): 64 MiB.
+    ///
+    /// Draining costs bandwidth and time, never memory (each frame is dropped as it arrives), so
+    /// the budget can be far above the body limit: 64 MiB covers the oversized uploads a client
+    /// plausibly sends by mistake (a message over the limit, a misrouted file upload), about half
+    /// a second at 1 Gbit/s, while a client streaming without end is cut off after 64 MiB
+    /// instead of holding the connection for as long as it sends.
+    pub const DEFAULT_DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
     /// A layer verifying with `receiver`.
     #[must_use]
     pub fn new(receiver: Receiver) -> Self {
@@ -67,6 +80,7 @@ impl QStashLayer {
             config: Arc::new(Config {
                 receiver,
                 on_rejection: None,
+                drain_limit: Self::DEFAULT_DRAIN_LIMIT as u64,
             }),
         }
     }
@@ -121,6 +135,33 @@ impl QStashLayer {
     #[must_use]
     pub fn dedup(self, dedup: crate::dedup::Dedup) -> Self {
         self.map_receiver(|r| r.dedup(dedup))
+    }
+
+    /// How many bytes of a refused request's unread body are read and discarded before the
+    /// answer goes out (default [`DEFAULT_DRAIN_LIMIT`](Self::DEFAULT_DRAIN_LIMIT), 64 MiB;
+    /// `0` disables draining).
+    ///
+    /// A request refused before its body was read to the end (413 for a `Content-Length` over
+    /// the limit or once the body passes it, 401 or another refusal of the head) still has its
+    /// upload in flight. Answering and closing at once leaves those bytes unread in the socket:
+    /// the kernel resets the connection and a client still sending can lose the answer (hyper
+    /// closes such a connection). So the layer first drains the body, dropping each frame as
+    /// it arrives (memory stays O(1) per connection), until it ends, fails (client gone), or
+    /// this many bytes were read; then it answers, with a `content-length`, and the connection
+    /// can even be kept alive. A body announced longer than the budget is not drained (it could
+    /// not end within it).
+    ///
+    /// Not drained: HTTP/2 and later (a refused stream is reset alone, no connection is lost),
+    /// a head refusal of an `Expect: 100-continue` request (its client has not sent the body),
+    /// a body already at its end. Refusals after the whole body was read (wrong body hash,
+    /// duplicates, deduplication refusals) have nothing to drain.
+    ///
+    /// The client sees the answer once its upload is read, not before. Draining is bounded in
+    /// bytes, not in time: put a timeout around the service for slow clients.
+    #[must_use]
+    pub fn drain_limit(mut self, bytes: usize) -> Self {
+        Arc::make_mut(&mut self.config).drain_limit = bytes as u64;
+        self
     }
 
     /// Replaces the response sent for a rejection (default: [`Rejection::status`],

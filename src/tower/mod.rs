@@ -52,9 +52,9 @@
 //!    ([`Receiver::check_request`]). The URL policy sees the path and query of axum's
 //!    `OriginalUri` when present (before any `nest` stripped a prefix), else the request URI's,
 //!    the `Host` header and the first `X-Forwarded-Proto` / `X-Forwarded-Host` values.
-//! 2. A `Content-Length` over the limit is answered 413 without reading; otherwise the body is
-//!    read through [`http_body_util::Limited`], and 413 once it exceeds the limit (chunked
-//!    bodies too).
+//! 2. A `Content-Length` over the limit is answered 413 without buffering; otherwise the body
+//!    is read under the limit (like [`http_body_util::Limited`]), and 413 once it exceeds it
+//!    (chunked bodies too).
 //! 3. The body hash ([`Receiver::check_body`]). The request is rebuilt from its original parts
 //!    (extensions kept) with the verified bytes as a [`Full<Bytes>`](http_body_util::Full)
 //!    body, so `Json`, `Bytes` or `String` extractors work downstream, and with
@@ -74,6 +74,12 @@
 //!    and the message id (never the token nor the body): `error` for a misconfiguration, `debug`
 //!    for a missing signature (scanners), `info` for a body that could not be read, `warn` for
 //!    the rest.
+//! 6. A refusal before the body was read to its end (steps 1 and 2) first **drains** the rest of
+//!    the upload: read and dropped frame by frame (O(1) memory), until it ends or
+//!    [`QStashLayer::drain_limit`] bytes (default 64 MiB) were read, then the answer goes out.
+//!    Otherwise hyper would close the connection with the upload unread, the kernel would
+//!    reset it, and a client still sending could lose its answer. HTTP/1 only; see
+//!    [`QStashLayer::drain_limit`] for what is not drained and why.
 //!
 //! The URL policy is the [`Receiver`]'s: **unconfigured by default, which refuses every request
 //! with 500 `misconfigured`** (QStash retries; the check is never skipped silently). Choose one
@@ -81,9 +87,9 @@
 //! [`QStashLayer::url_policy`].
 
 mod body;
+mod drain;
 mod future;
 mod layer;
-mod read;
 mod service;
 
 use std::sync::Arc;
@@ -97,9 +103,9 @@ pub use future::ResponseFuture;
 pub use layer::QStashLayer;
 pub use service::QStash;
 
-pub(crate) use layer::Config;
 #[cfg(feature = "axum")]
-pub(crate) use read::{ReadBody, check_read};
+pub(crate) use drain::{ReadBody, check_read};
+pub(crate) use layer::Config;
 
 use crate::{Delivery, MESSAGE_ID_HEADER, Receiver, Rejection, RequestTarget, VerifiedToken};
 

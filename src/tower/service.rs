@@ -65,7 +65,7 @@ where
         let receiver = &config.receiver;
 
         // Everything that can be decided from the head is decided before any body byte is
-        // polled: a bad token never costs a body read.
+        // polled: a bad token never costs buffering or hashing a body (only draining it).
         let head = super::check_head(
             receiver,
             req.headers(),
@@ -83,7 +83,14 @@ where
             Err(rejection) => {
                 super::log_rejection(&rejection, super::message_id(req.headers()));
                 let response = config.response(&rejection);
-                ResponseFuture::rejected(response)
+                // The body is unread: drain it before answering (see `drain.rs`).
+                let budget = super::drain::budget_before_reading(
+                    req.version(),
+                    req.headers(),
+                    req.body(),
+                    config.drain_limit,
+                );
+                ResponseFuture::rejected_draining(response, req.into_body(), budget)
             }
         }
     }
