@@ -804,4 +804,108 @@ mod tests {
         assert_ne!(token, LeaseToken::generate());
         assert_eq!(format!("{token:?}"), "LeaseToken(..)");
     }
+
+    fn delivery(id: &str) -> Delivery {
+        Delivery::from_headers([("upstash-message-id", id.as_bytes())]).unwrap()
+    }
+
+    /// A store that only answers through futures (as a networked one does).
+    struct AsyncOnly(MemoryStore);
+
+    impl DedupStore for AsyncOnly {
+        fn claim<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, ClaimOutcome> {
+            self.0.claim(key, ttl)
+        }
+        fn complete<'a>(
+            &'a self,
+            key: &'a str,
+            token: &'a LeaseToken,
+            retention: Duration,
+        ) -> StoreFuture<'a, LeaseOutcome> {
+            self.0.complete(key, token, retention)
+        }
+        fn release<'a>(
+            &'a self,
+            key: &'a str,
+            token: &'a LeaseToken,
+        ) -> StoreFuture<'a, LeaseOutcome> {
+            self.0.release(key, token)
+        }
+    }
+
+    #[test]
+    fn a_store_that_answers_at_once_is_used_without_waiting() {
+        let dedup = Dedup::new(Arc::new(MemoryStore::new()));
+        let Some(Begin::Run(lease)) = dedup.begin_now(&delivery("m1")) else {
+            panic!("a new id runs");
+        };
+        assert_eq!(lease.message_id(), "m1");
+        // Held: a second delivery meanwhile is refused (409), without waiting either.
+        assert!(matches!(
+            dedup.begin_now(&delivery("m1")),
+            Some(Begin::Refuse(Rejection::InProgress { .. }))
+        ));
+        assert!(matches!(
+            lease.finish_now(200),
+            Ok(Ok(LeaseOutcome::Applied))
+        ));
+        assert!(matches!(
+            dedup.begin_now(&delivery("m1")),
+            Some(Begin::Duplicate { message_id }) if message_id == "m1"
+        ));
+        // A failure releases: the retry runs.
+        let Some(Begin::Run(lease)) = dedup.begin_now(&delivery("m2")) else {
+            panic!("a new id runs");
+        };
+        assert!(matches!(
+            lease.finish_now(500),
+            Ok(Ok(LeaseOutcome::Applied))
+        ));
+        assert!(matches!(
+            dedup.begin_now(&delivery("m2")),
+            Some(Begin::Run(_))
+        ));
+        // No message id: unguarded, as `begin` says.
+        assert!(matches!(
+            dedup.begin_now(&Delivery::default()),
+            Some(Begin::RunUnguarded {
+                reason: UnguardedReason::NoMessageId
+            })
+        ));
+    }
+
+    #[cfg(feature = "test-utils")]
+    #[test]
+    fn otherwise_the_caller_awaits() {
+        // The replay guard needs a second store operation: `begin` is awaited.
+        let guarded = Dedup::new(Arc::new(MemoryStore::new())).replay_guard(true);
+        assert!(guarded.begin_now(&delivery("m1")).is_none());
+        // A store without the at-once answers: `begin`, and the lease comes back to be awaited.
+        let store = Arc::new(AsyncOnly(MemoryStore::new()));
+        let dedup = Dedup::new(store);
+        assert!(dedup.begin_now(&delivery("m1")).is_none());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let url = "https://x.example/jobs";
+        let signed = crate::test_utils::Signer::new("sig_a").delivery(url, b"");
+        let keys = crate::SigningKeys::new("sig_a", "sig_b").unwrap();
+        let claims = crate::Verifier::new(keys)
+            .verify(&signed.signature, b"", Some(url))
+            .unwrap();
+        let Begin::Run(lease) = rt.block_on(dedup.begin(&delivery("m1"), &claims)) else {
+            panic!("a new id runs");
+        };
+        let Err(lease) = lease.finish_now(200) else {
+            panic!("an async-only store cannot settle at once");
+        };
+        assert!(matches!(
+            rt.block_on(lease.finish(200)),
+            Ok(LeaseOutcome::Applied)
+        ));
+        assert!(matches!(
+            rt.block_on(dedup.begin(&delivery("m1"), &claims)),
+            Begin::Duplicate { .. }
+        ));
+    }
 }
