@@ -502,11 +502,30 @@ fn assert_json_refusal(status: u16, content_type: Option<&str>, body: &[u8], wan
 }
 
 #[tokio::test]
-async fn a_head_rejection_drains_the_body_to_its_end_without_calling_the_service() {
+async fn a_413_drains_the_body_to_its_end_and_an_unauthenticated_refusal_does_not() {
     let service = ServiceBuilder::new()
         .layer(QStashLayer::new(common::receiver()))
         .service(service_fn(unreachable_handler));
-    // No signature: refused before reading, then the 50 frames are read and dropped.
+    // A verified token, a Content-Length over the limit: refused before reading, then the 100
+    // frames are read and dropped, then the 413.
+    let mut request = signed_request("/jobs", b"{}", |_| Frames::new(0).0);
+    let (body, polls) = Frames::new(100);
+    *request.body_mut() = body;
+    request
+        .headers_mut()
+        .insert("content-length", (100 * FRAME).to_string().parse().unwrap());
+    let (status, content_type, answer) =
+        read_response(service.clone().oneshot(request).await.unwrap()).await;
+    assert_json_refusal(
+        status,
+        content_type.as_deref(),
+        &answer,
+        (413, "payload_too_large"),
+    );
+    assert_eq!(polls.load(Ordering::SeqCst), 101, "100 frames and the end");
+
+    // No signature: answered at once, the body is not touched (an unauthenticated client must
+    // not hold the connection by trickling a body).
     let (body, polls) = Frames::new(50);
     let request = Request::post("/jobs").body(body).unwrap();
     let (status, content_type, answer) =
@@ -517,93 +536,95 @@ async fn a_head_rejection_drains_the_body_to_its_end_without_calling_the_service
         &answer,
         (401, "missing_signature"),
     );
-    assert_eq!(polls.load(Ordering::SeqCst), 51, "50 frames and the end");
+    assert_eq!(polls.load(Ordering::SeqCst), 0);
 
-    // A Content-Length over the limit: same.
-    let mut request = signed_request("/jobs", b"{}", |_| Frames::new(0).0);
+    // A token for another key, with an over-limit length: 401 first, not drained either.
+    let delivery = Signer::new("sig_someoneElse").delivery(&format!("{PUBLIC_BASE}/jobs"), b"");
+    let mut builder = Request::post("/jobs");
+    for (name, value) in &delivery.headers {
+        builder = builder.header(name, value);
+    }
     let (body, polls) = Frames::new(100);
-    *request.body_mut() = body;
-    request
-        .headers_mut()
-        .insert("content-length", (100 * FRAME).to_string().parse().unwrap());
-    let (status, content_type, answer) =
-        read_response(service.oneshot(request).await.unwrap()).await;
-    assert_json_refusal(
-        status,
-        content_type.as_deref(),
-        &answer,
-        (413, "payload_too_large"),
-    );
-    assert_eq!(polls.load(Ordering::SeqCst), 101);
+    let request = builder
+        .header("content-length", (100 * FRAME).to_string())
+        .body(body)
+        .unwrap();
+    let (status, _, _) = read_response(service.oneshot(request).await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert_eq!(polls.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
 async fn the_drain_stops_at_the_budget() {
-    // Refused before reading: 25 frames of 1000 bytes fill a 25 000-byte budget; the 26th is
-    // never polled and the answer goes out.
-    let service = ServiceBuilder::new()
-        .layer(QStashLayer::new(common::receiver()).drain_limit(25 * FRAME))
-        .service(service_fn(unreachable_handler));
-    let (body, polls) = Frames::new(1000);
-    let request = Request::post("/jobs").body(body).unwrap();
-    let (status, content_type, answer) =
-        read_response(service.clone().oneshot(request).await.unwrap()).await;
-    assert_json_refusal(
-        status,
-        content_type.as_deref(),
-        &answer,
-        (401, "missing_signature"),
-    );
-    assert_eq!(polls.load(Ordering::SeqCst), 25);
-
-    // A budget that is not a multiple of the frame: the frame that spends it is the last.
-    let service = ServiceBuilder::new()
-        .layer(QStashLayer::new(common::receiver()).drain_limit(25 * FRAME + 1))
-        .service(service_fn(unreachable_handler));
-    let (body, polls) = Frames::new(1000);
-    let request = Request::post("/jobs").body(body).unwrap();
-    let (status, _, _) = read_response(service.oneshot(request).await.unwrap()).await;
-    assert_eq!(status, 401);
-    assert_eq!(polls.load(Ordering::SeqCst), 26);
-
     // Past the limit (64 frames = 64 000 bytes ≤ 64 KiB, the 66th frame passes it): the frame
-    // that passed it counts, then 24 more, then the answer.
-    let service = ServiceBuilder::new()
-        .layer(QStashLayer::new(common::receiver()).drain_limit(25 * FRAME))
-        .service(service_fn(unreachable_handler));
-    let (body, polls) = Frames::new(1000);
-    let request = signed_request("/jobs", b"{}", |_| body);
-    let (status, content_type, answer) =
-        read_response(service.oneshot(request).await.unwrap()).await;
-    assert_json_refusal(
-        status,
-        content_type.as_deref(),
-        &answer,
-        (413, "payload_too_large"),
-    );
+    // that passed it counts against the budget of 25 frames, then 24 more are drained, the
+    // rest is never polled, and the 413 goes out.
     let over = common::LIMIT / FRAME + 1;
-    assert_eq!(polls.load(Ordering::SeqCst), over + 24);
+    for (budget, drained) in [(25 * FRAME, 24), (25 * FRAME + 1, 25), (FRAME, 0)] {
+        let service = ServiceBuilder::new()
+            .layer(QStashLayer::new(common::receiver()).drain_limit(budget))
+            .service(service_fn(unreachable_handler));
+        let (body, polls) = Frames::new(1000);
+        let request = signed_request("/jobs", b"{}", |_| body);
+        let (status, content_type, answer) =
+            read_response(service.oneshot(request).await.unwrap()).await;
+        assert_json_refusal(
+            status,
+            content_type.as_deref(),
+            &answer,
+            (413, "payload_too_large"),
+        );
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            over + drained,
+            "budget {budget}"
+        );
+    }
+
+    // Announced over the limit and within the budget: drained to its end (70 frames + end).
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()).drain_limit(100 * FRAME))
+        .service(service_fn(unreachable_handler));
+    let (body, polls) = Frames::new(70);
+    let mut request = signed_request("/jobs", b"{}", |_| body);
+    request
+        .headers_mut()
+        .insert("content-length", (70 * FRAME).to_string().parse().unwrap());
+    let (status, _, _) = read_response(service.oneshot(request).await.unwrap()).await;
+    assert_eq!(status, 413);
+    assert_eq!(polls.load(Ordering::SeqCst), 71);
 }
 
 #[tokio::test]
 async fn what_is_not_drained() {
+    // Each case is a request with a verified token and a Content-Length over the limit (70
+    // frames of 1000 bytes > 64 KiB), which is drained by default (the last case checks it).
     let service = ServiceBuilder::new()
-        .layer(QStashLayer::new(common::receiver()).drain_limit(10 * FRAME))
+        .layer(QStashLayer::new(common::receiver()).drain_limit(100 * FRAME))
         .service(service_fn(unreachable_handler));
     type Change = fn(&mut Request<Frames>);
-    let cases: [(&str, Change); 4] = [
-        ("HTTP/2", |r| *r.version_mut() = http::Version::HTTP_2),
-        ("Expect: 100-continue", |r| {
-            r.headers_mut()
-                .insert("expect", "100-continue".parse().unwrap());
-        }),
-        ("announced longer than the budget", |r| {
-            r.headers_mut()
-                .insert("content-length", (11 * FRAME).to_string().parse().unwrap());
-        }),
-        ("drain_limit(0)", |_| {}),
+    let cases: [(&str, Change, usize); 5] = [
+        ("HTTP/2", |r| *r.version_mut() = http::Version::HTTP_2, 0),
+        (
+            "Expect: 100-continue",
+            |r| {
+                r.headers_mut()
+                    .insert("expect", "100-continue".parse().unwrap());
+            },
+            0,
+        ),
+        (
+            "announced longer than the budget",
+            |r| {
+                r.headers_mut()
+                    .insert("content-length", (101 * FRAME).to_string().parse().unwrap());
+            },
+            0,
+        ),
+        ("drain_limit(0)", |_| {}, 0),
+        ("drained: HTTP/1.1 within the budget", |_| {}, 71),
     ];
-    for (name, change) in cases {
+    for (name, change, polled) in cases {
         let service = if name == "drain_limit(0)" {
             ServiceBuilder::new()
                 .layer(QStashLayer::new(common::receiver()).drain_limit(0))
@@ -611,8 +632,11 @@ async fn what_is_not_drained() {
         } else {
             service.clone()
         };
-        let (body, polls) = Frames::new(11);
-        let mut request = Request::post("/jobs").body(body).unwrap();
+        let (body, polls) = Frames::new(70);
+        let mut request = signed_request("/jobs", b"{}", |_| body);
+        request
+            .headers_mut()
+            .insert("content-length", (70 * FRAME).to_string().parse().unwrap());
         change(&mut request);
         let (status, content_type, answer) =
             read_response(service.oneshot(request).await.unwrap()).await;
@@ -620,32 +644,25 @@ async fn what_is_not_drained() {
             status,
             content_type.as_deref(),
             &answer,
-            (401, "missing_signature"),
+            (413, "payload_too_large"),
         );
-        assert_eq!(polls.load(Ordering::SeqCst), 0, "{name}");
+        assert_eq!(polls.load(Ordering::SeqCst), polled, "{name}");
     }
 }
 
-/// One upload of `size` bytes in 64 KiB frames, with or without `Content-Length`, through its
+/// One signed upload of `size` bytes in 64 KiB frames, with or without `Content-Length`, through its
 /// own connection: the status and body the client read.
-async fn upload(
-    addr: SocketAddr,
-    size: usize,
-    with_length: bool,
-    signed: bool,
-) -> (u16, Option<String>, Bytes) {
+async fn upload(addr: SocketAddr, size: usize, with_length: bool) -> (u16, Option<String>, Bytes) {
     let chunk = Bytes::from(vec![b'a'; 64 * 1024]);
     let frames = size / chunk.len();
     let stream = futures_util::stream::iter((0..frames).map(move |_| {
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(http_body::Frame::data(chunk.clone()))
     }));
     let mut builder = Request::post(format!("http://{addr}/jobs"));
-    if signed {
-        // Signed for a body we never send: the limit must trip first.
-        let delivery = Signer::new(CURRENT_KEY).delivery(&format!("{PUBLIC_BASE}/jobs"), b"");
-        for (name, value) in &delivery.headers {
-            builder = builder.header(name, value);
-        }
+    // Signed for a body we never send: the limit must trip first.
+    let delivery = Signer::new(CURRENT_KEY).delivery(&format!("{PUBLIC_BASE}/jobs"), b"");
+    for (name, value) in &delivery.headers {
+        builder = builder.header(name, value);
     }
     if with_length {
         builder = builder.header("content-length", (frames * 64 * 1024).to_string());
@@ -657,25 +674,25 @@ async fn upload(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_over_limit_uploads_all_read_their_refusal() {
-    // 48 uploads of 4 MiB (64 times the limit) at once through a real server, with and without
-    // Content-Length, signed (413) or not (401): every client reads its whole JSON answer.
+    // 48 signed uploads of 4 MiB (64 times the limit) at once through a real server, with and
+    // without Content-Length: every client reads its whole JSON 413.
     let addr = serve(QStashLayer::new(common::receiver())).await;
     let mut tasks = Vec::new();
     for i in 0..48 {
-        let (with_length, signed) = (i % 2 == 0, i % 3 != 0);
+        let with_length = i % 2 == 0;
         tasks.push(tokio::spawn(async move {
-            let answer = upload(addr, 4 * 1024 * 1024, with_length, signed).await;
-            (with_length, signed, answer)
+            let answer = upload(addr, 4 * 1024 * 1024, with_length).await;
+            (with_length, answer)
         }));
     }
     for task in tasks {
-        let (with_length, signed, (status, content_type, body)) = task.await.unwrap();
-        let want = if signed {
-            (413, "payload_too_large")
-        } else {
-            (401, "missing_signature")
-        };
-        assert_eq!(status, want.0, "with Content-Length: {with_length}");
-        assert_json_refusal(status, content_type.as_deref(), &body, want);
+        let (with_length, (status, content_type, body)) = task.await.unwrap();
+        assert_eq!(status, 413, "with Content-Length: {with_length}");
+        assert_json_refusal(
+            status,
+            content_type.as_deref(),
+            &body,
+            (413, "payload_too_large"),
+        );
     }
 }

@@ -2,11 +2,12 @@
 //! of a refused one before the answer goes out.
 //!
 //! Why drain: when a request is refused before its body was read to the end (413 by
-//! `Content-Length` or past the limit, 401 before reading), hyper sends the answer and closes the
-//! connection with the client's unread upload still in the socket; the kernel then resets the
-//! connection and a client still sending can lose the answer it had not read yet. Reading the
-//! rest first (nginx's `lingering_close`, actix-http's payload drain) lets every client read its
-//! answer. Each frame is dropped as it arrives: memory stays O(1) per connection.
+//! `Content-Length` or past the limit), hyper sends the answer and closes the connection with
+//! the client's unread upload still in the socket; the kernel then resets the connection and a
+//! client still sending can lose the answer it had not read yet. Reading the rest first
+//! (nginx's `lingering_close`, actix-http's payload drain) lets every client read its answer.
+//! Each frame is dropped as it arrives: memory stays O(1) per connection. Only requests whose
+//! token verified are drained (the service decides): an unauthenticated one is answered at once.
 //!
 //! Why before the answer and not in the response body: hyper 1 drops a response body as soon as
 //! the length it announced (`content-length`, from an exact size hint) is written, and a body

@@ -137,26 +137,29 @@ impl QStashLayer {
         self.map_receiver(|r| r.dedup(dedup))
     }
 
-    /// How many bytes of a refused request's unread body are read and discarded before the
-    /// answer goes out (default [`DEFAULT_DRAIN_LIMIT`](Self::DEFAULT_DRAIN_LIMIT), 64 MiB;
-    /// `0` disables draining).
+    /// How many bytes of an oversized request's unread body are read and discarded before the
+    /// 413 goes out (default [`DEFAULT_DRAIN_LIMIT`](Self::DEFAULT_DRAIN_LIMIT), 64 MiB; `0`
+    /// disables draining).
     ///
-    /// A request refused before its body was read to the end (413 for a `Content-Length` over
-    /// the limit or once the body passes it, 401 or another refusal of the head) still has its
-    /// upload in flight. Answering and closing at once leaves those bytes unread in the socket:
-    /// the kernel resets the connection and a client still sending can lose the answer (hyper
-    /// closes such a connection). So the layer first drains the body, dropping each frame as
-    /// it arrives (memory stays O(1) per connection), until it ends, fails (client gone), or
-    /// this many bytes were read; then it answers, with a `content-length`, and the connection
-    /// can even be kept alive. A body announced longer than the budget is not drained (it could
-    /// not end within it).
+    /// A request refused with 413 (its token verified, but its `Content-Length` is over the
+    /// limit, or its body passed the limit) still has its upload in flight. Answering and
+    /// closing at once leaves those bytes unread in the socket: the kernel resets the
+    /// connection and a client still sending can lose the answer (hyper closes such a
+    /// connection). So the layer first drains the body, dropping each frame as it arrives
+    /// (memory stays O(1) per connection), until it ends, fails (client gone), or this many
+    /// bytes were read; then it answers, with a `content-length`, and the connection can even
+    /// be kept alive. A body announced longer than the budget is not drained (it could not end
+    /// within it).
     ///
-    /// Not drained: HTTP/2 and later (a refused stream is reset alone, no connection is lost),
-    /// a head refusal of an `Expect: 100-continue` request (its client has not sent the body),
-    /// a body already at its end. Refusals after the whole body was read (wrong body hash,
-    /// duplicates, deduplication refusals) have nothing to drain.
+    /// Only requests whose token verified are drained: any other refusal of the head (401,
+    /// 400, 500 `misconfigured`) is answered at once, as before, so that an unauthenticated
+    /// client cannot hold a connection open by trickling a body. Not drained either: HTTP/2 and
+    /// later (a refused stream is reset alone, no connection is lost), an `Expect:
+    /// 100-continue` request refused by its `Content-Length` (its client has not sent the
+    /// body), a body already at its end. Refusals after the whole body was read (wrong body
+    /// hash, duplicates, deduplication refusals) have nothing to drain.
     ///
-    /// The client sees the answer once its upload is read, not before. Draining is bounded in
+    /// The client sees its 413 once its upload is read, not before. Draining is bounded in
     /// bytes, not in time: put a timeout around the service for slow clients.
     #[must_use]
     pub fn drain_limit(mut self, bytes: usize) -> Self {

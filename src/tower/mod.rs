@@ -74,12 +74,12 @@
 //!    and the message id (never the token nor the body): `error` for a misconfiguration, `debug`
 //!    for a missing signature (scanners), `info` for a body that could not be read, `warn` for
 //!    the rest.
-//! 6. A refusal before the body was read to its end (steps 1 and 2) first **drains** the rest of
-//!    the upload: read and dropped frame by frame (O(1) memory), until it ends or
+//! 6. A 413 (a verified token, a body over the limit) first **drains** the rest of the upload:
+//!    read and dropped frame by frame (O(1) memory), until it ends or
 //!    [`QStashLayer::drain_limit`] bytes (default 64 MiB) were read, then the answer goes out.
 //!    Otherwise hyper would close the connection with the upload unread, the kernel would
-//!    reset it, and a client still sending could lose its answer. HTTP/1 only; see
-//!    [`QStashLayer::drain_limit`] for what is not drained and why.
+//!    reset it, and a client still sending could lose its answer. HTTP/1 only, and never for
+//!    an unauthenticated request (answered at once); see [`QStashLayer::drain_limit`].
 //!
 //! The URL policy is the [`Receiver`]'s: **unconfigured by default, which refuses every request
 //! with 500 `misconfigured`** (QStash retries; the check is never skipped silently). Choose one

@@ -13,6 +13,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::layer::Config;
 use super::{BoxError, ResponseBody};
+use crate::Rejection;
 
 /// A service that verifies each request as a QStash delivery, then calls the inner service
 /// with the verified body (a [`Full<Bytes>`]) and with [`Claims`](crate::Claims) and
@@ -65,7 +66,7 @@ where
         let receiver = &config.receiver;
 
         // Everything that can be decided from the head is decided before any body byte is
-        // polled: a bad token never costs buffering or hashing a body (only draining it).
+        // polled: a bad token never costs a body read.
         let head = super::check_head(
             receiver,
             req.headers(),
@@ -83,13 +84,20 @@ where
             Err(rejection) => {
                 super::log_rejection(&rejection, super::message_id(req.headers()));
                 let response = config.response(&rejection);
-                // The body is unread: drain it before answering (see `drain.rs`).
-                let budget = super::drain::budget_before_reading(
-                    req.version(),
-                    req.headers(),
-                    req.body(),
-                    config.drain_limit,
-                );
+                // The body is unread. A request whose token verified but whose length is over
+                // the limit (a 413) has it drained before the answer (see `drain.rs`); any
+                // other refusal of the head is answered at once, as an unauthenticated client
+                // must not hold the connection by trickling a body.
+                let budget = if matches!(rejection, Rejection::PayloadTooLarge { .. }) {
+                    super::drain::budget_before_reading(
+                        req.version(),
+                        req.headers(),
+                        req.body(),
+                        config.drain_limit,
+                    )
+                } else {
+                    0
+                };
                 ResponseFuture::rejected_draining(response, req.into_body(), budget)
             }
         }
