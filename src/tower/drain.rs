@@ -42,10 +42,12 @@ pub(crate) enum ReadOutcome {
 enum Phase {
     /// Collecting frames, at most `limit` bytes; then drain at most `drain` bytes. The first
     /// chunk is kept as it came (no allocation, no copy for the common one-chunk body); more
-    /// chunks are copied into one buffer sized from the body's size hint, capped at the limit.
+    /// chunks are kept in a list and joined once, into a buffer of the exact size, at the end
+    /// (a growing buffer would hold up to twice the limit per request meanwhile).
     Collecting {
         first: Option<Bytes>,
-        joined: Option<BytesMut>,
+        more: Vec<Bytes>,
+        len: usize,
         limit: usize,
         drain: u64,
     },
@@ -75,7 +77,8 @@ impl<B: Body> ReadBody<B> {
             body,
             phase: Phase::Collecting {
                 first: None,
-                joined: None,
+                more: Vec::new(),
+                len: 0,
                 limit,
                 drain,
             },
@@ -152,7 +155,8 @@ where
             match this.phase {
                 Phase::Collecting {
                     first,
-                    joined,
+                    more,
+                    len,
                     limit,
                     drain,
                 } => match ready!(this.body.as_mut().poll_frame(cx)) {
@@ -162,9 +166,7 @@ where
                             continue;
                         };
                         let n = data.remaining();
-                        let len = first.as_ref().map_or(0, Bytes::len)
-                            + joined.as_ref().map_or(0, BytesMut::len);
-                        if n > limit.saturating_sub(len) {
+                        if n > limit.saturating_sub(*len) {
                             // Over the limit: free what was collected, drain the rest.
                             let left = drain.saturating_sub(n as u64);
                             if !worth_draining(&*this.body, left) {
@@ -172,18 +174,14 @@ where
                                 return Poll::Ready(ReadOutcome::TooLarge);
                             }
                             *this.phase = Phase::Draining { left };
-                        } else if let Some(joined) = joined.as_mut() {
-                            joined.put(data);
-                        } else if let Some(chunk) = first.take() {
-                            let hint = usize::try_from(this.body.size_hint().lower())
-                                .unwrap_or(usize::MAX);
-                            let capacity = hint.saturating_add(len + n).min(*limit);
-                            let mut buffer = BytesMut::with_capacity(capacity);
-                            buffer.put(chunk);
-                            buffer.put(data);
-                            *joined = Some(buffer);
                         } else if n > 0 {
-                            *first = Some(data.copy_to_bytes(n));
+                            *len += n;
+                            let chunk = data.copy_to_bytes(n);
+                            if first.is_none() {
+                                *first = Some(chunk);
+                            } else {
+                                more.push(chunk);
+                            }
                         }
                     }
                     Some(Err(error)) => {
@@ -196,11 +194,7 @@ where
                         });
                     }
                     None => {
-                        let bytes = match (joined.take(), first.take()) {
-                            (Some(joined), _) => joined.freeze(),
-                            (None, Some(first)) => first,
-                            (None, None) => Bytes::new(),
-                        };
+                        let bytes = join(first.take(), std::mem::take(more), *len);
                         *this.phase = Phase::Done;
                         return Poll::Ready(ReadOutcome::Read(bytes));
                     }
@@ -246,6 +240,22 @@ pub(crate) fn check_read(
             "the connection failed while the body was read".to_owned(),
         )),
     }
+}
+
+/// The chunks of a body, in order, as one `Bytes` (the first as it is when it is the only one).
+fn join(first: Option<Bytes>, more: Vec<Bytes>, len: usize) -> Bytes {
+    let Some(first) = first else {
+        return Bytes::new();
+    };
+    if more.is_empty() {
+        return first;
+    }
+    let mut joined = BytesMut::with_capacity(len);
+    joined.put(first);
+    for chunk in more {
+        joined.put(chunk);
+    }
+    joined.freeze()
 }
 
 /// Whether a body error is (or wraps) a length limit being exceeded.
