@@ -224,7 +224,7 @@ pub enum LeaseOutcome {
 /// An unpredictable token identifying one lease (128 random bits, hex). Only its holder can
 /// complete or release the lease. `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct LeaseToken(String);
+pub struct LeaseToken([u8; 32]);
 
 impl LeaseToken {
     /// A new unpredictable token: SHA-256 of a 256-bit process secret (drawn once from the
@@ -247,12 +247,11 @@ impl LeaseToken {
             .chain_update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes())
             .finalize();
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut text = String::with_capacity(32);
-        for &b in digest.iter().take(16) {
-            for nibble in [b >> 4, b & 0x0f] {
-                text.push(char::from(
-                    HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
-                ));
+        // Kept inline (no allocation): 32 lower-case hex digits.
+        let mut text = [b'0'; 32];
+        for (pair, &b) in text.chunks_exact_mut(2).zip(digest.iter()) {
+            for (digit, nibble) in pair.iter_mut().zip([b >> 4, b & 0x0f]) {
+                *digit = HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
             }
         }
         Self(text)
@@ -260,7 +259,8 @@ impl LeaseToken {
 
     /// The token as text (what a store saves and compares).
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Hex digits: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -525,7 +525,6 @@ impl Dedup {
                 armed: Some(Armed {
                     store: Arc::clone(&c.store),
                     key,
-                    message_id: message_id.to_owned(),
                     token,
                     retention: c.retention,
                 }),
@@ -602,10 +601,13 @@ impl Dedup {
     }
 }
 
+/// The prefix of a message id's store key.
+const MESSAGE_KEY_PREFIX: &str = "msg:";
+
 /// The store key of a message id: `msg:<id>`.
 fn message_key(message_id: &str) -> String {
-    let mut key = String::with_capacity(4 + message_id.len());
-    key.push_str("msg:");
+    let mut key = String::with_capacity(MESSAGE_KEY_PREFIX.len() + message_id.len());
+    key.push_str(MESSAGE_KEY_PREFIX);
     key.push_str(message_id);
     key
 }
@@ -627,10 +629,17 @@ pub struct Lease {
 
 struct Armed {
     store: Arc<dyn DedupStore>,
+    /// `msg:<message id>` ([`message_key`]).
     key: String,
-    message_id: String,
     token: LeaseToken,
     retention: Duration,
+}
+
+impl Armed {
+    /// The message id, from the key (no second copy).
+    fn message_id(&self) -> &str {
+        self.key.get(MESSAGE_KEY_PREFIX.len()..).unwrap_or_default()
+    }
 }
 
 impl fmt::Debug for Lease {
@@ -644,7 +653,7 @@ impl fmt::Debug for Lease {
 impl Lease {
     /// The message id this lease holds.
     pub fn message_id(&self) -> &str {
-        self.armed.as_ref().map_or("", |a| a.message_id.as_str())
+        self.armed.as_ref().map_or("", Armed::message_id)
     }
 
     /// Settles from the handler's response status: a 2xx completes, anything else releases.
@@ -713,11 +722,11 @@ fn log_completed(a: &Armed, result: &Result<LeaseOutcome, StoreError>) {
     match result {
         Ok(LeaseOutcome::Applied) => {}
         Ok(LeaseOutcome::NotHeld) => tracing::warn!(
-            message_id = %a.message_id,
+            message_id = a.message_id(),
             "qstash lease expired before completion: the message may be processed again"
         ),
         Err(error) => tracing::warn!(
-            message_id = %a.message_id,
+            message_id = a.message_id(),
             %error,
             "qstash dedup store failed to complete: a retry runs again once the lease expires"
         ),
@@ -727,7 +736,7 @@ fn log_completed(a: &Armed, result: &Result<LeaseOutcome, StoreError>) {
 fn log_released(a: &Armed, result: &Result<LeaseOutcome, StoreError>) {
     if let Err(error) = result {
         tracing::warn!(
-            message_id = %a.message_id,
+            message_id = a.message_id(),
             %error,
             "qstash dedup store failed to release: retries wait until the lease expires"
         );
@@ -747,11 +756,14 @@ impl Drop for Lease {
 fn release_in_background(a: Armed) {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
-            tracing::debug!(message_id = %a.message_id, "qstash lease dropped: releasing");
+            tracing::debug!(
+                message_id = a.message_id(),
+                "qstash lease dropped: releasing"
+            );
             handle.spawn(async move {
                 if let Err(error) = a.store.release(&a.key, &a.token).await {
                     tracing::warn!(
-                        message_id = %a.message_id,
+                        message_id = a.message_id(),
                         %error,
                         "qstash dedup store failed to release a dropped lease"
                     );
@@ -769,7 +781,7 @@ fn release_in_background(a: Armed) {
 
 fn no_runtime(a: &Armed) {
     tracing::warn!(
-        message_id = %a.message_id,
+        message_id = a.message_id(),
         "qstash lease dropped outside a tokio runtime: it expires after its TTL"
     );
 }
@@ -801,6 +813,13 @@ mod tests {
         );
         let token = LeaseToken::generate();
         assert_eq!(token.as_str().len(), 32);
+        assert!(
+            token
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "lower-case hex"
+        );
         assert_ne!(token, LeaseToken::generate());
         assert_eq!(format!("{token:?}"), "LeaseToken(..)");
     }
