@@ -501,29 +501,50 @@ fn assert_json_refusal(status: u16, content_type: Option<&str>, body: &[u8], wan
     assert_eq!(json["error"], want.1);
 }
 
-#[tokio::test]
-async fn a_413_drains_the_body_to_its_end_and_an_unauthenticated_refusal_does_not() {
+/// A request with a verified token and a body of `frames` frames, announcing `announced` bytes
+/// when given, and the count of the body's polls.
+fn signed_frames(frames: usize, announced: Option<usize>) -> (Request<Frames>, Arc<AtomicUsize>) {
+    let (body, polls) = Frames::new(frames);
+    let mut request = signed_request("/jobs", b"{}", |_| body);
+    if let Some(length) = announced {
+        request
+            .headers_mut()
+            .insert("content-length", length.to_string().parse().unwrap());
+    }
+    (request, polls)
+}
+
+/// `request` through a layer with `drain_limit(budget)` (the default when `None`), which must
+/// answer the JSON 413 without calling the service.
+async fn expect_413(budget: Option<usize>, request: Request<Frames>) {
+    let layer = match budget {
+        Some(budget) => QStashLayer::new(common::receiver()).drain_limit(budget),
+        None => QStashLayer::new(common::receiver()),
+    };
     let service = ServiceBuilder::new()
-        .layer(QStashLayer::new(common::receiver()))
+        .layer(layer)
         .service(service_fn(unreachable_handler));
-    // A verified token, a Content-Length over the limit: refused before reading, then the 100
-    // frames are read and dropped, then the 413.
-    let mut request = signed_request("/jobs", b"{}", |_| Frames::new(0).0);
-    let (body, polls) = Frames::new(100);
-    *request.body_mut() = body;
-    request
-        .headers_mut()
-        .insert("content-length", (100 * FRAME).to_string().parse().unwrap());
     let (status, content_type, answer) =
-        read_response(service.clone().oneshot(request).await.unwrap()).await;
+        read_response(service.oneshot(request).await.unwrap()).await;
     assert_json_refusal(
         status,
         content_type.as_deref(),
         &answer,
         (413, "payload_too_large"),
     );
+}
+
+#[tokio::test]
+async fn a_413_drains_the_body_to_its_end_and_an_unauthenticated_refusal_does_not() {
+    // A verified token, a Content-Length over the limit: refused before reading, then the 100
+    // frames are read and dropped, then the 413.
+    let (request, polls) = signed_frames(100, Some(100 * FRAME));
+    expect_413(None, request).await;
     assert_eq!(polls.load(Ordering::SeqCst), 101, "100 frames and the end");
 
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()))
+        .service(service_fn(unreachable_handler));
     // No signature: answered at once, the body is not touched (an unauthenticated client must
     // not hold the connection by trickling a body).
     let (body, polls) = Frames::new(50);
@@ -561,52 +582,36 @@ async fn the_drain_stops_at_the_budget() {
     // rest is never polled, and the 413 goes out.
     let over = common::LIMIT / FRAME + 1;
     for (budget, drained) in [(25 * FRAME, 24), (25 * FRAME + 1, 25), (FRAME, 0)] {
-        let service = ServiceBuilder::new()
-            .layer(QStashLayer::new(common::receiver()).drain_limit(budget))
-            .service(service_fn(unreachable_handler));
-        let (body, polls) = Frames::new(1000);
-        let request = signed_request("/jobs", b"{}", |_| body);
-        let (status, content_type, answer) =
-            read_response(service.oneshot(request).await.unwrap()).await;
-        assert_json_refusal(
-            status,
-            content_type.as_deref(),
-            &answer,
-            (413, "payload_too_large"),
-        );
+        let (request, polls) = signed_frames(1000, None);
+        expect_413(Some(budget), request).await;
         assert_eq!(
             polls.load(Ordering::SeqCst),
             over + drained,
             "budget {budget}"
         );
     }
-
     // Announced over the limit and within the budget: drained to its end (70 frames + end).
-    let service = ServiceBuilder::new()
-        .layer(QStashLayer::new(common::receiver()).drain_limit(100 * FRAME))
-        .service(service_fn(unreachable_handler));
-    let (body, polls) = Frames::new(70);
-    let mut request = signed_request("/jobs", b"{}", |_| body);
-    request
-        .headers_mut()
-        .insert("content-length", (70 * FRAME).to_string().parse().unwrap());
-    let (status, _, _) = read_response(service.oneshot(request).await.unwrap()).await;
-    assert_eq!(status, 413);
+    let (request, polls) = signed_frames(70, Some(70 * FRAME));
+    expect_413(Some(100 * FRAME), request).await;
     assert_eq!(polls.load(Ordering::SeqCst), 71);
 }
 
 #[tokio::test]
 async fn what_is_not_drained() {
     // Each case is a request with a verified token and a Content-Length over the limit (70
-    // frames of 1000 bytes > 64 KiB), which is drained by default (the last case checks it).
-    let service = ServiceBuilder::new()
-        .layer(QStashLayer::new(common::receiver()).drain_limit(100 * FRAME))
-        .service(service_fn(unreachable_handler));
+    // frames of 1000 bytes > 64 KiB), which is drained within a budget of 100 frames (the last
+    // case checks it).
     type Change = fn(&mut Request<Frames>);
-    let cases: [(&str, Change, usize); 5] = [
-        ("HTTP/2", |r| *r.version_mut() = http::Version::HTTP_2, 0),
+    let cases: [(&str, usize, Change, usize); 5] = [
+        (
+            "HTTP/2",
+            100,
+            |r| *r.version_mut() = http::Version::HTTP_2,
+            0,
+        ),
         (
             "Expect: 100-continue",
+            100,
             |r| {
                 r.headers_mut()
                     .insert("expect", "100-continue".parse().unwrap());
@@ -615,37 +620,20 @@ async fn what_is_not_drained() {
         ),
         (
             "announced longer than the budget",
+            100,
             |r| {
                 r.headers_mut()
                     .insert("content-length", (101 * FRAME).to_string().parse().unwrap());
             },
             0,
         ),
-        ("drain_limit(0)", |_| {}, 0),
-        ("drained: HTTP/1.1 within the budget", |_| {}, 71),
+        ("drain_limit(0)", 0, |_| {}, 0),
+        ("drained: HTTP/1.1 within the budget", 100, |_| {}, 71),
     ];
-    for (name, change, polled) in cases {
-        let service = if name == "drain_limit(0)" {
-            ServiceBuilder::new()
-                .layer(QStashLayer::new(common::receiver()).drain_limit(0))
-                .service(service_fn(unreachable_handler))
-        } else {
-            service.clone()
-        };
-        let (body, polls) = Frames::new(70);
-        let mut request = signed_request("/jobs", b"{}", |_| body);
-        request
-            .headers_mut()
-            .insert("content-length", (70 * FRAME).to_string().parse().unwrap());
+    for (name, budget_frames, change, polled) in cases {
+        let (mut request, polls) = signed_frames(70, Some(70 * FRAME));
         change(&mut request);
-        let (status, content_type, answer) =
-            read_response(service.oneshot(request).await.unwrap()).await;
-        assert_json_refusal(
-            status,
-            content_type.as_deref(),
-            &answer,
-            (413, "payload_too_large"),
-        );
+        expect_413(Some(budget_frames * FRAME), request).await;
         assert_eq!(polls.load(Ordering::SeqCst), polled, "{name}");
     }
 }
