@@ -58,6 +58,8 @@ fn fixture() -> Fixture {
     .url_policy(UrlPolicy::public_base("https://bench.example").unwrap());
     let plain = Router::new().route("/jobs", post(handler));
     let layered = plain.clone().route_layer(QStashLayer::new(receiver));
+    // As `axum::serve` does: the routes (and the layer) are made once, not on every call.
+    let (plain, layered) = (plain.with_state(()), layered.with_state(()));
     let body = body_1kib();
     // One token for the whole run (valid 300 s; the layer does not deduplicate).
     let headers = Signer::new(CURRENT).delivery(URL, &body).headers;

@@ -9,7 +9,8 @@
 //! scripts/instructions.sh          # instructions per request: bare, verified, memory dedup
 //! ```
 //!
-//! `instructions MODE N` runs `N` requests (`MODE`: bare, verified, memory); the script runs
+//! `instructions MODE N` runs `N` requests (`MODE`: bare, identity (a layer that does nothing,
+//! what axum's `route_layer` costs by itself), verified, memory); the script runs
 //! each mode with two values of `N` and divides the difference, which cancels the set-up.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -50,12 +51,14 @@ fn main() {
     let mut app = Router::new().route("/jobs", post(jobs));
     match mode.as_str() {
         "bare" => {}
+        // What any layer costs under `route_layer` (axum boxes the layered route): a baseline.
+        "identity" => app = app.route_layer(tower::layer::util::Identity::new()),
         "verified" => app = app.route_layer(QStashLayer::new(receiver)),
         "memory" => {
             let dedup = Dedup::new(Arc::new(MemoryStore::new()));
             app = app.route_layer(QStashLayer::new(receiver.dedup(dedup)));
         }
-        other => panic!("unknown mode {other:?} (bare, verified, memory)"),
+        other => panic!("unknown mode {other:?} (bare, identity, verified, memory)"),
     }
 
     // The same body as the load runner: 1 KiB of JSON.
@@ -83,7 +86,8 @@ fn main() {
     drive(&rt, app.with_state(()), requests);
 }
 
-/// The measured part (`--toggle-collect=*drive*`): signing the requests above is not counted.
+/// The measured part (`--toggle-collect=instructions::drive`): signing the requests above is
+/// not counted.
 #[inline(never)]
 fn drive(rt: &tokio::runtime::Runtime, app: Router, requests: Vec<Request<Body>>) {
     rt.block_on(async move {
