@@ -56,8 +56,9 @@ pin_project! {
     {
         /// Refused: the response is ready.
         Rejected { response: Option<Response<Bytes>> },
-        /// Refused before the body was read: draining it (within the budget) before answering,
-        /// so that the client reads the answer (see `drain.rs`).
+        /// Refused with 413 before the body was read (its token verified, its
+        /// `Content-Length` over the limit): draining the body (within the budget) before
+        /// answering, so that the client reads the answer (see `drain.rs`).
         Draining {
             #[pin]
             body: ReadBody<B>,
@@ -110,7 +111,7 @@ where
     }
 
     /// Refused before the body was read: drains at most `budget` bytes of `body` (0: none,
-    /// answers at once), then answers `response`.
+    /// answers at once; the service gives a budget only to a 413), then answers `response`.
     pub(crate) fn rejected_draining(response: Response<Bytes>, body: B, budget: u64) -> Self {
         if budget == 0 {
             return Self::rejected(response);
