@@ -597,4 +597,171 @@ mod tests {
         assert!(parse(&[("upstash-region", "caf\u{e9}")]).is_err());
         assert!(parse(&[("upstash-message-id", " \t ")]).is_err());
     }
+
+    /// The one-pass scan against a plain reference written from the rules, not the code:
+    /// lower-case the name, compare whole names, the first problem of the delivery headers.
+    mod differential {
+        use super::*;
+        use proptest::prelude::*;
+
+        const NAMES: [&str; 12] = [
+            "upstash-signature",
+            "upstash-message-id",
+            "upstash-retried",
+            "upstash-region",
+            "upstash-caller-ip",
+            "upstash-schedule-id",
+            "upstash-topic-name",
+            "content-length",
+            "upstash-signaturx",
+            "upstash-forward-a",
+            "x-upstash-region",
+            "host",
+        ];
+
+        type Reference = (
+            Result<Option<Vec<u8>>, ()>,
+            Option<Vec<u8>>,
+            Result<Delivery, DeliveryError>,
+        );
+
+        fn reference(headers: &[(String, Vec<u8>)]) -> Reference {
+            let mut signature = Ok(None);
+            let mut region = None;
+            let mut seen: Vec<(&'static str, String)> = Vec::new();
+            let mut retried = None;
+            let mut problem = None;
+            for (name, value) in headers {
+                let name = name.to_ascii_lowercase();
+                if name == SIGNATURE_HEADER {
+                    signature = match signature {
+                        Ok(None) => Ok(Some(value.clone())),
+                        _ => Err(()),
+                    };
+                    continue;
+                }
+                let known = [
+                    MESSAGE_ID_HEADER,
+                    RETRIED_HEADER,
+                    REGION_HEADER,
+                    CALLER_IP_HEADER,
+                    SCHEDULE_ID_HEADER,
+                    TOPIC_NAME_HEADER,
+                ]
+                .into_iter()
+                .find(|known| *known == name);
+                let Some(header) = known else { continue };
+                if header == REGION_HEADER {
+                    region = Some(value.clone());
+                }
+                if problem.is_some() {
+                    continue;
+                }
+                let text = String::from_utf8_lossy(value)
+                    .trim_matches(|c| c == ' ' || c == '\t')
+                    .to_owned();
+                let check = if !value.is_ascii()
+                    || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+                {
+                    Err(DeliveryError::Invalid {
+                        header,
+                        reason: "not visible ascii",
+                    })
+                } else if text.len() > MAX_ID_LEN {
+                    Err(DeliveryError::Invalid {
+                        header,
+                        reason: "longer than 256 bytes",
+                    })
+                } else if header == RETRIED_HEADER {
+                    if retried.is_some() {
+                        Err(DeliveryError::Repeated { header })
+                    } else {
+                        parse_retried(&text).map(|n| retried = Some(n))
+                    }
+                } else if seen.iter().any(|(h, _)| *h == header) {
+                    Err(DeliveryError::Repeated { header })
+                } else if header == MESSAGE_ID_HEADER && text.is_empty() {
+                    Err(DeliveryError::Invalid {
+                        header,
+                        reason: "empty",
+                    })
+                } else {
+                    seen.push((header, text));
+                    Ok(())
+                };
+                problem = check.err();
+            }
+            let value = |h: &str| seen.iter().find(|(k, _)| *k == h).map(|(_, v)| v.clone());
+            let delivery = match problem {
+                Some(problem) => Err(problem),
+                None => {
+                    let mut pairs: Vec<(&str, String)> = Vec::new();
+                    for h in [
+                        MESSAGE_ID_HEADER,
+                        REGION_HEADER,
+                        CALLER_IP_HEADER,
+                        SCHEDULE_ID_HEADER,
+                        TOPIC_NAME_HEADER,
+                    ] {
+                        if let Some(v) = value(h) {
+                            pairs.push((h, v));
+                        }
+                    }
+                    let retried = retried.unwrap_or(0).to_string();
+                    pairs.push((RETRIED_HEADER, retried));
+                    // Well-formed values only: the parser under test builds the expected value.
+                    Ok(
+                        Delivery::from_headers(pairs.iter().map(|(n, v)| (*n, v.as_bytes())))
+                            .unwrap(),
+                    )
+                }
+            };
+            (signature, region, delivery)
+        }
+
+        fn header() -> impl Strategy<Value = (String, Vec<u8>)> {
+            let name = (0..NAMES.len(), any::<u64>()).prop_map(|(i, flips)| {
+                NAMES[i]
+                    .chars()
+                    .enumerate()
+                    .map(|(k, c)| {
+                        if flips >> (k % 64) & 1 == 1 {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c
+                        }
+                    })
+                    .collect::<String>()
+            });
+            let value = prop_oneof![
+                Just(b"msg_1".to_vec()),
+                Just(b" 12 ".to_vec()),
+                Just(b"\t0".to_vec()),
+                Just(b"".to_vec()),
+                Just(b"  ".to_vec()),
+                Just(b"4294967296".to_vec()),
+                Just("caf\u{e9}".as_bytes().to_vec()),
+                Just(b"a\x7fb".to_vec()),
+                Just(vec![b'm'; 257]),
+                Just(vec![b'm'; 256]),
+                proptest::collection::vec(any::<u8>(), 0..6),
+            ];
+            (name, value)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+            #[test]
+            fn scan_head_agrees_with_the_reference(headers in proptest::collection::vec(header(), 0..10)) {
+                let scan = scan_head(headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+                let (signature, region, delivery) = reference(&headers);
+                prop_assert_eq!(scan.signature.map(|s| s.map(<[u8]>::to_vec)), signature);
+                prop_assert_eq!(scan.region.map(<[u8]>::to_vec), region);
+                prop_assert_eq!(&scan.delivery, &delivery);
+                // `Delivery::from_headers` is the same scan without the signature.
+                let alone = Delivery::from_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+                prop_assert_eq!(alone, delivery);
+            }
+        }
+    }
 }
