@@ -297,8 +297,8 @@ async fn verified_payload(
     payload: dev::Payload,
 ) -> Result<(dev::Payload, Receiver, Option<RejectionHandler>), QStashRejection> {
     let verdict = req.extensions().get::<Verdict>().cloned();
-    if let Some(Verdict { receiver, handler }) = verdict {
-        return Ok((payload, receiver, handler));
+    if let Some(Verdict(setup)) = verdict {
+        return Ok((payload, setup.receiver.clone(), setup.handler.clone()));
     }
     let handler = RejectionHandler::from_app_data(req);
     let Some(receiver) = receiver_from_app_data(req) else {

@@ -49,11 +49,8 @@ pub struct QStashMiddleware {
     config: Arc<Config>,
 }
 
-#[derive(Debug)]
-struct Config {
-    receiver: Receiver,
-    handler: Option<RejectionHandler>,
-}
+/// The middleware's set-up, shared with the requests it verified ([`Verdict`]).
+type Config = super::Setup;
 
 impl QStashMiddleware {
     /// A middleware verifying with `receiver` (keys, URL policy, body limit).
@@ -174,10 +171,7 @@ where
                         let mut extensions = req.extensions_mut();
                         extensions.insert(claims);
                         extensions.insert(delivery);
-                        extensions.insert(Verdict {
-                            receiver: config.receiver.clone(),
-                            handler: config.handler.clone(),
-                        });
+                        extensions.insert(Verdict(Arc::clone(&config)));
                     }
                     let response = match lease {
                         None => call_verified(&*service, req).await?,

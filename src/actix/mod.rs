@@ -171,14 +171,18 @@ impl fmt::Debug for RejectionHandler {
     }
 }
 
-/// What the middleware leaves in the request extensions once a request is verified: the proof
-/// [`Verified<T>`] trusts (only this crate can make one), the receiver for the later
-/// `invalid_payload` answer, and the response handler.
-#[derive(Clone)]
-struct Verdict {
+/// A middleware's set-up: the receiver and the response handler.
+#[derive(Debug)]
+struct Setup {
     receiver: Receiver,
     handler: Option<RejectionHandler>,
 }
+
+/// What the middleware leaves in the request extensions once a request is verified: the proof
+/// [`Verified<T>`] trusts (only this crate can make one), with the middleware's set-up (the
+/// receiver for the later `invalid_payload` answer, and the response handler), shared.
+#[derive(Clone)]
+struct Verdict(Arc<Setup>);
 
 /// The response for `rejection`: the handler's, or the default.
 fn respond(rejection: &Rejection, handler: Option<&RejectionHandler>) -> HttpResponse {
