@@ -336,12 +336,17 @@ fn plan(steps: &[&str]) -> Vec<u8> {
 /// Attempt `retried` of message `id` (a new token each time, as QStash sends it).
 async fn deliver(server: &Server, id: &str, retried: u32, body: &[u8]) -> Answer {
     let d = Signer::new(KEY).delivery_with_id(URL, body, id, retried);
-    let mut req = hyper::Request::post(format!("{}/jobs", server.base));
-    for (name, value) in &d.headers {
+    post_jobs(&server.base, &d.headers, Bytes::copy_from_slice(body)).await
+}
+
+/// `POST {base}/jobs` with `headers` and `body`, and the answer read whole.
+async fn post_jobs(base: &str, headers: &[(String, String)], body: Bytes) -> Answer {
+    let mut req = hyper::Request::post(format!("{base}/jobs"));
+    for (name, value) in headers {
         req = req.header(name.as_str(), value.as_str());
     }
     let res = client()
-        .request(req.body(Full::new(Bytes::copy_from_slice(body))).unwrap())
+        .request(req.body(Full::new(body)).unwrap())
         .await
         .unwrap();
     let status = res.status().as_u16();
@@ -780,22 +785,7 @@ async fn deliver_job(example: &Example, id: &str, retried: u32, task: &str) -> A
         id,
         retried,
     );
-    let mut req = hyper::Request::post(format!("{}/jobs", example.base));
-    for (name, value) in &d.headers {
-        req = req.header(name.as_str(), value.as_str());
-    }
-    let res = client()
-        .request(req.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    post_jobs(&example.base, &d.headers, Bytes::from(body)).await
 }
 
 async fn runs_of(example: &Example, task: &str) -> u64 {
