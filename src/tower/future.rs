@@ -208,7 +208,7 @@ fn after_claim<B, S, ResBody>(
     begin: Begin,
     delivery: Delivery,
     claims: crate::Claims,
-    mut parts: http::request::Parts,
+    parts: http::request::Parts,
     bytes: Bytes,
     mut inner: S,
     config: Arc<Config>,
@@ -218,29 +218,33 @@ where
     B::Error: Into<BoxError>,
     S: Service<Request<Full<Bytes>>, Response = Response<ResBody>>,
 {
-    let run = matches!(begin, Begin::Run(_) | Begin::RunUnguarded { .. });
-    let request = run.then(|| {
-        parts.extensions.insert(claims);
-        parts.extensions.insert(delivery);
-        parts
-            .extensions
-            .insert(VerifiedByLayer(Arc::clone(&config)));
-        Request::from_parts(parts, Full::new(bytes))
-    });
-    match (begin, request) {
-        (Begin::Run(lease), Some(req)) => Ok(State::CallingLeased {
-            future: inner.call(req),
+    match begin {
+        Begin::Run(lease) => Ok(State::CallingLeased {
+            future: inner.call(verified_request(parts, claims, delivery, bytes, &config)),
             lease: Some(lease),
         }),
-        (Begin::RunUnguarded { .. }, Some(req)) => Ok(State::Calling {
-            future: inner.call(req),
+        Begin::RunUnguarded { .. } => Ok(State::Calling {
+            future: inner.call(verified_request(parts, claims, delivery, bytes, &config)),
         }),
-        (Begin::Duplicate { message_id }, _) => Err(into_response(duplicate_response(&message_id))),
+        Begin::Duplicate { message_id } => Err(into_response(duplicate_response(&message_id))),
         // `Dedup::begin` logged it (with the message id).
-        (Begin::Refuse(rejection), _) => Err(into_response(config.response(&rejection))),
-        // `run` holds exactly for the two arms above.
-        _ => Err(misused()),
+        Begin::Refuse(rejection) => Err(into_response(config.response(&rejection))),
     }
+}
+
+/// The request the inner service gets: the original parts (extensions kept) with the claims,
+/// the delivery and the layer's mark in the extensions, and the verified bytes as the body.
+fn verified_request(
+    mut parts: http::request::Parts,
+    claims: crate::Claims,
+    delivery: Delivery,
+    bytes: Bytes,
+    config: &Arc<Config>,
+) -> Request<Full<Bytes>> {
+    parts.extensions.insert(claims);
+    parts.extensions.insert(delivery);
+    parts.extensions.insert(VerifiedByLayer(Arc::clone(config)));
+    Request::from_parts(parts, Full::new(bytes))
 }
 
 impl<B, S, ResBody> Future for ResponseFuture<B, S>
@@ -276,7 +280,7 @@ where
                 StateProj::Reading { body, pending } => {
                     let read = ready!(body.poll(cx));
                     let Some(Pending {
-                        mut parts,
+                        parts,
                         token,
                         delivery,
                         mut inner,
@@ -293,17 +297,11 @@ where
                     match checked {
                         Ok((bytes, claims)) => match config.receiver.deduplication() {
                             // The plain path: no claim, no boxing.
-                            None => {
-                                parts.extensions.insert(claims);
-                                parts.extensions.insert(delivery);
-                                parts
-                                    .extensions
-                                    .insert(VerifiedByLayer(Arc::clone(&config)));
-                                State::Calling {
-                                    future: inner
-                                        .call(Request::from_parts(parts, Full::new(bytes))),
-                                }
-                            }
+                            None => State::Calling {
+                                future: inner.call(verified_request(
+                                    parts, claims, delivery, bytes, &config,
+                                )),
+                            },
                             Some(dedup) => match dedup.begin_now(&delivery) {
                                 // A store that answers at once (in memory): no boxed claim.
                                 Some(begin) => {
