@@ -10,8 +10,10 @@
 //! ```
 //!
 //! `instructions MODE N` runs `N` requests (`MODE`: bare, identity (a layer that does nothing,
-//! what axum's `route_layer` costs by itself), verified, memory); the script runs
-//! each mode with two values of `N` and divides the difference, which cancels the set-up.
+//! what axum's `route_layer` costs by itself), verified, memory, and with the `redis` feature
+//! `redis` (Redis dedup on the `redis-server` at `$QSTASH_REDIS_URL`: the client's instructions,
+//! its connection task's included, not the server's nor the kernel's)); the script runs each
+//! mode with two values of `N` and divides the difference, which cancels the set-up.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -49,6 +51,7 @@ fn main() {
     ))
     .url_policy(UrlPolicy::exact(URL));
     let mut app = Router::new().route("/jobs", post(jobs));
+    let mut rt = tokio::runtime::Builder::new_current_thread();
     match mode.as_str() {
         "bare" => {}
         // What any layer costs under `route_layer` (axum boxes the layered route): a baseline.
@@ -58,15 +61,35 @@ fn main() {
             let dedup = Dedup::new(Arc::new(MemoryStore::new()));
             app = app.route_layer(QStashLayer::new(receiver.dedup(dedup)));
         }
-        other => panic!("unknown mode {other:?} (bare, identity, verified, memory)"),
+        #[cfg(feature = "redis")]
+        "redis" => {
+            // The store's connection task runs on this runtime, in `drive`: it is counted.
+            let rt = rt.enable_all().build().unwrap();
+            let url = std::env::var("QSTASH_REDIS_URL").expect("QSTASH_REDIS_URL");
+            let store = rt
+                .block_on(qstash_receiver::dedup::RedisStore::connect(&url))
+                .unwrap();
+            let dedup = Dedup::new(Arc::new(store));
+            app = app.route_layer(QStashLayer::new(receiver.dedup(dedup)));
+            let requests = requests(n);
+            return drive(&rt, app.with_state(()), requests);
+        }
+        other => panic!("unknown mode {other:?} (bare, identity, verified, memory, redis)"),
     }
+    let rt = rt.build().unwrap();
+    let requests = requests(n);
+    // As `axum::serve` does: the routes are made once, not on every call.
+    drive(&rt, app.with_state(()), requests);
+}
 
+/// `n` signed deliveries (new message ids) of the same 1 KiB JSON body.
+fn requests(n: usize) -> Vec<Request<Body>> {
     // The same body as the load runner: 1 KiB of JSON.
     let mut body = String::from(r#"{"task":"mail","pad":""#);
     body.push_str(&"x".repeat(1024 - body.len() - 2));
     body.push_str(r#""}"#);
     let signer = Signer::new("sig_current0123456789");
-    let requests: Vec<Request<Body>> = (0..n)
+    (0..n)
         .map(|_| {
             let delivery = signer.delivery(URL, body.as_bytes());
             let mut req = Request::post("/jobs")
@@ -77,13 +100,7 @@ fn main() {
             }
             req.body(Body::from(body.clone())).unwrap()
         })
-        .collect();
-
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    // As `axum::serve` does: the routes are made once, not on every call.
-    drive(&rt, app.with_state(()), requests);
+        .collect()
 }
 
 /// The measured part (`--toggle-collect=instructions::drive`): signing the requests above is

@@ -84,6 +84,7 @@ impl<'a> RequestTarget<'a> {
 
 /// The parts of a request a [`UrlPolicy`] reads ([`UrlPolicy::reads`]).
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(any(feature = "tower", feature = "actix-web")), allow(dead_code))]
 pub(crate) struct TargetParts {
     /// The path and query.
     pub(crate) path: bool,
@@ -176,6 +177,7 @@ impl UrlPolicy {
     /// Which parts of a request this policy reads, so that adapters look up only those: the
     /// path and query (every policy that joins or computes a URL), and the headers (`Host`,
     /// `X-Forwarded-*`; only [`UrlPolicy::from_fn`] and [`UrlPolicy::trust_forwarded_headers`]).
+    #[cfg_attr(not(any(feature = "tower", feature = "actix-web")), allow(dead_code))]
     pub(crate) fn reads(&self) -> TargetParts {
         match self.0 {
             Kind::Unconfigured | Kind::Exact(_) | Kind::Skip => TargetParts {

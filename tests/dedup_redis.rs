@@ -349,3 +349,46 @@ async fn a_new_delivery_costs_exactly_two_round_trips() {
     assert!(commands[0].contains("\"SET\"") && commands[0].contains("\"NX\""));
     drop(monitor.child.kill().await);
 }
+
+#[tokio::test]
+async fn flushed_scripts_are_loaded_again_on_first_use() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let dedup = Dedup::new(store(&server).await);
+    // As after a Redis restart without persistence: the server no longer knows the scripts.
+    let flushed: String = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut raw(&server))
+        .unwrap();
+    assert_eq!(flushed, "OK");
+    let mut monitor = Monitor::start(&server).await;
+
+    let id = new_id();
+    let lease = expect_run(begin(&dedup, &id).await);
+    // The claim: EVALSHA answered NOSCRIPT, the script loaded, EVALSHA again (once).
+    let commands = monitor.commands().await;
+    let verbs: Vec<&str> = commands
+        .iter()
+        .map(|c| c.split('"').nth(1).unwrap_or_default())
+        .collect();
+    assert_eq!(verbs, ["EVALSHA", "SCRIPT", "EVALSHA"], "{commands:#?}");
+    assert!(commands[1].contains("\"LOAD\""), "{commands:#?}");
+    // The same command sent again (MONITOR lines differ only in their timestamp prefix).
+    let args = |line: &str| line[line.find('"').unwrap()..].to_owned();
+    assert_eq!(args(&commands[0]), args(&commands[2]));
+
+    // The completion's script was flushed too: loaded on its first use, then the message is a
+    // duplicate (the lease really was completed).
+    assert_eq!(lease.finish(200).await.unwrap(), LeaseOutcome::Applied);
+    let verbs: Vec<String> = monitor
+        .commands()
+        .await
+        .iter()
+        .map(|c| c.split('"').nth(1).unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(verbs, ["EVALSHA", "SCRIPT", "EVALSHA"]);
+    expect_duplicate(begin(&dedup, &id).await, &id);
+    assert_eq!(monitor.commands().await.len(), 1);
+    drop(monitor.child.kill().await);
+}

@@ -499,6 +499,7 @@ impl Dedup {
 
     /// [`Dedup::begin`] without waiting, when the store answers at once
     /// ([`DedupStore::claim_now`]) and the replay guard is off; `None` otherwise (use `begin`).
+    #[cfg_attr(not(any(feature = "tower", feature = "actix-web")), allow(dead_code))]
     pub(crate) fn begin_now(&self, delivery: &Delivery) -> Option<Begin> {
         let c = &*self.config;
         if c.replay_guard {
@@ -667,6 +668,7 @@ impl Lease {
 
     /// [`Lease::finish`] without waiting, when the store answers at once
     /// ([`DedupStore::complete_now`] / [`DedupStore::release_now`]); the lease back otherwise.
+    #[cfg_attr(not(any(feature = "tower", feature = "actix-web")), allow(dead_code))]
     pub(crate) fn finish_now(
         mut self,
         status: u16,

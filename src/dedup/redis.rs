@@ -4,8 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::Script;
+use std::io::Write as _;
+
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, ErrorKind, RedisWrite, Script, ServerErrorKind, ToRedisArgs};
 
 use super::{ClaimOutcome, DedupStore, LeaseOutcome, LeaseToken, MAX_TTL, StoreError, StoreFuture};
 
@@ -162,26 +164,44 @@ impl RedisStore {
         Ok(())
     }
 
-    fn key(&self, key: &str) -> String {
-        let mut full = String::with_capacity(self.prefix.len() + key.len());
-        full.push_str(&self.prefix);
-        full.push_str(key);
-        full
+    /// `EVALSHA <script> 1 <prefix><key> [args…]`, built straight into one [`Cmd`] (no
+    /// `ScriptInvocation`, whose keys and arguments are each a `Vec` of their own), then sent;
+    /// `NOSCRIPT` (Redis restarted or its scripts flushed) loads the script and sends it again,
+    /// as `ScriptInvocation::invoke_async` does.
+    async fn eval<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        key: &str,
+        args: impl FnOnce(&mut Cmd),
+    ) -> Result<T, StoreError> {
+        let mut cmd = Cmd::with_capacity(8, 128 + self.prefix.len() + key.len());
+        cmd.arg("EVALSHA")
+            .arg(script.get_hash())
+            .arg(1)
+            .arg(PrefixedKey(&self.prefix, key));
+        args(&mut cmd);
+        let mut connection = self.connection.clone();
+        match cmd.query_async(&mut connection).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script
+                    .prepare_invoke()
+                    .load_async(&mut connection)
+                    .await
+                    .map_err(StoreError::backend)?;
+                cmd.query_async(&mut connection).await
+            }
+            reply => reply,
+        }
+        .map_err(StoreError::backend)
     }
 
     async fn claim_once(&self, key: &str, ttl: Duration) -> Result<ClaimOutcome, StoreError> {
         let token = LeaseToken::generate();
-        let mut connection = self.connection.clone();
         let (kind, pttl): (i64, i64) = self
-            .scripts
-            .claim
-            .key(self.key(key))
-            .arg(lease_value(&token))
-            .arg(millis(ttl))
-            .arg(COMPLETED)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(StoreError::backend)?;
+            .eval(&self.scripts.claim, key, |cmd| {
+                cmd.arg(LeaseValue(&token)).arg(millis(ttl)).arg(COMPLETED);
+            })
+            .await?;
         match kind {
             0 => Ok(ClaimOutcome::Acquired(token)),
             1 => Ok(ClaimOutcome::Completed),
@@ -200,16 +220,14 @@ impl RedisStore {
         token: &LeaseToken,
         retention: Option<Duration>,
     ) -> Result<LeaseOutcome, StoreError> {
-        let mut connection = self.connection.clone();
-        let mut invocation = script.key(self.key(key));
-        invocation.arg(lease_value(token));
-        if let Some(retention) = retention {
-            invocation.arg(COMPLETED).arg(millis(retention));
-        }
-        let applied: i64 = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(StoreError::backend)?;
+        let applied: i64 = self
+            .eval(script, key, |cmd| {
+                cmd.arg(LeaseValue(token));
+                if let Some(retention) = retention {
+                    cmd.arg(COMPLETED).arg(millis(retention));
+                }
+            })
+            .await?;
         Ok(if applied == 1 {
             LeaseOutcome::Applied
         } else {
@@ -220,7 +238,7 @@ impl RedisStore {
     async fn remember_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         let mut connection = self.connection.clone();
         let set: Option<String> = redis::cmd("SET")
-            .arg(self.key(key))
+            .arg(PrefixedKey(&self.prefix, key))
             .arg("1")
             .arg("NX")
             .arg("PX")
@@ -255,8 +273,27 @@ impl DedupStore for RedisStore {
     }
 }
 
-fn lease_value(token: &LeaseToken) -> String {
-    format!("lease:{}", token.as_str())
+/// The key `<prefix><key>`, written as one argument without a `String` of its own.
+struct PrefixedKey<'a>(&'a str, &'a str);
+
+impl ToRedisArgs for PrefixedKey<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        let mut arg = out.writer_for_next_arg();
+        // Writing into the command's own buffer cannot fail.
+        let _ = arg.write_all(self.0.as_bytes());
+        let _ = arg.write_all(self.1.as_bytes());
+    }
+}
+
+/// A lease's value, `lease:<token>`, written as one argument.
+struct LeaseValue<'a>(&'a LeaseToken);
+
+impl ToRedisArgs for LeaseValue<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        let mut arg = out.writer_for_next_arg();
+        let _ = arg.write_all(b"lease:");
+        let _ = arg.write_all(self.0.as_str().as_bytes());
+    }
 }
 
 /// A TTL in milliseconds for `PX`: at least 1, at most [`MAX_TTL`].
