@@ -392,3 +392,94 @@ async fn flushed_scripts_are_loaded_again_on_first_use() {
     assert_eq!(monitor.commands().await.len(), 1);
     drop(monitor.child.kill().await);
 }
+
+/// Pauses every write command (`EVALSHA` included) on the server for `ms`: Redis stalls, as
+/// during a fork for `BGSAVE`, a slow script or a network hiccup.
+fn pause_writes(server: &RedisServer, ms: u64) {
+    let paused: String = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .arg("WRITE")
+        .query(&mut raw(server))
+        .unwrap();
+    assert_eq!(paused, "OK");
+}
+
+/// The value of `id`'s key once Redis has run what was sent (polled: a release goes out in the
+/// background), or the last one seen after 5 s.
+async fn settled_value(server: &RedisServer, id: &str) -> Option<String> {
+    let key = format!("qstash:msg:{id}");
+    let mut value = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        value = redis::cmd("GET").arg(&key).query(&mut raw(server)).unwrap();
+        if value.is_none() {
+            break;
+        }
+    }
+    value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_answered_after_the_reply_timeout_does_not_hold_the_id() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let dedup = Dedup::new(store(&server).await);
+    let id = new_id();
+    // Redis runs the claim only after the connection's 500 ms reply timeout: the delivery is
+    // answered 503 (nothing ran, QStash retries), yet the script took the lease.
+    pause_writes(&server, 900);
+    expect_store_unavailable(begin(&dedup, &id).await, 10);
+    // The lease the lost claim took is released, so QStash's retry runs.
+    assert_eq!(settled_value(&server, &id).await, None);
+    expect_run(begin(&dedup, &id).await)
+        .finish(200)
+        .await
+        .unwrap();
+    expect_duplicate(begin(&dedup, &id).await, &id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_dropped_in_flight_does_not_hold_the_id() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let dedup = Dedup::new(store(&server).await);
+    let id = new_id();
+    pause_writes(&server, 400);
+    // The request is dropped (a client gone, a timeout around the service, a shutdown) while its
+    // claim waits for Redis.
+    let dropped = tokio::time::timeout(Duration::from_millis(150), begin(&dedup, &id)).await;
+    assert!(dropped.is_err(), "the claim was still in flight");
+    assert_eq!(settled_value(&server, &id).await, None);
+    expect_run(begin(&dedup, &id).await)
+        .finish(200)
+        .await
+        .unwrap();
+    expect_duplicate(begin(&dedup, &id).await, &id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_claims_release_leaves_another_holders_lease_alone() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let dedup = Dedup::new(store(&server).await);
+    let id = new_id();
+    let lease = expect_run(begin(&dedup, &id).await);
+    // A second delivery's claim is lost while the first one holds the lease: its release (for
+    // its own token) must not free the holder's lease.
+    pause_writes(&server, 400);
+    let dropped = tokio::time::timeout(Duration::from_millis(150), begin(&dedup, &id)).await;
+    assert!(dropped.is_err(), "the claim was still in flight");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let value: String = redis::cmd("GET")
+        .arg(format!("qstash:msg:{id}"))
+        .query(&mut raw(&server))
+        .unwrap();
+    assert!(value.starts_with("lease:"), "{value}");
+    expect_in_progress(begin(&dedup, &id).await, 7260);
+    assert_eq!(lease.finish(200).await.unwrap(), LeaseOutcome::Applied);
+    expect_duplicate(begin(&dedup, &id).await, &id);
+}

@@ -33,7 +33,12 @@
 //! - Store failures fail closed: `503` with `Retry-After` [`DEFAULT_STORE_RETRY_AFTER`].
 //! - The replay guard is off: a message id is not signed, a token's `jti` is. Turn it on with
 //!   [`Dedup::replay_guard`] to refuse the very same request (same `jti`) a second time while
-//!   its token is valid, even under another message id.
+//!   its token is valid, even under another message id. Without it, whoever holds a captured
+//!   delivery (its token and body, while the token is valid) can send it again under the id of
+//!   another message not yet completed: the handler runs on the captured body, and its 2xx
+//!   marks that other id completed, so the other message's real deliveries are answered as
+//!   duplicates. Turn it on wherever deliveries could be seen by others (request logs that keep
+//!   headers, a proxy you do not control).
 //!
 //! # Example
 //!

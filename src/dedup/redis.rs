@@ -58,7 +58,10 @@ return 0
 ///
 /// One round trip per operation: a claim is one Lua script (`EVALSHA`), complete and release
 /// are Lua scripts that check the lease token, the replay guard is one `SET NX PX`; a new
-/// delivery costs two round trips (claim, complete). Every command and script touches a single key,
+/// delivery costs two round trips (claim, complete). A claim whose reply is lost (Redis answered
+/// after the reply timeout, the connection failed after sending, or the claiming request was
+/// dropped) may still have taken its lease: that lease is released in the background, so the id
+/// is not held for the lease TTL by a delivery that never ran. Every command and script touches a single key,
 /// a layout Redis Cluster accepts (this store takes a single-node [`ConnectionManager`]; a
 /// cluster connection is not offered yet). Leases and retention are Redis TTLs (`PX`).
 ///
@@ -196,19 +199,27 @@ impl RedisStore {
     }
 
     async fn claim_once(&self, key: &str, ttl: Duration) -> Result<ClaimOutcome, StoreError> {
-        let token = LeaseToken::generate();
+        // Until the reply is read, the lease may be taken without the caller knowing it.
+        let pending = PendingClaim {
+            store: self,
+            key,
+            token: LeaseToken::generate(),
+            armed: true,
+        };
         let (kind, pttl): (i64, i64) = self
             .eval(&self.scripts.claim, key, |cmd| {
-                cmd.arg(LeaseValue(&token)).arg(millis(ttl)).arg(COMPLETED);
+                cmd.arg(LeaseValue(&pending.token))
+                    .arg(millis(ttl))
+                    .arg(COMPLETED);
             })
             .await?;
         match kind {
-            0 => Ok(ClaimOutcome::Acquired(token)),
-            1 => Ok(ClaimOutcome::Completed),
-            2 => Ok(ClaimOutcome::InProgress {
+            0 => Ok(ClaimOutcome::Acquired(pending.taken())),
+            1 => Ok(pending.not_taken(ClaimOutcome::Completed)),
+            2 => Ok(pending.not_taken(ClaimOutcome::InProgress {
                 // PTTL is -1 (no TTL) or -2 (gone) in odd cases: say 0, the caller retries soon.
                 remaining: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
-            }),
+            })),
             _ => Err(StoreError::UnexpectedReply("claim script")),
         }
     }
@@ -270,6 +281,70 @@ impl DedupStore for RedisStore {
 
     fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         Box::pin(self.remember_once(key, ttl))
+    }
+}
+
+/// A claim whose reply has not been read yet. The script may have taken the lease although the
+/// caller never learns it: the reply timed out (Redis stalled past the connection's response
+/// timeout but ran the script later), the connection failed after sending, or the claiming
+/// future was dropped (a client gone, a timeout around the service, a shutdown). Left alone,
+/// such a lease would hold the message id for the whole lease TTL (QStash's retries answered
+/// `409` although nothing ran). Dropped while still holding its token, it releases that lease in
+/// the background; the release script deletes the key only while it holds this very token, so it
+/// never touches another holder's lease, and it is sent on the same connection after the claim.
+struct PendingClaim<'a> {
+    store: &'a RedisStore,
+    key: &'a str,
+    token: LeaseToken,
+    /// Whether dropping it releases the lease (until the reply says what happened).
+    armed: bool,
+}
+
+impl PendingClaim<'_> {
+    /// The lease was taken: its token goes to the caller.
+    fn taken(mut self) -> LeaseToken {
+        self.armed = false;
+        self.token.clone()
+    }
+
+    /// Redis answered that the script took nothing: nothing to release.
+    fn not_taken(mut self, outcome: ClaimOutcome) -> ClaimOutcome {
+        self.armed = false;
+        outcome
+    }
+}
+
+impl Drop for PendingClaim<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let token = self.token.clone();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                key = self.key,
+                "qstash claim's reply lost outside a tokio runtime: its lease, if taken, expires after its TTL"
+            );
+            return;
+        };
+        let store = self.store.clone();
+        let key = self.key.to_owned();
+        tracing::debug!(
+            key,
+            "qstash claim's reply lost: releasing the lease it may have taken"
+        );
+        handle.spawn(async move {
+            if let Err(error) = store
+                .settle(&store.scripts.release, &key, &token, None)
+                .await
+            {
+                tracing::warn!(
+                    key,
+                    %error,
+                    "qstash dedup store failed to release a claim whose reply was lost: retries wait until its lease expires"
+                );
+            }
+        });
     }
 }
 
