@@ -211,6 +211,24 @@ mod base64_bytes {
     }
 }
 
+/// What a verified body that does not parse is reported as: serde's error category and
+/// position only, since its message may quote the body (`invalid type: string "…"`), and a
+/// [`Rejection`](crate::Rejection)'s message never contains a body.
+#[cfg(any(feature = "axum", feature = "actix-web"))]
+pub(crate) fn json_error_summary(what: &str, e: &serde_json::Error) -> String {
+    let category = match e.classify() {
+        serde_json::error::Category::Io => "io",
+        serde_json::error::Category::Syntax => "syntax",
+        serde_json::error::Category::Data => "data",
+        serde_json::error::Category::Eof => "eof",
+    };
+    format!(
+        "not {what}: {category} error at line {} column {}",
+        e.line(),
+        e.column()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -611,3 +611,203 @@ async fn standalone_extractor_honours_payload_config() {
     assert_eq!(res.status(), 200);
     assert_eq!(test::read_body(res).await, [b'a'; 16].as_slice());
 }
+
+/// A callback event whose `sourceBody` is `n` base64 characters: the callback about a message
+/// of about `n * 3 / 4` bytes.
+fn callback_body(n: usize) -> Vec<u8> {
+    format!(
+        r#"{{"status":200,"sourceMessageId":"msg_1","sourceBody":"{}"}}"#,
+        "A".repeat(n)
+    )
+    .into_bytes()
+}
+
+async fn on_callback(Callback(event): Callback) -> HttpResponse {
+    HttpResponse::Ok().body(format!(
+        "{} {}",
+        event.source_message_id,
+        event.source_body.len()
+    ))
+}
+
+#[actix_web::test]
+async fn callbacks_read_under_the_receivers_limit_not_payload_configs() {
+    // A 300 KiB callback (about a 225 KiB message): over `web::PayloadConfig`'s default
+    // (256 KiB), under the receiver's 1 MiB. Refused, it would be refused on every attempt.
+    let receiver = || common::receiver().max_body_bytes(1024 * 1024);
+    let body = callback_body(300 * 1024);
+    let with_middleware = test::init_service(
+        App::new().service(
+            web::resource("/jobs")
+                .wrap(QStashMiddleware::new(receiver()))
+                .route(web::post().to(on_callback)),
+        ),
+    )
+    .await;
+    let standalone = test::init_service(
+        App::new()
+            .app_data(web::Data::new(receiver()))
+            .route("/jobs", web::post().to(on_callback)),
+    )
+    .await;
+    for (app, how) in [
+        (&with_middleware, "middleware"),
+        (&standalone, "standalone"),
+    ] {
+        let res = test::call_service(app, signed(&body).to_request()).await;
+        assert_eq!(res.status(), 200, "{how}");
+        assert_eq!(
+            test::read_body(res).await,
+            format!("msg_1 {}", 300 * 1024 / 4 * 3),
+            "{how}"
+        );
+    }
+    // The receiver's limit still holds: over 1 MiB is a 413.
+    let res = test::call_service(
+        &standalone,
+        signed(&callback_body(1024 * 1024)).to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 413);
+}
+
+/// gzip of `{"task":"mail"}` (mtime 0).
+const GZIPPED: [u8; 35] = [
+    31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 171, 86, 42, 73, 44, 206, 86, 178, 82, 202, 77, 204, 204, 81,
+    170, 5, 0, 240, 112, 249, 218, 15, 0, 0, 0,
+];
+
+#[derive(Deserialize)]
+struct Task {
+    task: String,
+}
+
+async fn task(Verified(job): Verified<web::Json<Task>>) -> HttpResponse {
+    HttpResponse::Ok().body(job.into_inner().task)
+}
+
+#[actix_web::test]
+async fn a_compressed_body_is_verified_as_sent_then_decoded_by_the_route() {
+    // QStash signs the bytes it sends; a publisher's forwarded `Content-Encoding: gzip` body is
+    // signed compressed. actix-web decompresses for `web::Json` / `web::Bytes`: the hash must
+    // be over the raw bytes, in the standalone extractor as in the middleware.
+    let standalone = test::init_service(
+        App::new()
+            .app_data(web::Data::new(common::receiver()))
+            .route("/jobs", web::post().to(task)),
+    )
+    .await;
+    let with_middleware = test::init_service(
+        App::new().service(
+            web::resource("/jobs")
+                .wrap(QStashMiddleware::new(common::receiver()))
+                .route(web::post().to(task)),
+        ),
+    )
+    .await;
+    for (app, how) in [
+        (&standalone, "standalone"),
+        (&with_middleware, "middleware"),
+    ] {
+        let req = signed(&GZIPPED)
+            .insert_header(("content-encoding", "gzip"))
+            .insert_header(("content-type", "application/json"))
+            .to_request();
+        let res = test::call_service(app, req).await;
+        assert_eq!(res.status(), 200, "{how}");
+        assert_eq!(test::read_body(res).await, "mail", "{how}");
+    }
+    // The decompressed bytes, signed as such, are not what was sent: refused.
+    let req = Signer::new(common::CURRENT_KEY).delivery(URL, br#"{"task":"mail"}"#);
+    let mut forged = test::TestRequest::post()
+        .uri("/jobs")
+        .set_payload(GZIPPED.to_vec())
+        .insert_header(("content-encoding", "gzip"))
+        .insert_header(("content-type", "application/json"));
+    for (name, value) in &req.headers {
+        forged = forged.insert_header((name.as_str(), value.as_str()));
+    }
+    let res = test::call_service(&standalone, forged.to_request()).await;
+    assert_eq!(res.status(), 401);
+    let json: serde_json::Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+    assert_eq!(json["error"], "body_mismatch");
+}
+
+#[actix_web::test]
+async fn unparsable_payload_messages_do_not_quote_the_body() {
+    #[derive(Deserialize)]
+    struct Count {
+        #[allow(dead_code)]
+        count: u32,
+    }
+    async fn count(Verified(_): Verified<web::Json<Count>>) -> HttpResponse {
+        HttpResponse::Ok().finish()
+    }
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(common::receiver()))
+            .route("/jobs", web::post().to(count))
+            .route("/callbacks", web::post().to(on_callback)),
+    )
+    .await;
+    let secret = "s3cr3t-customer-data";
+    let callback = format!(r#"{{"status":"{secret}","sourceMessageId":"msg_1"}}"#);
+    let delivery = Signer::new(common::CURRENT_KEY).delivery(
+        &format!("{}/callbacks", common::PUBLIC_BASE),
+        callback.as_bytes(),
+    );
+    let mut req = test::TestRequest::post()
+        .uri("/callbacks")
+        .set_payload(callback.clone());
+    for (name, value) in &delivery.headers {
+        req = req.insert_header((name.as_str(), value.as_str()));
+    }
+    let job = format!(r#"{{"count":"{secret}"}}"#);
+    let requests = [
+        (
+            req.to_request(),
+            "not a qstash callback event: data error at line 1 column",
+        ),
+        (
+            signed(job.as_bytes())
+                .insert_header(("content-type", "application/json"))
+                .to_request(),
+            "not the route's JSON type: data error at line 1 column",
+        ),
+    ];
+    for (req, expected) in requests {
+        let res = test::call_service(&app, req).await;
+        assert_eq!(res.status(), 400);
+        let text = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
+        assert!(!text.contains(secret), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["error"], "invalid_payload");
+        assert!(
+            json["message"].as_str().unwrap().contains(expected),
+            "{text}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn app_data_rejection_handler_answers_under_a_middleware_without_one() {
+    let app = test::init_service(
+        App::new()
+            .app_data(RejectionHandler::new(|r| {
+                HttpResponse::build(actix_web::http::StatusCode::from_u16(r.status()).unwrap())
+                    .body(format!("custom: {}", r.code()))
+            }))
+            .service(
+                web::resource("/jobs")
+                    .wrap(QStashMiddleware::new(common::receiver()))
+                    .route(web::post().to(task)),
+            ),
+    )
+    .await;
+    let req = signed(br#"{"nope":1}"#)
+        .insert_header(("content-type", "application/json"))
+        .to_request();
+    let res = test::call_service(&app, req).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(test::read_body(res).await, "custom: invalid_payload");
+}

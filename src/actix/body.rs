@@ -3,9 +3,8 @@
 use actix_web::dev;
 use actix_web::error::PayloadError;
 use bytes::{Bytes, BytesMut};
-use std::pin::Pin;
 
-use futures_util::{Stream, StreamExt as _};
+use futures_util::StreamExt as _;
 
 use crate::{Receiver, Rejection};
 
@@ -50,23 +49,6 @@ pub(super) async fn read_limited(
         Some(buf) => buf.freeze(),
         None => first.unwrap_or_default(),
     })
-}
-
-/// The payload, cut off with [`PayloadError::Overflow`] past `limit` bytes; for extractors
-/// (`web::Bytes`) that apply their own limit too.
-pub(super) fn limited(payload: dev::Payload, limit: usize) -> dev::Payload {
-    let mut seen = 0usize;
-    let stream = payload.map(move |chunk| {
-        let chunk = chunk?;
-        seen = seen.saturating_add(chunk.len());
-        if seen > limit {
-            Err(PayloadError::Overflow)
-        } else {
-            Ok(chunk)
-        }
-    });
-    let boxed: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> = Box::pin(stream);
-    dev::Payload::from(boxed)
 }
 
 /// A transport error while reading; an overflow reported by actix itself is a 413.

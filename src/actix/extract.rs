@@ -5,7 +5,7 @@ use std::future::{Ready, ready};
 use std::ops::{Deref, DerefMut};
 
 use actix_web::body::BoxBody;
-use actix_web::error::PayloadError;
+use actix_web::error::{JsonPayloadError, PayloadError};
 use actix_web::http::StatusCode;
 use actix_web::{
     FromRequest, HttpMessage as _, HttpRequest, HttpResponse, ResponseError, dev, web,
@@ -14,10 +14,9 @@ use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
-use super::body::{limited, payload_error};
-use super::{
-    RejectionHandler, Verdict, check_head, content_length, log_rejection, respond, status_of,
-};
+use super::body::{payload_error, read_limited};
+use super::{RejectionHandler, Verdict, log_rejection, respond, status_of, verify_payload};
+use crate::callback::json_error_summary;
 use crate::{CallbackEvent, Claims, Delivery, FailureCallbackEvent, Receiver, Rejection};
 
 /// The error of this module's extractors: a [`Rejection`] answered like the middleware answers it
@@ -76,9 +75,10 @@ impl ResponseError for QStashRejection {
 ///   `web::Data<Receiver>` (`App::app_data(web::Data::new(receiver))`) or the `Receiver` itself
 ///   (`App::app_data(receiver)`); without one, it answers 500 `misconfigured`. Same steps as the
 ///   middleware: the token before reading the body, `Content-Length` over the limit → 413, then
-///   the body is read through `web::Bytes`, so `web::PayloadConfig`'s limit and mime type apply
-///   along with the receiver's limit (the smaller limit wins; 413 either way), then the body
-///   hash. [`Claims`] and [`Delivery`] are then in the request extensions
+///   the body is read as it came (not decompressed: QStash signs the bytes it sends) under the
+///   receiver's limit, then the body hash. `T` then runs on that body with its own
+///   configuration (`web::JsonConfig`, `web::PayloadConfig`: their limits and content types
+///   apply too, a limit exceeded is a 413). [`Claims`] and [`Delivery`] are then in the request extensions
 ///   (`req.extensions().get::<Delivery>()`); the [`Delivery`] and [`Claims`] *extractors* need the
 ///   middleware, since they may run before this extractor has finished.
 ///
@@ -222,7 +222,8 @@ impl FromRequest for Callback {
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut dev::Payload) -> Self::Future {
-        let fut = verified_json::<CallbackEvent>(req.clone(), payload.take());
+        let fut =
+            verified_json::<CallbackEvent>(req.clone(), payload.take(), "a qstash callback event");
         Box::pin(async move { fut.await.map(Callback) })
     }
 }
@@ -232,7 +233,11 @@ impl FromRequest for FailureCallback {
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut dev::Payload) -> Self::Future {
-        let fut = verified_json::<FailureCallbackEvent>(req.clone(), payload.take());
+        let fut = verified_json::<FailureCallbackEvent>(
+            req.clone(),
+            payload.take(),
+            "a qstash failure callback event",
+        );
         Box::pin(async move { fut.await.map(FailureCallback) })
     }
 }
@@ -279,13 +284,16 @@ fn from_extensions<T: Clone + 'static>(
 async fn verified_json<T: DeserializeOwned>(
     req: HttpRequest,
     payload: dev::Payload,
+    what: &'static str,
 ) -> Result<T, QStashRejection> {
     let (mut payload, receiver, handler) = verified_payload(&req, payload).await?;
-    let parsed = match web::Bytes::from_request(&req, &mut payload).await {
-        Ok(body) => {
-            serde_json::from_slice(&body).map_err(|e| receiver.invalid_payload(e.to_string()))
-        }
-        Err(e) => Err(inner_error(e, &receiver)),
+    // The verified body under the receiver's limit, not `web::PayloadConfig`'s (256 KiB by
+    // default): a callback carries the original message's body in base64, so a callback about a
+    // message of ~190 KiB or more is larger than that, and would be refused on every attempt.
+    let parsed = match read_limited(&mut payload, &receiver, None).await {
+        Ok(body) => serde_json::from_slice(&body)
+            .map_err(|e| receiver.invalid_payload(json_error_summary(what, &e))),
+        Err(rejection) => Err(rejection),
     };
     parsed.map_err(|rejection| QStashRejection::new(rejection, &req, handler))
 }
@@ -298,7 +306,13 @@ async fn verified_payload(
 ) -> Result<(dev::Payload, Receiver, Option<RejectionHandler>), QStashRejection> {
     let verdict = req.extensions().get::<Verdict>().cloned();
     if let Some(Verdict(setup)) = verdict {
-        return Ok((payload, setup.receiver.clone(), setup.handler.clone()));
+        // The middleware's handler, else one registered as app data (as for the other
+        // extractors).
+        let handler = setup
+            .handler
+            .clone()
+            .or_else(|| RejectionHandler::from_app_data(req));
+        return Ok((payload, setup.receiver.clone(), handler));
     }
     let handler = RejectionHandler::from_app_data(req);
     let Some(receiver) = receiver_from_app_data(req) else {
@@ -321,25 +335,14 @@ fn receiver_from_app_data(req: &HttpRequest) -> Option<Receiver> {
         .or_else(|| req.app_data::<Receiver>().cloned())
 }
 
-/// The receiver's steps without the middleware; the body is read through `web::Bytes` so that
-/// `web::PayloadConfig` applies, cut off at the receiver's limit.
+/// The receiver's steps without the middleware, the same as the middleware's: the body as it
+/// came, under the receiver's limit. [`Claims`] and [`Delivery`] go into the request extensions.
 async fn verify_here(
     req: &HttpRequest,
-    payload: dev::Payload,
+    mut payload: dev::Payload,
     receiver: &Receiver,
 ) -> Result<Bytes, Rejection> {
-    let (token, delivery) = check_head(
-        receiver,
-        req.uri(),
-        req.headers(),
-        req.app_config().secure(),
-    )?;
-    receiver.check_content_length(content_length(req.headers()))?;
-    let mut payload = limited(payload, receiver.limit());
-    let body = web::Bytes::from_request(req, &mut payload)
-        .await
-        .map_err(|e| inner_error(e, receiver))?;
-    let claims = receiver.check_body(token, &body)?;
+    let (body, claims, delivery) = verify_payload(receiver, req, &mut payload).await?;
     let mut extensions = req.extensions_mut();
     extensions.insert(claims);
     extensions.insert(delivery);
@@ -354,6 +357,10 @@ fn inner_error(e: actix_web::Error, receiver: &Receiver) -> Rejection {
     }
     if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
         return receiver.too_large();
+    }
+    // serde's message may quote the body: its category and position only.
+    if let Some(JsonPayloadError::Deserialize(json)) = e.as_error::<JsonPayloadError>() {
+        return receiver.invalid_payload(json_error_summary("the route's JSON type", json));
     }
     receiver.invalid_payload(e.to_string())
 }

@@ -10,8 +10,7 @@ use actix_web::dev::{self, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::{Error, HttpMessage as _, HttpResponse};
 use futures_util::future::LocalBoxFuture;
 
-use super::body::read_limited;
-use super::{RejectionHandler, Verdict, check_head, content_length, log_rejection, respond};
+use super::{RejectionHandler, Verdict, log_rejection, respond, verify_payload};
 use crate::dedup::{Begin, DUPLICATE_HEADER, DUPLICATE_HEADER_VALUE, DUPLICATE_STATUS, Dedup};
 use crate::{Claims, Delivery, Receiver, Rejection};
 
@@ -195,13 +194,8 @@ async fn verify(
     receiver: &Receiver,
     req: &mut ServiceRequest,
 ) -> Result<(Claims, Delivery), Rejection> {
-    let secure = req.app_config().secure();
-    let (token, delivery) = check_head(receiver, req.uri(), req.headers(), secure)?;
-    let announced = content_length(req.headers());
-    receiver.check_content_length(announced)?;
     let mut payload = req.take_payload();
-    let body = read_limited(&mut payload, receiver, announced).await?;
-    let claims = receiver.check_body(token, &body)?;
+    let (body, claims, delivery) = verify_payload(receiver, req.request(), &mut payload).await?;
     req.set_payload(dev::Payload::from(body));
     Ok((claims, delivery))
 }

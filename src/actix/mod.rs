@@ -259,6 +259,27 @@ fn check_head(
     receiver.check_request(pairs, &target, SystemTime::now())
 }
 
+/// The receiver's steps on a request: the head (token, URL, delivery headers), the announced
+/// length, then the payload read **as it came** (not decompressed: QStash signs the bytes it
+/// sends) under the receiver's limit, and its hash. The verified body, its claims and delivery.
+async fn verify_payload(
+    receiver: &Receiver,
+    req: &HttpRequest,
+    payload: &mut actix_web::dev::Payload,
+) -> Result<(bytes::Bytes, crate::Claims, Delivery), Rejection> {
+    let (token, delivery) = check_head(
+        receiver,
+        req.uri(),
+        req.headers(),
+        req.app_config().secure(),
+    )?;
+    let announced = content_length(req.headers());
+    receiver.check_content_length(announced)?;
+    let body = body::read_limited(payload, receiver, announced).await?;
+    let claims = receiver.check_body(token, &body)?;
+    Ok((body, claims, delivery))
+}
+
 /// The announced `Content-Length`, when there is a readable one.
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers

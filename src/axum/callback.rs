@@ -29,17 +29,9 @@ where
         .await
         .map_err(|_| Rejection::BodyRead("the verified body could not be read".to_owned()))?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        // Category and position only: serde's message may quote the body.
-        let category = match e.classify() {
-            serde_json::error::Category::Io => "io",
-            serde_json::error::Category::Syntax => "syntax",
-            serde_json::error::Category::Data => "data",
-            serde_json::error::Category::Eof => "eof",
-        };
-        let rejection = receiver.invalid_payload(format!(
-            "not a qstash {what}: {category} error at line {} column {}",
-            e.line(),
-            e.column()
+        let rejection = receiver.invalid_payload(crate::callback::json_error_summary(
+            &format!("a qstash {what}"),
+            &e,
         ));
         crate::tower::log_rejection(&rejection, None);
         rejection
