@@ -20,11 +20,11 @@ const MIN_SHARD_CAPACITY: usize = 1024;
 /// use [`RedisStore`](super::RedisStore) (feature `redis`) when several instances receive.
 ///
 /// Bounded: it holds at most its capacity of entries, so memory stays flat under a flood of
-/// distinct message ids. When full, it evicts the oldest **completed** ids first (an evicted
-/// id delivered again is processed again: at least once), then an expired lease; a store full
-/// of live leases refuses a new claim with [`StoreError::CapacityExhausted`] (a `503`, QStash
-/// retries) rather than dropping a live lease. Replay-guard ids count as completed ones.
-/// Expired entries are dropped when met (or evicted).
+/// distinct message ids. When full, it evicts an expired entry first, then the oldest
+/// **completed** id (or replay-guard id; an evicted id delivered again is processed again: at
+/// least once), then an expired lease; a store full of live leases refuses a new claim with
+/// [`StoreError::CapacityExhausted`] (a `503`, QStash retries) rather than dropping a live lease.
+/// Expired entries are also dropped when met.
 ///
 /// Concurrent: the keys are spread over up to 16 shards (one per 1024 entries of capacity),
 /// each behind its own mutex held only for a map operation (never across an `await`). Each
@@ -148,7 +148,7 @@ impl MemoryStore {
             return Ok(false);
         }
         shard.make_room(now, self.capacity)?;
-        shard.insert(key, State::Completed, expiry(now, ttl));
+        shard.insert(key, State::Remembered, expiry(now, ttl));
         Ok(true)
     }
 }
@@ -218,6 +218,8 @@ fn expiry(now: Instant, ttl: Duration) -> Instant {
 enum State {
     Leased(LeaseToken),
     Completed,
+    /// A replay-guard id ([`DedupStore::remember`]): short-lived, kept in an order of its own.
+    Remembered,
 }
 
 struct Entry {
@@ -228,13 +230,20 @@ struct Entry {
     seq: u64,
 }
 
+/// An entry's place in one of the insertion orders, with its expiry (read without a lookup).
+type Order = BTreeMap<u64, (Arc<str>, Instant)>;
+
 #[derive(Default)]
 struct Shard {
     entries: HashMap<Arc<str>, Entry>,
-    /// Completed (and replay-guard) entries by insertion order: evicted first, oldest first.
-    completed: BTreeMap<u64, Arc<str>>,
+    /// Completed message ids by insertion order (their retention is alike, so the oldest expires
+    /// first).
+    completed: Order,
+    /// Replay-guard ids by insertion order (they live minutes, completed ids days: kept apart so
+    /// that expired ones are found at the front).
+    remembered: Order,
     /// Leases by insertion order.
-    leases: BTreeMap<u64, Arc<str>>,
+    leases: Order,
     next_seq: u64,
     /// This shard's part of the capacity.
     limit: usize,
@@ -249,7 +258,7 @@ impl Shard {
             return None;
         }
         Some(match entry.state {
-            State::Completed => ClaimOutcome::Completed,
+            State::Completed | State::Remembered => ClaimOutcome::Completed,
             State::Leased(_) => ClaimOutcome::InProgress {
                 remaining: entry.expires_at.saturating_duration_since(now),
             },
@@ -276,10 +285,8 @@ impl Shard {
         let key: Arc<str> = Arc::from(key);
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        match state {
-            State::Completed => self.completed.insert(seq, Arc::clone(&key)),
-            State::Leased(_) => self.leases.insert(seq, Arc::clone(&key)),
-        };
+        self.order(&state)
+            .insert(seq, (Arc::clone(&key), expires_at));
         self.entries.insert(
             Arc::clone(&key),
             Entry {
@@ -315,41 +322,63 @@ impl Shard {
         let stored = Arc::clone(&entry.key);
         self.next_seq = self.next_seq.wrapping_add(1);
         self.leases.remove(&old_seq);
-        self.completed.insert(seq, stored);
+        self.completed.insert(seq, (stored, expires_at));
         true
     }
 
     fn remove(&mut self, key: &str) {
         if let Some(entry) = self.entries.remove(key) {
-            match entry.state {
-                State::Completed => self.completed.remove(&entry.seq),
-                State::Leased(_) => self.leases.remove(&entry.seq),
-            };
+            self.order(&entry.state).remove(&entry.seq);
         }
     }
 
-    /// Evicts until one more entry fits: the oldest completed, else the oldest lease if expired.
+    /// The insertion order an entry in `state` is kept in.
+    fn order(&mut self, state: &State) -> &mut Order {
+        match state {
+            State::Completed => &mut self.completed,
+            State::Remembered => &mut self.remembered,
+            State::Leased(_) => &mut self.leases,
+        }
+    }
+
+    /// Evicts until one more entry fits: an expired entry first (the oldest of each order), then
+    /// the oldest completed or replay-guard id, then an expired lease anywhere (leases of
+    /// `Dedup`s with different lease TTLs expire out of order); never a live lease.
     fn make_room(&mut self, now: Instant, capacity: usize) -> Result<(), StoreError> {
         while self.entries.len() >= self.limit.max(1) {
-            if let Some((_, key)) = self.completed.pop_first() {
-                self.entries.remove(&key);
-                continue;
-            }
-            let oldest_lease_expired = self
-                .leases
-                .first_key_value()
-                .and_then(|(_, key)| self.entries.get(key))
-                .is_some_and(|e| e.expires_at <= now);
-            match self.leases.pop_first() {
-                Some((_, key)) if oldest_lease_expired => {
-                    self.entries.remove(&key);
+            let expired = |order: &Order| {
+                order
+                    .first_key_value()
+                    .is_some_and(|(_, (_, expires_at))| *expires_at <= now)
+            };
+            let victim = if expired(&self.remembered) {
+                self.remembered.pop_first()
+            } else if expired(&self.completed) {
+                self.completed.pop_first()
+            } else if expired(&self.leases) {
+                self.leases.pop_first()
+            } else {
+                match (
+                    self.completed.first_key_value(),
+                    self.remembered.first_key_value(),
+                ) {
+                    (Some((c, _)), Some((r, _))) if r < c => self.remembered.pop_first(),
+                    (Some(_), _) => self.completed.pop_first(),
+                    (None, Some(_)) => self.remembered.pop_first(),
+                    (None, None) => {
+                        let seq = self
+                            .leases
+                            .iter()
+                            .find(|(_, (_, expires_at))| *expires_at <= now)
+                            .map(|(seq, _)| *seq);
+                        seq.and_then(|seq| self.leases.remove_entry(&seq))
+                    }
                 }
-                Some((seq, key)) => {
-                    self.leases.insert(seq, key);
-                    return Err(StoreError::CapacityExhausted { capacity });
-                }
-                None => return Err(StoreError::CapacityExhausted { capacity }),
-            }
+            };
+            let Some((_, (key, _))) = victim else {
+                return Err(StoreError::CapacityExhausted { capacity });
+            };
+            self.entries.remove(&key);
         }
         Ok(())
     }
@@ -409,5 +438,87 @@ mod tests {
             ClaimOutcome::Acquired(_)
         ));
         assert_eq!(store.len(), 1);
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn acquired(store: &MemoryStore, key: &str, ttl: Duration) -> LeaseToken {
+        match store.claim_sync(key, ttl).unwrap() {
+            ClaimOutcome::Acquired(token) => token,
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_expired_lease_behind_a_live_older_one_makes_room() {
+        // Two `Dedup`s with different lease TTLs on one store: leases expire out of order.
+        let store = MemoryStore::with_capacity(2);
+        acquired(&store, "long", HOUR);
+        acquired(&store, "short", Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        acquired(&store, "new", HOUR);
+        assert_eq!(store.len(), 2);
+        // The live lease was kept; the expired one went.
+        assert!(matches!(
+            store.claim_sync("long", HOUR).unwrap(),
+            ClaimOutcome::InProgress { .. }
+        ));
+        assert!(matches!(
+            store.claim_sync("new", HOUR).unwrap(),
+            ClaimOutcome::InProgress { .. }
+        ));
+        // Full of live leases: refused, nothing dropped.
+        assert!(matches!(
+            store.claim_sync("other", HOUR),
+            Err(StoreError::CapacityExhausted { capacity: 2 })
+        ));
+    }
+
+    #[test]
+    fn expired_replay_guard_ids_go_before_live_completed_ids() {
+        let store = MemoryStore::with_capacity(2);
+        let token = acquired(&store, "msg:a", HOUR);
+        assert_eq!(
+            store.complete_sync("msg:a", &token, 7 * 24 * HOUR).unwrap(),
+            LeaseOutcome::Applied
+        );
+        assert!(
+            store
+                .remember_sync("jti:x", Duration::from_millis(1))
+                .unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        acquired(&store, "msg:b", HOUR);
+        // The expired guard id made room; the completed id is still remembered.
+        assert!(matches!(
+            store.claim_sync("msg:a", HOUR).unwrap(),
+            ClaimOutcome::Completed
+        ));
+        assert!(store.remember_sync("jti:x", HOUR).unwrap());
+    }
+
+    #[test]
+    fn live_completed_and_guard_ids_go_oldest_first() {
+        let store = MemoryStore::with_capacity(3);
+        assert!(store.remember_sync("jti:old", HOUR).unwrap());
+        let token = acquired(&store, "msg:a", HOUR);
+        store.complete_sync("msg:a", &token, HOUR).unwrap();
+        assert!(store.remember_sync("jti:young", HOUR).unwrap());
+        // Full: the oldest of the live completed and guard ids goes: the old guard id (the
+        // other two are still there; a live guard id is not inserted again).
+        acquired(&store, "msg:b", HOUR);
+        assert!(matches!(
+            store.claim_sync("msg:a", HOUR).unwrap(),
+            ClaimOutcome::Completed
+        ));
+        assert!(!store.remember_sync("jti:young", HOUR).unwrap());
+        assert_eq!(store.len(), 3);
+        // Then the completed id, older than the young guard id.
+        acquired(&store, "msg:c", HOUR);
+        assert!(!store.remember_sync("jti:young", HOUR).unwrap());
+        assert!(matches!(
+            store.claim_sync("msg:a", HOUR).unwrap(),
+            ClaimOutcome::Acquired(_)
+        ));
     }
 }
