@@ -627,8 +627,10 @@ fn unguarded_without_id() -> Begin {
 
 /// The lease on a message id, held while the handler runs. Finish it with the handler's status
 /// ([`Lease::finish`]), or [`Lease::complete`] / [`Lease::release`] it. Dropped without either
-/// (a panic, a dropped request future), it releases in the background on the current tokio
-/// runtime, so QStash's retry is processed; without a runtime the lease expires after its TTL.
+/// (a panic, a dropped request future), it releases, so QStash's retry is processed: at once
+/// with a store that answers at once ([`DedupStore::release_now`], as [`MemoryStore`] does),
+/// else in the background on the current tokio runtime; without a runtime (or once it is
+/// shutting down) such a lease expires after its TTL.
 pub struct Lease {
     armed: Option<Armed>,
 }
@@ -755,6 +757,16 @@ impl Drop for Lease {
         let Some(armed) = self.armed.take() else {
             return;
         };
+        // A store that answers at once (`MemoryStore`) releases right here: no task, so it also
+        // works outside a runtime and while one shuts down.
+        if let Some(result) = armed.store.release_now(&armed.key, &armed.token) {
+            tracing::debug!(
+                message_id = armed.message_id(),
+                "qstash lease dropped: released"
+            );
+            log_released(&armed, &result);
+            return;
+        }
         release_in_background(armed);
     }
 }
@@ -857,6 +869,21 @@ mod tests {
         ) -> StoreFuture<'a, LeaseOutcome> {
             self.0.release(key, token)
         }
+    }
+
+    #[test]
+    fn a_lease_dropped_outside_a_runtime_is_released_by_a_store_that_answers_at_once() {
+        // No tokio runtime here (as when one is shutting down): no task can be spawned.
+        let dedup = Dedup::new(Arc::new(MemoryStore::new()));
+        let Some(Begin::Run(lease)) = dedup.begin_now(&delivery("m1")) else {
+            panic!("a new id runs");
+        };
+        drop(lease);
+        // Released at once: the retry runs (it would wait out the lease TTL otherwise).
+        assert!(matches!(
+            dedup.begin_now(&delivery("m1")),
+            Some(Begin::Run(_))
+        ));
     }
 
     #[test]
