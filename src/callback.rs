@@ -33,6 +33,11 @@ use serde::{Deserialize, Serialize};
 /// Fields follow QStash's JSON (camelCase there). Unknown fields are ignored; everything but
 /// `status` and `sourceMessageId` is optional. Times are Unix **milliseconds**, accepted as
 /// numbers or numeric strings; header maps accept arrays of strings or plain strings.
+///
+/// Size: a callback carries the original message's body and the destination's response body,
+/// both in base64 (4/3 of their size). A callback about a message of about 750 KiB or more is
+/// larger than the receiver's default 1 MiB limit; give the callback route's receiver a larger
+/// one ([`Receiver::max_body_bytes`](crate::Receiver::max_body_bytes)).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]

@@ -27,8 +27,8 @@ pub fn non_retryable() -> HttpResponseBuilder {
 }
 
 /// `status` (use a non-2xx one: QStash retries only those) with `Retry-After` set to `delay` in
-/// whole seconds, rounded up: QStash waits that long before the next attempt instead of its
-/// backoff.
+/// whole seconds, rounded up, at least 1 (as the axum `RetryAfter`): QStash waits that long
+/// before the next attempt instead of its backoff.
 ///
 /// ```
 /// use std::time::Duration;
@@ -38,11 +38,14 @@ pub fn non_retryable() -> HttpResponseBuilder {
 /// let res = retry_after(StatusCode::SERVICE_UNAVAILABLE, Duration::from_millis(1500)).finish();
 /// assert_eq!(res.status(), 503);
 /// assert_eq!(res.headers().get("retry-after").unwrap(), "2");
+/// let res = retry_after(StatusCode::SERVICE_UNAVAILABLE, Duration::ZERO).finish();
+/// assert_eq!(res.headers().get("retry-after").unwrap(), "1");
 /// ```
 pub fn retry_after(status: StatusCode, delay: Duration) -> HttpResponseBuilder {
     let secs = delay
         .as_secs()
-        .saturating_add(u64::from(delay.subsec_nanos() > 0));
+        .saturating_add(u64::from(delay.subsec_nanos() > 0))
+        .max(1);
     let mut builder = HttpResponseBuilder::new(status);
     builder.insert_header((RETRY_AFTER, secs.to_string()));
     builder
