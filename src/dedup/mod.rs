@@ -716,12 +716,19 @@ impl Lease {
     }
 
     /// Gives the message id back, so the next delivery of it (QStash's retry) runs.
+    ///
+    /// Should the store fail, the release is tried once more [`RELEASE_RETRY_DELAY`] later in
+    /// the background (it is idempotent: the store checks the lease token), so that a passing
+    /// store failure does not hold the id for the whole lease TTL.
     pub async fn release(mut self) -> Result<LeaseOutcome, StoreError> {
         let Some(a) = self.armed.as_ref() else {
             return Ok(LeaseOutcome::NotHeld);
         };
         let result = a.store.release(&a.key, &a.token).await;
         log_released(a, &result);
+        if let (Err(_), Some(a)) = (&result, self.armed.take()) {
+            release_later(a);
+        }
         self.armed = None;
         result
     }
@@ -747,9 +754,38 @@ fn log_released(a: &Armed, result: &Result<LeaseOutcome, StoreError>) {
         tracing::warn!(
             message_id = a.message_id(),
             %error,
-            "qstash dedup store failed to release: retries wait until the lease expires"
+            "qstash dedup store failed to release"
         );
     }
+}
+
+/// How long after a failed [`Lease::release`] it is tried once more, in the background.
+pub const RELEASE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+#[cfg(any(feature = "tower", feature = "actix-web", feature = "redis"))]
+fn release_later(a: Armed) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return no_runtime(&a);
+    };
+    handle.spawn(async move {
+        tokio::time::sleep(RELEASE_RETRY_DELAY).await;
+        match a.store.release(&a.key, &a.token).await {
+            Ok(_) => tracing::debug!(
+                message_id = a.message_id(),
+                "qstash lease released on retry"
+            ),
+            Err(error) => tracing::warn!(
+                message_id = a.message_id(),
+                %error,
+                "qstash dedup store failed to release again: retries wait until the lease expires"
+            ),
+        }
+    });
+}
+
+#[cfg(not(any(feature = "tower", feature = "actix-web", feature = "redis")))]
+fn release_later(a: Armed) {
+    no_runtime(&a);
 }
 
 impl Drop for Lease {
@@ -801,7 +837,7 @@ fn release_in_background(a: Armed) {
 fn no_runtime(a: &Armed) {
     tracing::warn!(
         message_id = a.message_id(),
-        "qstash lease dropped outside a tokio runtime: it expires after its TTL"
+        "qstash lease left unreleased outside a tokio runtime: it expires after its TTL"
     );
 }
 
@@ -869,6 +905,62 @@ mod tests {
         ) -> StoreFuture<'a, LeaseOutcome> {
             self.0.release(key, token)
         }
+    }
+
+    /// A memory store answering through futures whose first release fails (a passing outage).
+    struct FirstReleaseFails(MemoryStore, std::sync::atomic::AtomicBool);
+
+    impl DedupStore for FirstReleaseFails {
+        fn claim_now(&self, key: &str, ttl: Duration) -> Option<Result<ClaimOutcome, StoreError>> {
+            self.0.claim_now(key, ttl)
+        }
+        fn claim<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, ClaimOutcome> {
+            self.0.claim(key, ttl)
+        }
+        fn complete<'a>(
+            &'a self,
+            key: &'a str,
+            token: &'a LeaseToken,
+            retention: Duration,
+        ) -> StoreFuture<'a, LeaseOutcome> {
+            self.0.complete(key, token, retention)
+        }
+        fn release<'a>(
+            &'a self,
+            key: &'a str,
+            token: &'a LeaseToken,
+        ) -> StoreFuture<'a, LeaseOutcome> {
+            if self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                self.0.release(key, token)
+            } else {
+                Box::pin(async { Err(StoreError::UnexpectedReply("outage")) })
+            }
+        }
+    }
+
+    #[cfg(any(feature = "tower", feature = "actix-web", feature = "redis"))]
+    #[tokio::test]
+    async fn a_failed_release_is_tried_once_more_in_the_background() {
+        let store = FirstReleaseFails(MemoryStore::new(), Default::default());
+        let dedup = Dedup::new(Arc::new(store));
+        let Some(Begin::Run(lease)) = dedup.begin_now(&delivery("m1")) else {
+            panic!("a new id runs");
+        };
+        assert!(matches!(
+            lease.release().await,
+            Err(StoreError::UnexpectedReply("outage"))
+        ));
+        // Still held for now: QStash's retry meanwhile is refused.
+        assert!(matches!(
+            dedup.begin_now(&delivery("m1")),
+            Some(Begin::Refuse(Rejection::InProgress { .. }))
+        ));
+        tokio::time::sleep(RELEASE_RETRY_DELAY + Duration::from_millis(300)).await;
+        // Released by the retry: the next delivery runs.
+        assert!(matches!(
+            dedup.begin_now(&delivery("m1")),
+            Some(Begin::Run(_))
+        ));
     }
 
     #[test]
