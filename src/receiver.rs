@@ -154,7 +154,7 @@ impl Receiver {
         let region = scan.region.and_then(|r| std::str::from_utf8(r).ok());
         let url = self.url_policy.expected_url_cow(target)?;
         let token = self.verifier.verify_token_in_region_at(
-            signature.trim(),
+            signature.trim_matches([' ', '\t']),
             url.as_deref(),
             region,
             now,
@@ -247,6 +247,42 @@ mod tests {
         assert_eq!(r.check_content_length(Some(17)).unwrap_err().status(), 413);
         assert!(r.check_content_length(Some(16)).is_ok());
         assert!(r.check_content_length(None).is_ok());
+    }
+
+    #[test]
+    fn only_blanks_around_the_token_are_trimmed() {
+        // HTTP's optional whitespace (spaces, tabs) around a header value is not part of it;
+        // anything else after the token makes it malformed, as the core says.
+        let r = receiver();
+        let target = RequestTarget::new("/jobs");
+        let d = Signer::new("sig_a").delivery("https://x.example/jobs", b"");
+        let with_signature = |suffix: &str| {
+            d.headers
+                .iter()
+                .map(|(n, v)| {
+                    let v = if n == crate::SIGNATURE_HEADER {
+                        format!(" \t{v}{suffix}")
+                    } else {
+                        v.clone()
+                    };
+                    (n.clone(), v)
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            r.check_request(headers(&with_signature(" \t")), &target, SystemTime::now())
+                .is_ok()
+        );
+        for suffix in ["\n", "\u{a0}", "\u{3000}", "\r"] {
+            let err = r
+                .check_request(headers(&with_signature(suffix)), &target, SystemTime::now())
+                .unwrap_err();
+            assert_eq!(
+                (err.status(), err.code()),
+                (401, "malformed_token"),
+                "{suffix:?}"
+            );
+        }
     }
 
     #[test]

@@ -154,8 +154,9 @@ impl UrlPolicy {
         Self(Kind::Fn(Arc::new(f)))
     }
 
-    /// Rebuilds the URL from `X-Forwarded-Proto` (else the scheme the server saw, else
-    /// `default_scheme`) and `X-Forwarded-Host` (else `Host`), plus the path and query.
+    /// Rebuilds the URL from `X-Forwarded-Proto` (else the scheme the server knows for sure:
+    /// `https` when it terminated TLS itself, an absolute request URI's; else `default_scheme`)
+    /// and `X-Forwarded-Host` (else `Host`), plus the path and query.
     ///
     /// Only behind a proxy that overwrites these headers: otherwise the caller chooses them.
     pub fn trust_forwarded_headers(default_scheme: impl Into<String>) -> Self {

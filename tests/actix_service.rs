@@ -811,3 +811,42 @@ async fn app_data_rejection_handler_answers_under_a_middleware_without_one() {
     assert_eq!(res.status(), 400);
     assert_eq!(test::read_body(res).await, "custom: invalid_payload");
 }
+
+#[actix_web::test]
+async fn forwarded_headers_policy_uses_its_default_scheme_behind_a_tls_proxy() {
+    // TLS ends at a proxy that sends no `X-Forwarded-Proto`: actix-web serves plain HTTP, which
+    // says nothing about the public scheme; the policy's default (`https`) decides, as in the
+    // tower layer.
+    use qstash_receiver::UrlPolicy;
+    let receiver = common::receiver().url_policy(UrlPolicy::trust_forwarded_headers("https"));
+    let app = test::init_service(
+        App::new().service(
+            web::resource("/jobs")
+                .wrap(QStashMiddleware::new(receiver))
+                .route(web::post().to(echo)),
+        ),
+    )
+    .await;
+    let delivery = Signer::new(common::CURRENT_KEY).delivery("https://app.example/jobs", b"{}");
+    let request = |proto: Option<&str>| {
+        let mut req = test::TestRequest::post()
+            .uri("/jobs")
+            .insert_header(("host", "app.example"))
+            .set_payload(&b"{}"[..]);
+        for (name, value) in &delivery.headers {
+            req = req.insert_header((name.as_str(), value.as_str()));
+        }
+        if let Some(proto) = proto {
+            req = req.insert_header(("x-forwarded-proto", proto));
+        }
+        req.to_request()
+    };
+    let res = test::call_service(&app, request(None)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(test::read_body(res).await, "{}");
+    // The proxy's word wins when it gives one.
+    let res = test::call_service(&app, request(Some("http"))).await;
+    assert_eq!(res.status(), 401);
+    let json: serde_json::Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+    assert_eq!(json["error"], "url_mismatch");
+}

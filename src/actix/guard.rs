@@ -97,7 +97,12 @@ impl Guard for QStashGuard {
         };
         self.receiver
             .verifier()
-            .verify_token_in_region_at(signature.trim(), url.as_deref(), region, SystemTime::now())
+            .verify_token_in_region_at(
+                signature.trim_matches([' ', '\t']),
+                url.as_deref(),
+                region,
+                SystemTime::now(),
+            )
             .is_ok()
     }
 }

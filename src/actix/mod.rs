@@ -222,9 +222,12 @@ fn request_target<'a>(
         target.path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
     }
     if reads.headers {
+        // A server that terminated TLS itself saw `https`; one that did not may sit behind a
+        // proxy that did, so "http" is not known: the policy's default scheme decides then (as
+        // in the tower layer, where hyper gives no scheme).
         let scheme = uri
             .scheme_str()
-            .or(secure.map(|secure| if secure { "https" } else { "http" }));
+            .or(secure.and_then(|secure| secure.then_some("https")));
         let host = headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
