@@ -24,7 +24,7 @@ use bytes::Bytes;
 use qstash_receiver::actix::{
     Callback, FailureCallback, QStashGuard, QStashMiddleware, RejectionHandler, Verified,
 };
-use qstash_receiver::test_utils::Signer;
+use qstash_receiver::test_utils::{SignedDelivery, Signer};
 use qstash_receiver::{Claims, Delivery, MatchedKey, Rejection, RequestTarget};
 use serde::Deserialize;
 
@@ -53,8 +53,13 @@ fn request(case: &common::Case) -> test::TestRequest {
 
 fn signed(body: &[u8]) -> test::TestRequest {
     let delivery = Signer::new(common::CURRENT_KEY).delivery(URL, body);
+    delivered(&delivery, "/jobs", body)
+}
+
+/// A POST of `body` to `path` with `delivery`'s headers (its token may be for another body).
+fn delivered(delivery: &SignedDelivery, path: &str, body: &[u8]) -> test::TestRequest {
     let mut req = test::TestRequest::post()
-        .uri("/jobs")
+        .uri(path)
         .set_payload(body.to_vec());
     for (name, value) in &delivery.headers {
         req = req.insert_header((name.as_str(), value.as_str()));
@@ -195,13 +200,8 @@ async fn payload_is_intact_downstream_for_json_bytes_and_string() {
     ] {
         let url = format!("{}{path}", common::PUBLIC_BASE);
         let delivery = Signer::new(common::NEXT_KEY).delivery(&url, body);
-        let mut req = test::TestRequest::post()
-            .uri(path)
-            .insert_header(("content-type", "application/json"))
-            .set_payload(&body[..]);
-        for (name, value) in &delivery.headers {
-            req = req.insert_header((name.as_str(), value.as_str()));
-        }
+        let req =
+            delivered(&delivery, path, body).insert_header(("content-type", "application/json"));
         let res = test::call_service(&app, req.to_request()).await;
         assert_eq!(res.status(), 200, "{path}");
         assert_eq!(test::read_body(res).await, expected, "{path}");
@@ -230,10 +230,7 @@ async fn claims_and_delivery_in_extensions_and_as_extractors() {
     )
     .await;
     let d = Signer::new(common::NEXT_KEY).delivery_with_id(URL, b"x", "msg_abc", 2);
-    let mut req = test::TestRequest::post().uri("/jobs").set_payload("x");
-    for (name, value) in &d.headers {
-        req = req.insert_header((name.as_str(), value.as_str()));
-    }
+    let req = delivered(&d, "/jobs", b"x");
     let json: serde_json::Value = test::call_and_read_body_json(&app, req.to_request()).await;
     assert_eq!(
         json,
@@ -265,10 +262,7 @@ async fn standalone_extractor_leaves_claims_and_delivery_in_extensions() {
     )
     .await;
     let d = Signer::new(common::CURRENT_KEY).delivery_with_id(URL, b"hi", "msg_x", 0);
-    let mut req = test::TestRequest::post().uri("/jobs").set_payload("hi");
-    for (name, value) in &d.headers {
-        req = req.insert_header((name.as_str(), value.as_str()));
-    }
+    let req = delivered(&d, "/jobs", b"hi");
     let body = test::call_and_read_body(&app, req.to_request()).await;
     assert_eq!(body, format!("hi msg_x {URL}"));
 }
@@ -718,15 +712,10 @@ async fn a_compressed_body_is_verified_as_sent_then_decoded_by_the_route() {
         assert_eq!(test::read_body(res).await, "mail", "{how}");
     }
     // The decompressed bytes, signed as such, are not what was sent: refused.
-    let req = Signer::new(common::CURRENT_KEY).delivery(URL, br#"{"task":"mail"}"#);
-    let mut forged = test::TestRequest::post()
-        .uri("/jobs")
-        .set_payload(GZIPPED.to_vec())
+    let decoded = Signer::new(common::CURRENT_KEY).delivery(URL, br#"{"task":"mail"}"#);
+    let forged = delivered(&decoded, "/jobs", &GZIPPED)
         .insert_header(("content-encoding", "gzip"))
         .insert_header(("content-type", "application/json"));
-    for (name, value) in &req.headers {
-        forged = forged.insert_header((name.as_str(), value.as_str()));
-    }
     let res = test::call_service(&standalone, forged.to_request()).await;
     assert_eq!(res.status(), 401);
     let json: serde_json::Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
@@ -756,12 +745,7 @@ async fn unparsable_payload_messages_do_not_quote_the_body() {
         &format!("{}/callbacks", common::PUBLIC_BASE),
         callback.as_bytes(),
     );
-    let mut req = test::TestRequest::post()
-        .uri("/callbacks")
-        .set_payload(callback.clone());
-    for (name, value) in &delivery.headers {
-        req = req.insert_header((name.as_str(), value.as_str()));
-    }
+    let req = delivered(&delivery, "/callbacks", callback.as_bytes());
     let job = format!(r#"{{"count":"{secret}"}}"#);
     let requests = [
         (
@@ -829,13 +813,7 @@ async fn forwarded_headers_policy_uses_its_default_scheme_behind_a_tls_proxy() {
     .await;
     let delivery = Signer::new(common::CURRENT_KEY).delivery("https://app.example/jobs", b"{}");
     let request = |proto: Option<&str>| {
-        let mut req = test::TestRequest::post()
-            .uri("/jobs")
-            .insert_header(("host", "app.example"))
-            .set_payload(&b"{}"[..]);
-        for (name, value) in &delivery.headers {
-            req = req.insert_header((name.as_str(), value.as_str()));
-        }
+        let mut req = delivered(&delivery, "/jobs", b"{}").insert_header(("host", "app.example"));
         if let Some(proto) = proto {
             req = req.insert_header(("x-forwarded-proto", proto));
         }

@@ -420,6 +420,23 @@ async fn settled_value(server: &RedisServer, id: &str) -> Option<String> {
     value
 }
 
+/// Begins a delivery of `id` and drops it after 150 ms, while Redis (paused) has not run its
+/// claim: a client gone, a timeout around the service, a shutdown.
+async fn drop_a_claim_in_flight(server: &RedisServer, dedup: &Dedup, id: &str) {
+    pause_writes(server, 400);
+    let dropped = tokio::time::timeout(Duration::from_millis(150), begin(dedup, id)).await;
+    assert!(dropped.is_err(), "the claim was still in flight");
+}
+
+/// The next delivery of `id` runs, and once completed the one after is a duplicate.
+async fn runs_then_duplicate(dedup: &Dedup, id: &str) {
+    expect_run(begin(dedup, id).await)
+        .finish(200)
+        .await
+        .unwrap();
+    expect_duplicate(begin(dedup, id).await, id);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_answered_after_the_reply_timeout_does_not_hold_the_id() {
     let Some(server) = RedisServer::start() else {
@@ -433,11 +450,7 @@ async fn a_claim_answered_after_the_reply_timeout_does_not_hold_the_id() {
     expect_store_unavailable(begin(&dedup, &id).await, 10);
     // The lease the lost claim took is released, so QStash's retry runs.
     assert_eq!(settled_value(&server, &id).await, None);
-    expect_run(begin(&dedup, &id).await)
-        .finish(200)
-        .await
-        .unwrap();
-    expect_duplicate(begin(&dedup, &id).await, &id);
+    runs_then_duplicate(&dedup, &id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -447,17 +460,9 @@ async fn a_claim_dropped_in_flight_does_not_hold_the_id() {
     };
     let dedup = Dedup::new(store(&server).await);
     let id = new_id();
-    pause_writes(&server, 400);
-    // The request is dropped (a client gone, a timeout around the service, a shutdown) while its
-    // claim waits for Redis.
-    let dropped = tokio::time::timeout(Duration::from_millis(150), begin(&dedup, &id)).await;
-    assert!(dropped.is_err(), "the claim was still in flight");
+    drop_a_claim_in_flight(&server, &dedup, &id).await;
     assert_eq!(settled_value(&server, &id).await, None);
-    expect_run(begin(&dedup, &id).await)
-        .finish(200)
-        .await
-        .unwrap();
-    expect_duplicate(begin(&dedup, &id).await, &id);
+    runs_then_duplicate(&dedup, &id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,9 +475,7 @@ async fn a_lost_claims_release_leaves_another_holders_lease_alone() {
     let lease = expect_run(begin(&dedup, &id).await);
     // A second delivery's claim is lost while the first one holds the lease: its release (for
     // its own token) must not free the holder's lease.
-    pause_writes(&server, 400);
-    let dropped = tokio::time::timeout(Duration::from_millis(150), begin(&dedup, &id)).await;
-    assert!(dropped.is_err(), "the claim was still in flight");
+    drop_a_claim_in_flight(&server, &dedup, &id).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let value: String = redis::cmd("GET")
         .arg(format!("qstash:msg:{id}"))

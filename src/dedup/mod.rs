@@ -883,39 +883,33 @@ mod tests {
         Delivery::from_headers([("upstash-message-id", id.as_bytes())]).unwrap()
     }
 
-    /// A store that only answers through futures (as a networked one does).
-    struct AsyncOnly(MemoryStore);
+    /// A memory store that settles leases only through futures, as a networked one does; it
+    /// claims at once or not, and its first `failing_releases` releases fail (a passing outage).
+    struct TestStore {
+        inner: MemoryStore,
+        claims_at_once: bool,
+        failing_releases: std::sync::atomic::AtomicU32,
+    }
 
-    impl DedupStore for AsyncOnly {
-        fn claim<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, ClaimOutcome> {
-            self.0.claim(key, ttl)
-        }
-        fn complete<'a>(
-            &'a self,
-            key: &'a str,
-            token: &'a LeaseToken,
-            retention: Duration,
-        ) -> StoreFuture<'a, LeaseOutcome> {
-            self.0.complete(key, token, retention)
-        }
-        fn release<'a>(
-            &'a self,
-            key: &'a str,
-            token: &'a LeaseToken,
-        ) -> StoreFuture<'a, LeaseOutcome> {
-            self.0.release(key, token)
+    impl TestStore {
+        /// Only futures, nothing fails.
+        fn async_only() -> Self {
+            Self {
+                inner: MemoryStore::new(),
+                claims_at_once: false,
+                failing_releases: 0.into(),
+            }
         }
     }
 
-    /// A memory store answering through futures whose first release fails (a passing outage).
-    struct FirstReleaseFails(MemoryStore, std::sync::atomic::AtomicBool);
-
-    impl DedupStore for FirstReleaseFails {
+    impl DedupStore for TestStore {
         fn claim_now(&self, key: &str, ttl: Duration) -> Option<Result<ClaimOutcome, StoreError>> {
-            self.0.claim_now(key, ttl)
+            self.claims_at_once
+                .then(|| self.inner.claim_now(key, ttl))
+                .flatten()
         }
         fn claim<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, ClaimOutcome> {
-            self.0.claim(key, ttl)
+            self.inner.claim(key, ttl)
         }
         fn complete<'a>(
             &'a self,
@@ -923,17 +917,25 @@ mod tests {
             token: &'a LeaseToken,
             retention: Duration,
         ) -> StoreFuture<'a, LeaseOutcome> {
-            self.0.complete(key, token, retention)
+            self.inner.complete(key, token, retention)
         }
         fn release<'a>(
             &'a self,
             key: &'a str,
             token: &'a LeaseToken,
         ) -> StoreFuture<'a, LeaseOutcome> {
-            if self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                self.0.release(key, token)
-            } else {
+            let fail = self
+                .failing_releases
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok();
+            if fail {
                 Box::pin(async { Err(StoreError::UnexpectedReply("outage")) })
+            } else {
+                self.inner.release(key, token)
             }
         }
     }
@@ -941,7 +943,11 @@ mod tests {
     #[cfg(any(feature = "tower", feature = "actix-web", feature = "redis"))]
     #[tokio::test]
     async fn a_failed_release_is_tried_once_more_in_the_background() {
-        let store = FirstReleaseFails(MemoryStore::new(), Default::default());
+        let store = TestStore {
+            claims_at_once: true,
+            failing_releases: 1.into(),
+            ..TestStore::async_only()
+        };
         let dedup = Dedup::new(Arc::new(store));
         let Some(Begin::Run(lease)) = dedup.begin_now(&delivery("m1")) else {
             panic!("a new id runs");
@@ -1026,7 +1032,7 @@ mod tests {
         let guarded = Dedup::new(Arc::new(MemoryStore::new())).replay_guard(true);
         assert!(guarded.begin_now(&delivery("m1")).is_none());
         // A store without the at-once answers: `begin`, and the lease comes back to be awaited.
-        let store = Arc::new(AsyncOnly(MemoryStore::new()));
+        let store = Arc::new(TestStore::async_only());
         let dedup = Dedup::new(store);
         assert!(dedup.begin_now(&delivery("m1")).is_none());
         let rt = tokio::runtime::Builder::new_current_thread()
