@@ -78,9 +78,9 @@ impl ResponseError for QStashRejection {
 ///   the body is read as it came (not decompressed: QStash signs the bytes it sends) under the
 ///   receiver's limit, then the body hash. `T` then runs on that body with its own
 ///   configuration (`web::JsonConfig`, `web::PayloadConfig`: their limits and content types
-///   apply too, a limit exceeded is a 413). [`Claims`] and [`Delivery`] are then in the request extensions
-///   (`req.extensions().get::<Delivery>()`); the [`Delivery`] and [`Claims`] *extractors* need the
-///   middleware, since they may run before this extractor has finished.
+///   apply too, a limit exceeded is a 413). [`Claims`] and [`Delivery`] are then in the request
+///   extensions (`req.extensions().get::<Delivery>()`); the [`Delivery`] and [`Claims`]
+///   *extractors* need the middleware, since they may run before this extractor has finished.
 ///
 /// Alone, it does **not** deduplicate, even with a [`Receiver::dedup`]: an extractor runs
 /// before the handler and cannot see its response, which decides whether the message id is

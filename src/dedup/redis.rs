@@ -1,10 +1,9 @@
 //! The Redis store (feature `redis`): shared by every instance of a service.
 
 use std::fmt;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::io::Write as _;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, ErrorKind, RedisWrite, Script, ServerErrorKind, ToRedisArgs};
@@ -58,12 +57,14 @@ return 0
 ///
 /// One round trip per operation: a claim is one Lua script (`EVALSHA`), complete and release
 /// are Lua scripts that check the lease token, the replay guard is one `SET NX PX`; a new
-/// delivery costs two round trips (claim, complete). A claim whose reply is lost (Redis answered
-/// after the reply timeout, the connection failed after sending, or the claiming request was
-/// dropped) may still have taken its lease: that lease is released in the background, so the id
-/// is not held for the lease TTL by a delivery that never ran. Every command and script touches a single key,
-/// a layout Redis Cluster accepts (this store takes a single-node [`ConnectionManager`]; a
+/// delivery costs two round trips (claim, complete). Every command and script touches a single
+/// key, a layout Redis Cluster accepts (this store takes a single-node [`ConnectionManager`]; a
 /// cluster connection is not offered yet). Leases and retention are Redis TTLs (`PX`).
+///
+/// A claim whose reply is lost (Redis answered after the reply timeout, the connection failed
+/// after sending, or the claiming request was dropped) may still have taken its lease: that
+/// lease is released in the background, so the id is not held for the lease TTL by a delivery
+/// that never ran.
 ///
 /// Built on the `redis` crate's [`ConnectionManager`], which reconnects by itself: while Redis
 /// is down, operations fail with [`StoreError::Backend`] (a `503` by default) and succeed again
