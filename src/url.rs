@@ -227,9 +227,14 @@ impl UrlPolicy {
                     .forwarded_proto
                     .or(target.scheme)
                     .unwrap_or(default_scheme);
-                let host = target.forwarded_host.or(target.host).ok_or_else(|| {
-                    Rejection::Misconfigured("no host header to rebuild the url from".to_owned())
-                })?;
+                // The request's fault, not the server's (HTTP/1.1 requires `Host`, QStash sends
+                // it): a 400, not a 500 `misconfigured` logged as an error for anyone's request.
+                let host = target.forwarded_host.or(target.host).ok_or(Rejection::Delivery(
+                    crate::DeliveryError::Invalid {
+                        header: "host",
+                        reason: "missing: the expected url is rebuilt from it",
+                    },
+                ))?;
                 let path = target.path_and_query;
                 let slash = if path.starts_with('/') { "" } else { "/" };
                 Cow::Owned(format!("{scheme}://{host}{slash}{path}"))
@@ -321,12 +326,17 @@ mod tests {
                 .unwrap(),
             Some("http://localhost:3000/jobs".to_owned())
         );
+        // No host at all: the request's fault (400), not the server's.
+        let err = UrlPolicy::trust_forwarded_headers("http")
+            .expected_url(&RequestTarget::new("/jobs"))
+            .unwrap_err();
         assert_eq!(
-            UrlPolicy::trust_forwarded_headers("http")
-                .expected_url(&RequestTarget::new("/jobs"))
-                .unwrap_err()
-                .code(),
-            "misconfigured"
+            (err.status(), err.code()),
+            (400, "invalid_delivery_header")
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid host header: missing: the expected url is rebuilt from it"
         );
     }
 

@@ -309,7 +309,13 @@ mod tests {
             .url_policy(crate::UrlPolicy::trust_forwarded_headers("https"));
         let t = request_target(&receiver, req.uri(), req.headers(), Some(false));
         assert_eq!(t.path_and_query, "/jobs?a=1");
-        assert_eq!(t.scheme, Some("http"));
+        // A plain connection says nothing of the public scheme (a TLS proxy may be in front):
+        // the policy's default decides. One whose TLS this server terminated says `https`.
+        assert_eq!(t.scheme, None);
+        assert_eq!(
+            request_target(&receiver, req.uri(), req.headers(), Some(true)).scheme,
+            Some("https")
+        );
         assert_eq!(t.host, Some("internal:8080"));
         assert_eq!(t.forwarded_proto, Some("https"));
         assert_eq!(t.forwarded_host, Some("app.example"));
