@@ -229,12 +229,13 @@ impl UrlPolicy {
                     .unwrap_or(default_scheme);
                 // The request's fault, not the server's (HTTP/1.1 requires `Host`, QStash sends
                 // it): a 400, not a 500 `misconfigured` logged as an error for anyone's request.
-                let host = target.forwarded_host.or(target.host).ok_or(Rejection::Delivery(
-                    crate::DeliveryError::Invalid {
+                let host = target
+                    .forwarded_host
+                    .or(target.host)
+                    .ok_or(Rejection::Delivery(crate::DeliveryError::Invalid {
                         header: "host",
                         reason: "missing: the expected url is rebuilt from it",
-                    },
-                ))?;
+                    }))?;
                 let path = target.path_and_query;
                 let slash = if path.starts_with('/') { "" } else { "/" };
                 Cow::Owned(format!("{scheme}://{host}{slash}{path}"))
@@ -330,10 +331,7 @@ mod tests {
         let err = UrlPolicy::trust_forwarded_headers("http")
             .expected_url(&RequestTarget::new("/jobs"))
             .unwrap_err();
-        assert_eq!(
-            (err.status(), err.code()),
-            (400, "invalid_delivery_header")
-        );
+        assert_eq!((err.status(), err.code()), (400, "invalid_delivery_header"));
         assert_eq!(
             err.to_string(),
             "invalid host header: missing: the expected url is rebuilt from it"
