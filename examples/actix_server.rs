@@ -78,9 +78,15 @@ async fn jobs(
     receiver: web::Data<Receiver>,
     runs: web::Data<Runs>,
 ) -> Result<HttpResponse, Rejection> {
-    // Parsed whatever the Content-Type (QStash passes the publisher's through).
-    let job: Job =
-        serde_json::from_slice(&body).map_err(|e| receiver.invalid_payload(e.to_string()))?;
+    // Parsed whatever the Content-Type (QStash passes the publisher's through). The message
+    // gives the position only: serde's own text may quote the body.
+    let job: Job = serde_json::from_slice(&body).map_err(|e| {
+        receiver.invalid_payload(format!(
+            "not a job: line {} column {}",
+            e.line(),
+            e.column()
+        ))
+    })?;
     let run = runs.count(&job.task);
     if let Some(ms) = job.sleep_ms {
         actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
@@ -180,12 +186,16 @@ async fn main() -> ExitCode {
     };
 
     let qstash = QStashMiddleware::new(receiver.clone());
+    // `web::Bytes` (in `Verified<web::Bytes>`) applies actix-web's own `PayloadConfig` limit,
+    // 256 KiB by default, after the middleware's: match it to the receiver's.
+    let payload_limit = web::PayloadConfig::new(receiver.limit());
     let receiver = web::Data::new(receiver);
     let runs = web::Data::new(Runs::default());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(receiver.clone())
             .app_data(runs.clone())
+            .app_data(payload_limit.clone())
             .service(
                 web::resource("/jobs")
                     .wrap(qstash.clone())

@@ -17,7 +17,10 @@
 //!   `PUBLIC_URL` + path (default `http://` + `BIND`);
 //! - `REDIS_URL`: deduplication by message id in this Redis (`redis://…` or `rediss://…`;
 //!   needs the `redis` feature); it must answer at start, else the example exits with status 1.
-//!   Without it, deduplication is on in memory (this process only).
+//!   Without it, deduplication is on in memory (this process only);
+//! - `REQUEST_TIMEOUT_SECS`: the longest a verified request may take, its body read (an
+//!   oversized upload drained) and its handler run included (default 60). Over it: `503` +
+//!   `Retry-After: 10`, and the message's lease is released, so QStash's retry runs it again.
 //!
 //! Deduplication is always on for the verified routes: a message completed once (a 2xx) is
 //! answered `200` with `qstash-duplicate: true` and `{"duplicate":true,"messageId":"…"}`
@@ -37,9 +40,12 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::BoxError;
 use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -49,6 +55,7 @@ use qstash_receiver::tower::QStashLayer;
 use qstash_receiver::{Delivery, Receiver, SigningKeys, UrlPolicy, Verifier};
 use serde::Deserialize;
 use serde_json::json;
+use tower::ServiceBuilder;
 
 #[derive(Clone)]
 struct AppState {
@@ -149,8 +156,20 @@ async fn redis_dedup(_url: &str) -> Result<Dedup, String> {
     )
 }
 
-fn app(state: AppState) -> Router {
-    let layer = QStashLayer::new(state.receiver.clone());
+fn app(state: AppState, timeout: Duration) -> Router {
+    // The timeout wraps the QStash layer: a client trickling its body, or an oversized upload
+    // being drained, cannot hold a connection longer than the timeout (the layer bounds the
+    // drain in bytes, not in time). A request dropped by it releases its lease.
+    let layer = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: BoxError| async {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(RETRY_AFTER, "10")],
+                Json(json!({"error": "timeout", "message": "the request took too long"})),
+            )
+        }))
+        .timeout(timeout)
+        .layer(QStashLayer::new(state.receiver.clone()));
     Router::new()
         .route("/jobs", post(jobs))
         .route("/callbacks", post(callbacks))
@@ -196,6 +215,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let timeout = match std::env::var("REQUEST_TIMEOUT_SECS").map(|s| s.parse::<u64>()) {
+        Err(_) => Duration::from_secs(60),
+        Ok(Ok(secs)) if secs > 0 => Duration::from_secs(secs),
+        Ok(_) => {
+            eprintln!("error: REQUEST_TIMEOUT_SECS must be a positive number of seconds");
+            return ExitCode::from(1);
+        }
+    };
     let receiver = Receiver::new(Verifier::new(keys))
         .url_policy(policy)
         .dedup(dedup);
@@ -217,7 +244,7 @@ async fn main() -> ExitCode {
         }
         Err(e) => eprintln!("warning: local address unknown: {e}"),
     }
-    if let Err(e) = axum::serve(listener, app(state)).await {
+    if let Err(e) = axum::serve(listener, app(state, timeout)).await {
         eprintln!("error: server failed: {e}");
         return ExitCode::from(1);
     }

@@ -48,6 +48,9 @@ async fn handle(req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infa
 }
 
 async fn serve(listener: tokio::net::TcpListener, receiver: Receiver) {
+    // In production, also bound each request in time (`tower::timeout` above the layer, or
+    // hyper's read timeouts): the layer bounds the body and the drain of an oversized upload in
+    // bytes, not in time. `examples/axum_server.rs` shows one.
     let service = ServiceBuilder::new()
         .layer(QStashLayer::new(receiver))
         .service(service_fn(handle));

@@ -245,3 +245,28 @@ async fn public_url_decides_the_expected_url() {
         (401, Some("url_mismatch"))
     );
 }
+
+#[tokio::test]
+async fn bodies_up_to_the_receivers_limit_are_accepted_and_not_quoted_back() {
+    let server = start(None);
+    // 300 KiB: over actix-web's default `PayloadConfig` (256 KiB), under the receiver's 1 MiB.
+    let big = format!(r#"{{"task":"big","pad":"{}"}}"#, "x".repeat(300 * 1024));
+    let (status, json) = deliver(&server, "/jobs", big.as_bytes()).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["task"], "big");
+    // Over 1 MiB: the receiver's 413.
+    let huge = format!(r#"{{"task":"huge","pad":"{}"}}"#, "x".repeat(1024 * 1024));
+    let (status, json) = deliver(&server, "/jobs", huge.as_bytes()).await;
+    assert_eq!(status, 413);
+    assert_eq!(json["error"], "payload_too_large");
+    // A job that does not parse: the position, not the body.
+    let (status, json) = deliver(&server, "/jobs", br#"{"task":"SECRET-4111"#).await;
+    assert_eq!(status, 400);
+    assert_eq!(json["error"], "invalid_payload");
+    let message = json["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("invalid payload: not a job: line 1 column"),
+        "{message}"
+    );
+    assert!(!message.contains("SECRET"), "{message}");
+}

@@ -828,3 +828,27 @@ async fn forwarded_headers_policy_uses_its_default_scheme_behind_a_tls_proxy() {
     let json: serde_json::Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
     assert_eq!(json["error"], "url_mismatch");
 }
+
+#[actix_web::test]
+async fn a_json_limit_under_the_receivers_is_reported_as_such() {
+    // `web::JsonConfig` keeps its own limit after verification: its 413 says its limit, not the
+    // receiver's (64 KiB here).
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(common::receiver()))
+            .app_data(web::JsonConfig::default().limit(8))
+            .route("/jobs", web::post().to(task)),
+    )
+    .await;
+    let req = signed(br#"{"task":"mail"}"#)
+        .insert_header(("content-type", "application/json"))
+        .to_request();
+    let res = test::call_service(&app, req).await;
+    assert_eq!(res.status(), 413);
+    let json: serde_json::Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+    assert_eq!(json["error"], "payload_too_large");
+    assert_eq!(
+        json["message"],
+        "request body is larger than the limit of 8 bytes"
+    );
+}

@@ -44,7 +44,13 @@ impl Drop for Server {
 }
 
 fn start() -> Server {
+    start_with(&[])
+}
+
+/// The example with more environment variables.
+fn start_with(env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(example_binary())
+        .envs(env.iter().copied())
         .env("QSTASH_CURRENT_SIGNING_KEY", CURRENT_KEY)
         .env("QSTASH_NEXT_SIGNING_KEY", NEXT_KEY)
         .env("BIND", "127.0.0.1:0")
@@ -300,4 +306,37 @@ async fn callbacks_and_failures() {
         (status, json["error"].as_str()),
         (401, Some("url_mismatch"))
     );
+}
+
+#[tokio::test]
+async fn a_request_over_the_timeout_is_answered_503_and_its_message_runs_again() {
+    let server = start_with(&[("REQUEST_TIMEOUT_SECS", "1")]);
+    let signer = Signer::new(CURRENT_KEY);
+    let body = r#"{"task":"slow","sleep_ms":2500}"#;
+    for retried in 0..2 {
+        let (status, json) = post(
+            &server, &signer, "/jobs", "/jobs", body, "msg_slow", retried,
+        )
+        .await;
+        // Not 409 "in progress" on the retry: the timed-out request released its lease.
+        assert_eq!(status, 503, "attempt {retried}");
+        assert_eq!(json["error"], "timeout");
+    }
+    assert_eq!(
+        stats(&server).await,
+        serde_json::json!({"runs": {"slow": 2}})
+    );
+    // A quick message is served as usual.
+    let (status, json) = post(
+        &server,
+        &signer,
+        "/jobs",
+        "/jobs",
+        r#"{"task":"quick"}"#,
+        "msg_quick",
+        0,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(json["task"], "quick");
 }

@@ -355,12 +355,20 @@ fn inner_error(e: actix_web::Error, receiver: &Receiver) -> Rejection {
     if let Some(payload) = e.as_error::<PayloadError>() {
         return payload_error(payload, receiver);
     }
+    match e.as_error::<JsonPayloadError>() {
+        // serde's message may quote the body: its category and position only.
+        Some(JsonPayloadError::Deserialize(json)) => {
+            return receiver.invalid_payload(json_error_summary("the route's JSON type", json));
+        }
+        // `web::JsonConfig`'s limit, not the receiver's.
+        Some(
+            JsonPayloadError::Overflow { limit }
+            | JsonPayloadError::OverflowKnownLength { limit, .. },
+        ) => return Rejection::PayloadTooLarge { limit: *limit },
+        _ => {}
+    }
     if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
         return receiver.too_large();
-    }
-    // serde's message may quote the body: its category and position only.
-    if let Some(JsonPayloadError::Deserialize(json)) = e.as_error::<JsonPayloadError>() {
-        return receiver.invalid_payload(json_error_summary("the route's JSON type", json));
     }
     receiver.invalid_payload(e.to_string())
 }

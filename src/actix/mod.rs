@@ -4,7 +4,9 @@
 //!   It refuses a bad token before reading a single body byte, refuses a body over the limit with
 //!   413 (announced by `Content-Length` or not), checks the body hash over the raw bytes, then puts
 //!   the verified bytes back so that `web::Json<T>`, `web::Bytes` and `String` work unchanged, and
-//!   leaves [`Claims`](crate::Claims) and [`Delivery`] in the request extensions.
+//!   leaves [`Claims`](crate::Claims) and [`Delivery`] in the request extensions. Those extractors
+//!   keep their own limits (`web::PayloadConfig`: 256 KiB by default; `web::JsonConfig`: 2 MiB):
+//!   register `web::PayloadConfig::new(receiver.limit())` to accept what the receiver accepts.
 //! - Extractors: [`Verified<T>`] over any body extractor (verifies by itself without the
 //!   middleware), [`Callback`], [`FailureCallback`], and [`Delivery`] /
 //!   [`Claims`](crate::Claims) from the middleware's verdict.

@@ -121,8 +121,10 @@ impl QStashLayer {
         self.map_receiver(|r| r.max_body_bytes(limit))
     }
 
-    /// See [`Receiver::non_retryable_invalid_payload`]: extractors behind this layer answer an
-    /// unparsable verified payload with 489 instead of 400.
+    /// See [`Receiver::non_retryable_invalid_payload`]: this crate's extractors behind this layer
+    /// (`Verified<T>`, `Callback`, `FailureCallback` with the `axum` feature) and
+    /// [`Receiver::invalid_payload`] answer an unparsable verified payload with 489 instead of a
+    /// 4xx. A plain `axum::Json<T>` keeps its own rejection.
     #[must_use]
     pub fn non_retryable_invalid_payload(self, enabled: bool) -> Self {
         self.map_receiver(|r| r.non_retryable_invalid_payload(enabled))
