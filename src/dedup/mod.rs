@@ -727,9 +727,8 @@ impl Lease {
         let result = a.store.release(&a.key, &a.token).await;
         log_released(a, &result);
         if let (Err(_), Some(a)) = (&result, self.armed.take()) {
-            release_later(a);
+            release_in_background(a, RELEASE_RETRY_DELAY);
         }
-        self.armed = None;
         result
     }
 }
@@ -762,32 +761,6 @@ fn log_released(a: &Armed, result: &Result<LeaseOutcome, StoreError>) {
 /// How long after a failed [`Lease::release`] it is tried once more, in the background.
 pub const RELEASE_RETRY_DELAY: Duration = Duration::from_secs(1);
 
-#[cfg(any(feature = "tower", feature = "actix-web", feature = "redis"))]
-fn release_later(a: Armed) {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return no_runtime(&a);
-    };
-    handle.spawn(async move {
-        tokio::time::sleep(RELEASE_RETRY_DELAY).await;
-        match a.store.release(&a.key, &a.token).await {
-            Ok(_) => tracing::debug!(
-                message_id = a.message_id(),
-                "qstash lease released on retry"
-            ),
-            Err(error) => tracing::warn!(
-                message_id = a.message_id(),
-                %error,
-                "qstash dedup store failed to release again: retries wait until the lease expires"
-            ),
-        }
-    });
-}
-
-#[cfg(not(any(feature = "tower", feature = "actix-web", feature = "redis")))]
-fn release_later(a: Armed) {
-    no_runtime(&a);
-}
-
 impl Drop for Lease {
     fn drop(&mut self) {
         let Some(armed) = self.armed.take() else {
@@ -803,34 +776,39 @@ impl Drop for Lease {
             log_released(&armed, &result);
             return;
         }
-        release_in_background(armed);
+        tracing::debug!(
+            message_id = armed.message_id(),
+            "qstash lease dropped: releasing"
+        );
+        release_in_background(armed, Duration::ZERO);
     }
 }
 
+/// Releases `a`'s lease on the current tokio runtime after `delay` (a dropped lease, a release
+/// tried once more, a claim whose reply was lost); without a runtime it expires after its TTL.
 #[cfg(any(feature = "tower", feature = "actix-web", feature = "redis"))]
-fn release_in_background(a: Armed) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => {
-            tracing::debug!(
-                message_id = a.message_id(),
-                "qstash lease dropped: releasing"
-            );
-            handle.spawn(async move {
-                if let Err(error) = a.store.release(&a.key, &a.token).await {
-                    tracing::warn!(
-                        message_id = a.message_id(),
-                        %error,
-                        "qstash dedup store failed to release a dropped lease"
-                    );
-                }
-            });
+fn release_in_background(a: Armed, delay: Duration) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return no_runtime(&a);
+    };
+    handle.spawn(async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
-        Err(_) => no_runtime(&a),
-    }
+        match a.store.release(&a.key, &a.token).await {
+            Ok(_) => tracing::debug!(message_id = a.message_id(), "qstash lease released"),
+            Err(error) => tracing::warn!(
+                message_id = a.message_id(),
+                %error,
+                "qstash dedup store failed to release in the background: retries wait until \
+                 the lease expires"
+            ),
+        }
+    });
 }
 
 #[cfg(not(any(feature = "tower", feature = "actix-web", feature = "redis")))]
-fn release_in_background(a: Armed) {
+fn release_in_background(a: Armed, _delay: Duration) {
     no_runtime(&a);
 }
 

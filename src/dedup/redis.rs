@@ -320,32 +320,19 @@ impl Drop for PendingClaim<'_> {
         if !self.armed {
             return;
         }
-        let token = self.token.clone();
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                key = self.key,
-                "qstash claim's reply lost outside a tokio runtime: its lease, if taken, expires after its TTL"
-            );
-            return;
-        };
-        let store = self.store.clone();
-        let key = self.key.to_owned();
         tracing::debug!(
-            key,
+            key = self.key,
             "qstash claim's reply lost: releasing the lease it may have taken"
         );
-        handle.spawn(async move {
-            if let Err(error) = store
-                .settle(&store.scripts.release, &key, &token, None)
-                .await
-            {
-                tracing::warn!(
-                    key,
-                    %error,
-                    "qstash dedup store failed to release a claim whose reply was lost: retries wait until its lease expires"
-                );
-            }
-        });
+        super::release_in_background(
+            super::Armed {
+                store: Arc::new(self.store.clone()),
+                key: self.key.to_owned(),
+                token: self.token.clone(),
+                retention: Duration::ZERO,
+            },
+            Duration::ZERO,
+        );
     }
 }
 
