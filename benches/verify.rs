@@ -13,7 +13,7 @@
 //!
 //! Run: `cargo bench --bench verify --features test-utils`. After criterion's own report, a
 //! table of medians and ratios (read back from `target/criterion/verify/*/*/new/estimates.json`)
-//! is printed; `python3 scripts/verify_chart.py` draws `docs/verify.svg` from the same files.
+//! is printed; `python3 perf/scripts/verify_chart.py` draws `docs/verify.svg` from the same files.
 
 #![allow(
     missing_docs,

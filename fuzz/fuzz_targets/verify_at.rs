@@ -1,6 +1,6 @@
 //! Fuzz `Verifier::verify_at` with arbitrary tokens, bodies, URLs, times and leeways.
 //!
-//! Input layout (split by hand so seeds are easy to write, see `scripts/fuzz_seeds.py`):
+//! Input layout (split by hand so seeds are easy to write, see `fuzz/fuzz_seeds.py`):
 //!
 //! ```text
 //! [mode: u8][now: i64 LE][leeway seconds: u8] A 0xFF url 0xFF body

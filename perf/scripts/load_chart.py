@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Chart and table of the load runner's results (examples/load.rs).
+"""Chart and table of the load runner's results (perf/src/bin/load.rs).
 
 Reads target/load/results.json (written by
-`./target/release/examples/load --seconds 10 --runs 3`), writes docs/load.svg (each mode's
+`./target/release/load --seconds 10 --runs 3`), writes docs/load.svg (each mode's
 throughput as a ratio of the same framework's bare route, medians of the runs, with the bar
 each must meet) and prints the Markdown table of the README's "HTTP under load" section.
 
-    python3 scripts/load_chart.py [results.json] [out.svg]
+    python3 perf/scripts/load_chart.py [results.json] [out.svg]
 
 Standard library only.
 """

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the seed corpus of the `verify_at` fuzz target from tests/data/signature-cases.jsonl.
 
-Usage: python3 scripts/fuzz_seeds.py [OUT_DIR]   (default: fuzz/corpus/verify_at)
+Usage: python3 fuzz/fuzz_seeds.py [OUT_DIR]   (default: fuzz/corpus/verify_at)
 
 Each vector gives two seeds in the target's input layout (see fuzz/fuzz_targets/verify_at.rs):
 the token verbatim (mode 0), and its decoded header and payload JSON to be re-signed by the

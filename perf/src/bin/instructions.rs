@@ -2,11 +2,11 @@
 //! route as the load runner (`POST /jobs`, a 1 KiB JSON body through `Json<T>`), bare or behind
 //! the layer, driven with `tower::ServiceExt::oneshot` on pre-signed requests. Callgrind counts
 //! instructions, not time, so two builds compare exactly on a busy machine; the HTTP and kernel
-//! costs that `examples/load.rs` sees are not included.
+//! costs that `perf/src/bin/load.rs` sees are not included.
 //!
 //! ```sh
-//! cargo build --release --example instructions --features axum,test-utils
-//! scripts/instructions.sh          # instructions per request: bare, verified, memory dedup
+//! cargo build --release -p qstash-receiver-perf
+//! perf/scripts/instructions.sh          # instructions per request: bare, verified, memory dedup
 //! ```
 //!
 //! `instructions MODE N` runs `N` requests (`MODE`: bare, identity (a layer that does nothing,
@@ -61,7 +61,6 @@ fn main() {
             let dedup = Dedup::new(Arc::new(MemoryStore::new()));
             app = app.route_layer(QStashLayer::new(receiver.dedup(dedup)));
         }
-        #[cfg(feature = "redis")]
         "redis" => {
             // The store's connection task runs on this runtime, in `drive`: it is counted.
             let rt = rt.enable_all().build().unwrap();

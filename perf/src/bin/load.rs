@@ -2,11 +2,11 @@
 //! four modes, driven over HTTP on loopback, side by side.
 //!
 //! ```sh
-//! cargo build --release --example load --all-features
-//! ./target/release/examples/load --seconds 10 --runs 3     # everything, medians of 3 runs (≈ 5 min)
-//! ./target/release/examples/load --seconds 5 --runs 1 --frameworks axum --modes bare,verified
-//! ./target/release/examples/load --flood                   # 200 × 20 MiB uploads, peak RSS
-//! python3 scripts/load_chart.py                            # README table + docs/load.svg
+//! cargo build --release -p qstash-receiver-perf
+//! ./target/release/load --seconds 10 --runs 3     # everything, medians of 3 runs (≈ 5 min)
+//! ./target/release/load --seconds 5 --runs 1 --frameworks axum --modes bare,verified
+//! ./target/release/load --flood                   # 200 × 20 MiB uploads, peak RSS
+//! python3 perf/scripts/load_chart.py                            # README table + docs/load.svg
 //! ```
 //!
 //! Modes: `bare` (the route alone), `verified` (behind the QStash layer / middleware),

@@ -4,11 +4,11 @@
 # a free loopback port serves it; its own work and the kernel's are not counted):
 # only `drive` (the requests, not their signing) is counted; each mode runs with 200 and 2200
 # requests, and the difference / 2000 cancels the first requests' one-time costs.
-# Usage: scripts/instructions.sh [modes...]   (after: cargo build --release --example
-# instructions --features axum,test-utils,redis)
+# Usage, from the repository root: perf/scripts/instructions.sh [modes...]
+# (after: cargo build --release -p qstash-receiver-perf)
 set -eu
-bin=${INSTRUCTIONS_BIN:-target/release/examples/instructions}
-[ -x "$bin" ] || { echo "build first: cargo build --release --example instructions --features axum,test-utils,redis" >&2; exit 1; }
+bin=${INSTRUCTIONS_BIN:-target/release/instructions}
+[ -x "$bin" ] || { echo "build first: cargo build --release -p qstash-receiver-perf" >&2; exit 1; }
 count() {
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \
         --collect-atstart=no "--toggle-collect=instructions::drive" "$bin" "$1" "$2" 2>&1 \

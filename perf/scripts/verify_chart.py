@@ -3,7 +3,7 @@
 
 Usage (after `cargo bench --bench verify --features test-utils`):
 
-    python3 scripts/verify_chart.py [CRITERION_DIR] [OUT_SVG]
+    python3 perf/scripts/verify_chart.py [CRITERION_DIR] [OUT_SVG]
 
 Defaults: target/criterion and docs/verify.svg. Reads the median of every
 verify/<function>/<body bytes>/new/estimates.json, draws time per call against body size (both
@@ -15,7 +15,7 @@ import math
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 SIZES = [(0, "0 B"), (1024, "1 KiB"), (64 * 1024, "64 KiB"), (1024 * 1024, "1 MiB")]
 SERIES = [
     ("crate", "qstash-receiver verify_at", "#1f77b4", ""),
