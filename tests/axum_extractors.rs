@@ -514,3 +514,92 @@ async fn router_layer_and_verified_string() {
     let (status, _, _) = call(&app, signed("/jobs", vec![0xff, 0xfe])).await;
     assert_eq!(status, 400);
 }
+
+/// Every extractor behind the layer, in routers whose state holds no receiver: `Router<()>`,
+/// and a state of the user's own with an empty `ReceiverState` impl.
+fn extractor_routes<S: qstash_receiver::axum::ReceiverState + Clone + Send + Sync + 'static>()
+-> Router<S> {
+    Router::new()
+        .route(
+            "/jobs",
+            post(
+                |claims: Claims, delivery: Delivery, Verified(Json(job)): Verified<Json<Job>>| async move {
+                    format!("{} {} {} {}", job.task, job.n, claims.url(), delivery.retried())
+                },
+            ),
+        )
+        .route(
+            "/callbacks",
+            post(|Callback(event): Callback| async move {
+                format!("callback {} {}", event.source_message_id, event.status)
+            }),
+        )
+        .route(
+            "/failures",
+            post(|FailureCallback(event): FailureCallback| async move {
+                format!("failure {:?}", event.dlq_id)
+            }),
+        )
+}
+
+async fn assert_extractors_work(app: Router) {
+    let (status, _, body) = call(&app, signed("/jobs", r#"{"task":"mail","n":3}"#)).await;
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body).into_owned()),
+        (200, format!("mail 3 {PUBLIC_BASE}/jobs 0"))
+    );
+    let (status, _, body) = call(&app, signed("/callbacks", callback_json(false))).await;
+    assert_eq!((status, &body[..]), (200, &b"callback msg_source 500"[..]));
+    let (status, _, body) = call(&app, signed("/failures", callback_json(true))).await;
+    assert_eq!(
+        (status, &body[..]),
+        (200, &br#"failure Some("dlq_123")"#[..])
+    );
+    // Still verified: a body changed after signing never reaches the handlers.
+    let mut request = signed("/jobs", r#"{"task":"mail","n":3}"#);
+    *request.body_mut() = Body::from(r#"{"task":"drop","n":3}"#);
+    let (status, _, body) = call(&app, request).await;
+    assert_eq!(
+        (status, json(&body)["error"].as_str()),
+        (401, Some("body_mismatch"))
+    );
+}
+
+#[tokio::test]
+async fn extractors_behind_the_layer_need_no_state() {
+    let app: Router = extractor_routes().route_layer(QStashLayer::new(common::receiver()));
+    assert_extractors_work(app).await;
+}
+
+#[derive(Clone)]
+struct OwnState {
+    _pool: &'static str,
+}
+
+impl qstash_receiver::axum::ReceiverState for OwnState {}
+
+#[tokio::test]
+async fn extractors_behind_the_layer_with_a_state_of_ones_own() {
+    let app: Router = extractor_routes()
+        .route_layer(QStashLayer::new(common::receiver()))
+        .with_state(OwnState { _pool: "db" });
+    assert_extractors_work(app).await;
+}
+
+#[tokio::test]
+async fn extractors_with_neither_layer_nor_receiver_are_500_misconfigured() {
+    let app: Router = extractor_routes();
+    for path in ["/jobs", "/callbacks", "/failures"] {
+        let (status, _, body) = call(&app, signed(path, callback_json(false))).await;
+        let body = json(&body);
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (500, Some("misconfigured")),
+            "{path}"
+        );
+        assert!(
+            body["message"].as_str().unwrap().contains("QStashLayer"),
+            "{body}"
+        );
+    }
+}

@@ -1,15 +1,18 @@
 //! [`Callback`] and [`FailureCallback`]: verified callback deliveries, parsed.
 
-use axum::extract::{FromRef, FromRequest, Request};
+use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
+use super::ReceiverState;
 use super::verified::verified_request;
-use crate::{CallbackEvent, FailureCallbackEvent, Receiver, Rejection};
+use crate::{CallbackEvent, FailureCallbackEvent, Rejection};
 
 /// A verified QStash callback (sent after each delivery attempt), parsed. Verifies as
 /// [`Verified`](super::Verified) does (trusting [`QStashLayer`](crate::tower::QStashLayer) when
-/// it ran, else with the state's [`Receiver`]). A verified body that is not a callback event is
-/// answered with [`Receiver::invalid_payload`]: 400, or 489 when configured non-retryable.
+/// it ran, else with the state's [`Receiver`](crate::Receiver)). A verified body that is not a
+/// callback event is answered with
+/// [`Receiver::invalid_payload`](crate::Receiver::invalid_payload): 400, or 489 when configured
+/// non-retryable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Callback(pub CallbackEvent);
 
@@ -21,8 +24,7 @@ pub struct FailureCallback(pub FailureCallbackEvent);
 async fn event<T, S>(req: Request, state: &S, what: &str) -> Result<T, Rejection>
 where
     T: DeserializeOwned,
-    S: Send + Sync,
-    Receiver: FromRef<S>,
+    S: ReceiverState + Send + Sync,
 {
     let (req, receiver) = verified_request(req, state).await?;
     let bytes = axum::body::to_bytes(req.into_body(), receiver.limit())
@@ -40,8 +42,7 @@ where
 
 impl<S> FromRequest<S> for Callback
 where
-    S: Send + Sync,
-    Receiver: FromRef<S>,
+    S: ReceiverState + Send + Sync,
 {
     type Rejection = Rejection;
 
@@ -52,8 +53,7 @@ where
 
 impl<S> FromRequest<S> for FailureCallback
 where
-    S: Send + Sync,
-    Receiver: FromRef<S>,
+    S: ReceiverState + Send + Sync,
 {
     type Rejection = Rejection;
 

@@ -4,11 +4,13 @@
 //!
 //! - [`QStashLayer`](crate::tower::QStashLayer) on the routes (`Router::route_layer`): every
 //!   request is verified before routing reaches the handler; handlers use axum's own `Json`,
-//!   `Bytes`, `String` on the verified body, plus the [`Delivery`](crate::Delivery) and
-//!   [`Claims`](crate::Claims) extractors.
+//!   `Bytes`, `String` on the verified body, and the [`Delivery`](crate::Delivery),
+//!   [`Claims`](crate::Claims), [`Verified<T>`], [`Callback`] and [`FailureCallback`] extractors,
+//!   which read what the layer left: the router needs no state.
 //! - No layer: [`Verified<T>`], [`Callback`] or [`FailureCallback`] verify by themselves with a
-//!   [`Receiver`](crate::Receiver) from the router's state (`Receiver: FromRef<S>`).
-//!   ([`Delivery`](crate::Delivery) and [`Claims`](crate::Claims) need the layer.)
+//!   [`Receiver`](crate::Receiver) from the router's state (`Receiver: FromRef<S>`, see
+//!   [`ReceiverState`]). ([`Delivery`](crate::Delivery) and [`Claims`](crate::Claims) need the
+//!   layer.)
 //!
 //! Refusals answer with [`Rejection`](crate::Rejection)'s status, headers and JSON body
 //! (`impl IntoResponse for Rejection`), exactly as the tower layer and the actix-web middleware.
@@ -65,8 +67,10 @@
 mod callback;
 mod parts;
 mod response;
+mod state;
 mod verified;
 
 pub use callback::{Callback, FailureCallback};
 pub use response::{NonRetryable, RetryAfter};
+pub use state::ReceiverState;
 pub use verified::{Verified, VerifiedRejection};

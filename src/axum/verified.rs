@@ -5,10 +5,11 @@ use std::time::SystemTime;
 
 use axum::RequestExt as _;
 use axum::body::Body;
-use axum::extract::{FromRef, FromRequest, Request};
+use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode};
 
+use super::ReceiverState;
 use crate::tower::{
     ReadBody, VerifiedByLayer, check_head, check_read, content_length, log_rejection, message_id,
 };
@@ -19,8 +20,9 @@ use crate::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Receiver, Rejection};
 ///
 /// - Behind [`QStashLayer`](crate::tower::QStashLayer), the layer's verdict is trusted (no
 ///   second verification) and `T` runs on the verified body.
+///   The router needs no state for it (see [`ReceiverState`]).
 /// - Without the layer, it verifies by itself with the [`Receiver`] taken from the router's
-///   state (`Receiver: FromRef<S>`): the token before reading the body, then the body read
+///   state (`Receiver: FromRef<S>`, see [`ReceiverState`]): the token before reading the body, then the body read
 ///   under both axum's `DefaultBodyLimit` and the receiver's limit (413 past either), then the
 ///   body hash. `T` runs on a request rebuilt with the verified bytes, with
 ///   [`Claims`](crate::Claims) and [`Delivery`](crate::Delivery) in its extensions.
@@ -64,12 +66,6 @@ impl<T> std::ops::Deref for Verified<T> {
     type Target = T;
     fn deref(&self) -> &T {
         &self.0
-    }
-}
-
-impl<T> std::ops::DerefMut for Verified<T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.0
     }
 }
 
@@ -147,9 +143,8 @@ impl<R: IntoResponse> IntoResponse for VerifiedRejection<R> {
 
 impl<S, T> FromRequest<S> for Verified<T>
 where
-    S: Send + Sync,
+    S: ReceiverState + Send + Sync,
     T: FromRequest<S>,
-    Receiver: FromRef<S>,
 {
     type Rejection = VerifiedRejection<T::Rejection>;
 
@@ -175,14 +170,15 @@ pub(crate) async fn verified_request<S>(
     state: &S,
 ) -> Result<(Request, Receiver), Rejection>
 where
-    S: Send + Sync,
-    Receiver: FromRef<S>,
+    S: ReceiverState + Send + Sync,
 {
     if let Some(VerifiedByLayer(config)) = req.extensions().get::<VerifiedByLayer>() {
         let receiver = config.receiver.clone();
         return Ok((req, receiver));
     }
-    let receiver = Receiver::from_ref(state);
+    let Some(receiver) = state.receiver() else {
+        return Err(no_receiver());
+    };
     let head = check_head(
         &receiver,
         req.headers(),
@@ -218,4 +214,27 @@ where
             Err(rejection)
         }
     }
+}
+
+/// Neither the layer nor the state can verify: a mistake in the router's set-up, refused as
+/// `misconfigured` (500, so QStash retries once it is fixed). Logged at error once per process,
+/// then at debug: every request hits it, and anyone can send requests.
+fn no_receiver() -> Rejection {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let rejection = Rejection::Misconfigured(
+        "this route has no QStashLayer and the router's state has no Receiver".to_owned(),
+    );
+    if LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::debug!(
+            code = rejection.code(),
+            "qstash delivery refused: {rejection}"
+        );
+    } else {
+        tracing::error!(
+            code = rejection.code(),
+            "qstash delivery refused: {rejection} (add `.route_layer(QStashLayer::new(receiver))`, \
+             or implement `FromRef<YourState> for Receiver`)"
+        );
+    }
+    rejection
 }
