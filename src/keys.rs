@@ -43,22 +43,12 @@ pub(crate) struct KeyMac {
 }
 
 impl KeyMac {
-    /// HMAC-SHA256 keyed with `key`'s bytes: a key longer than one block is hashed first and a
-    /// shorter one zero-padded (RFC 2104), so this is infallible.
+    /// HMAC-SHA256 keyed with `key`'s bytes (RFC 2104: any length).
     pub(crate) fn new(key: &[u8]) -> Self {
-        let mut block = hmac::digest::Key::<HmacSha256>::default();
-        if key.len() > block.len() {
-            let digest = <Sha256 as sha2::Digest>::digest(key);
-            block
-                .iter_mut()
-                .zip(digest.iter())
-                .for_each(|(d, s)| *d = *s);
-        } else {
-            block.iter_mut().zip(key).for_each(|(d, s)| *d = *s);
-        }
-        Self {
-            mac: <HmacSha256 as KeyInit>::new(&block),
-        }
+        // HMAC accepts a key of any length: `new_from_slice` never fails for it.
+        #[allow(clippy::expect_used)]
+        let mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+        Self { mac }
     }
 
     /// A fresh MAC state keyed with this key.
