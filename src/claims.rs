@@ -168,14 +168,28 @@ pub(crate) struct RawClaims<'a> {
 }
 
 impl<'a> RawClaims<'a> {
-    /// Parses the payload JSON. Wrong types are reported as [`VerifyError::InvalidClaim`];
-    /// anything else that is not one JSON object as [`VerifyError::Malformed`].
+    /// Parses the payload JSON (strings without escapes are borrowed, not copied). Wrong types
+    /// are reported as [`VerifyError::InvalidClaim`]; anything else that is not one UTF-8 JSON
+    /// object as [`VerifyError::Malformed`].
     pub(crate) fn parse(json: &'a [u8]) -> Result<Self, VerifyError> {
-        crate::json::parse_claims(json)
+        // The whole payload must be UTF-8, the members serde_json skips unread included.
+        let text = std::str::from_utf8(json)
+            .map_err(|_| VerifyError::Malformed("payload is not utf-8"))?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let mut error = None;
+        let parsed = de.deserialize_map(ClaimsVisitor { error: &mut error });
+        let parsed = match (parsed, error) {
+            (_, Some(claim_error)) => return Err(claim_error),
+            (Ok(parsed), None) => parsed,
+            (Err(_), None) => return Err(VerifyError::Malformed("payload is not a json object")),
+        };
+        de.end()
+            .map_err(|_| VerifyError::Malformed("payload has trailing data"))?;
+        Ok(parsed)
     }
 
     /// Stores one claim's value; the last occurrence of a member wins.
-    pub(crate) fn set(&mut self, field: Field, value: JsonValue<'a>) -> Result<(), VerifyError> {
+    fn set(&mut self, field: Field, value: JsonValue<'a>) -> Result<(), VerifyError> {
         match (field, value) {
             (Field::Iss, JsonValue::Str(v)) => self.iss = Some(v),
             (Field::Sub, JsonValue::Str(v)) => self.sub = Some(v),
@@ -193,26 +207,10 @@ impl<'a> RawClaims<'a> {
         }
         Ok(())
     }
-
-    /// The same parse with serde_json: the reference the hand-written reader is tested against.
-    #[cfg(test)]
-    pub(crate) fn parse_with_serde(json: &'a [u8]) -> Result<Self, VerifyError> {
-        let mut de = serde_json::Deserializer::from_slice(json);
-        let mut error = None;
-        let parsed = de.deserialize_map(ClaimsVisitor { error: &mut error });
-        let parsed = match (parsed, error) {
-            (_, Some(claim_error)) => return Err(claim_error),
-            (Ok(parsed), None) => parsed,
-            (Err(_), None) => return Err(VerifyError::Malformed("payload is not a json object")),
-        };
-        de.end()
-            .map_err(|_| VerifyError::Malformed("payload has trailing data"))?;
-        Ok(parsed)
-    }
 }
 
 #[derive(Clone, Copy)]
-pub(crate) enum Field {
+enum Field {
     Iss,
     Sub,
     Aud,
@@ -224,23 +222,6 @@ pub(crate) enum Field {
     Other,
 }
 
-impl Field {
-    pub(crate) fn from_name(name: &str) -> Self {
-        match name {
-            "iss" => Self::Iss,
-            "sub" => Self::Sub,
-            "aud" => Self::Aud,
-            "exp" => Self::Exp,
-            "nbf" => Self::Nbf,
-            "iat" => Self::Iat,
-            "jti" => Self::Jti,
-            "body" => Self::Body,
-            _ => Self::Other,
-        }
-    }
-}
-
-#[cfg(test)]
 impl<'de> de::Deserialize<'de> for Field {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct FieldVisitor;
@@ -250,35 +231,43 @@ impl<'de> de::Deserialize<'de> for Field {
                 f.write_str("a claim name")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
-                Ok(Field::from_name(v))
+                Ok(match v {
+                    "iss" => Field::Iss,
+                    "sub" => Field::Sub,
+                    "aud" => Field::Aud,
+                    "exp" => Field::Exp,
+                    "nbf" => Field::Nbf,
+                    "iat" => Field::Iat,
+                    "jti" => Field::Jti,
+                    "body" => Field::Body,
+                    _ => Field::Other,
+                })
             }
         }
         d.deserialize_identifier(FieldVisitor)
     }
 }
 
-#[cfg(test)]
-struct ClaimsVisitor<'a> {
+struct ClaimsVisitor<'e> {
     /// Set when a claim has the wrong type, so the caller reports which one.
-    error: &'a mut Option<VerifyError>,
+    error: &'e mut Option<VerifyError>,
 }
 
-#[cfg(test)]
 impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
-    type Value = RawClaims<'static>;
+    type Value = RawClaims<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a json object of claims")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawClaims<'static>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawClaims<'de>, A::Error> {
         let mut c = RawClaims::default();
         while let Some(field) = map.next_key::<Field>()? {
             if let Field::Other = field {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
-            let value = map.next_value::<JsonValue>()?;
+            let value = map.next_value::<JsonValue<'de>>()?;
             if let Err(claim_error) = c.set(field, value) {
                 *self.error = Some(claim_error);
                 return Err(de::Error::custom("claim has the wrong type"));
@@ -308,7 +297,7 @@ impl<'a> JsonValue<'a> {
     }
 }
 
-impl<'de> de::Deserialize<'de> for JsonValue<'static> {
+impl<'de> de::Deserialize<'de> for JsonValue<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(ValueVisitor)
     }
@@ -317,37 +306,40 @@ impl<'de> de::Deserialize<'de> for JsonValue<'static> {
 struct ValueVisitor;
 
 impl<'de> Visitor<'de> for ValueVisitor {
-    type Value = JsonValue<'static>;
+    type Value = JsonValue<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a json value")
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<JsonValue<'static>, E> {
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<JsonValue<'de>, E> {
+        Ok(JsonValue::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<JsonValue<'de>, E> {
         Ok(JsonValue::Str(Cow::Owned(v.to_owned())))
     }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<JsonValue<'static>, E> {
+    fn visit_string<E: de::Error>(self, v: String) -> Result<JsonValue<'de>, E> {
         Ok(JsonValue::Str(Cow::Owned(v)))
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<JsonValue<'static>, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<JsonValue<'de>, E> {
         Ok(JsonValue::Int(v))
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<JsonValue<'static>, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<JsonValue<'de>, E> {
         Ok(i64::try_from(v).map_or(JsonValue::Float(v as f64), JsonValue::Int))
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<JsonValue<'static>, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<JsonValue<'de>, E> {
         Ok(JsonValue::Float(v))
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<JsonValue<'static>, E> {
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<JsonValue<'de>, E> {
         Ok(JsonValue::Other)
     }
-    fn visit_unit<E: de::Error>(self) -> Result<JsonValue<'static>, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<JsonValue<'de>, E> {
         Ok(JsonValue::Other)
     }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<JsonValue<'static>, A::Error> {
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<JsonValue<'de>, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(JsonValue::Other)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonValue<'static>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonValue<'de>, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(JsonValue::Other)
     }
@@ -366,5 +358,128 @@ impl Field {
             Self::Body => "body",
             Self::Other => "other",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The outcome of a parse: the claims, or `invalid <claim>` / `malformed`.
+    fn outcome(json: &[u8]) -> Result<String, String> {
+        RawClaims::parse(json)
+            .map(|c| {
+                format!(
+                    "{:?}",
+                    (c.iss, c.sub, c.aud, c.exp, c.nbf, c.iat, c.jti, c.body)
+                )
+            })
+            .map_err(|e| match e {
+                VerifyError::InvalidClaim(name) => format!("invalid {name}"),
+                _ => "malformed".to_owned(),
+            })
+    }
+
+    #[test]
+    fn real_payload_borrows_its_strings() {
+        let real = br#"{"aud":"","body":"pZGm1Av0IEBKARczz7exkNYsZb8LzaMrV7J32a2fFG4=","exp":1657530756,"iat":1657530456,"iss":"Upstash","jti":"jwt_7AqGnDKWwKNf6tGT4LgF8jtCDB8j","nbf":-62135596800,"sub":"https://example.com/test"}"#;
+        let c = RawClaims::parse(real).unwrap();
+        assert!(matches!(
+            c.sub,
+            Some(Cow::Borrowed("https://example.com/test"))
+        ));
+        assert_eq!(
+            (c.exp, c.nbf, c.iat),
+            (Some(1657530756), Some(-62135596800), Some(1657530456))
+        );
+        assert_eq!(c.jti.as_deref(), Some("jwt_7AqGnDKWwKNf6tGT4LgF8jtCDB8j"));
+    }
+
+    #[test]
+    fn the_policy_on_json_shapes() {
+        let claims = |iss: &str, exp: Option<i64>| {
+            Ok(format!(
+                "{:?}",
+                (
+                    Some(iss),
+                    None::<&str>,
+                    None::<&str>,
+                    exp,
+                    None::<i64>,
+                    None::<i64>,
+                    None::<&str>,
+                    None::<&str>
+                )
+            ))
+        };
+        // The last of a repeated member wins, escapes are decoded, unknown members skipped.
+        assert_eq!(
+            outcome(br#"{"iss":"a","iss":"b","x":[1,{"y":null}]}"#),
+            claims("b", None)
+        );
+        assert_eq!(
+            outcome(br#"{"\u0069ss":"\u0055pstash","exp":5}"#),
+            claims("Upstash", Some(5))
+        );
+        // Types are strict: no numeric strings, no fractions or exponents for integers.
+        for (json, error) in [
+            (&br#"{"exp":"1"}"#[..], "invalid exp"),
+            (br#"{"exp":1.5}"#, "invalid exp"),
+            (br#"{"exp":1e3}"#, "invalid exp"),
+            (br#"{"exp":100000000000000000000}"#, "invalid exp"),
+            (br#"{"nbf":[1]}"#, "invalid nbf"),
+            (br#"{"iss":7}"#, "invalid iss"),
+            (br#"{"iat":true}"#, "invalid iat"),
+        ] {
+            assert_eq!(
+                outcome(json),
+                Err(error.to_owned()),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+        // `iat` may be fractional (truncated); `aud` and `jti` of another type are dropped.
+        assert!(
+            outcome(br#"{"iat":1.9,"jti":7,"aud":["a"]}"#)
+                .unwrap()
+                .contains("Some(1)")
+        );
+        // Not one JSON object: malformed.
+        for json in [
+            &b"[]"[..],
+            b"\"x\"",
+            b"{\"x\":1}x",
+            b"{\"x\":1,}",
+            b"{\"x\":NaN}",
+            b"{\"sub\":\"\\ud800\"}",
+            b"\xef\xbb\xbf{}",
+            b"{\"sub\":\"abc",
+        ] {
+            assert_eq!(
+                outcome(json),
+                Err("malformed".to_owned()),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_anywhere_is_refused_and_deep_nesting_is_safe() {
+        assert!(RawClaims::parse(b"{\"sub\":\"\xff\"}").is_err());
+        // Even in a member that is skipped unread.
+        assert!(RawClaims::parse(b"{\"x\":\"\xed\xa0\x80\",\"exp\":1}").is_err());
+        // Deep nesting never overflows the stack: serde_json skips what is not read without
+        // recursion, in an unknown member as inside a claim's value of the wrong type.
+        let nested = |n| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(RawClaims::parse(format!("{{\"x\":{}}}", nested(5000)).as_bytes()).is_ok());
+        assert_eq!(
+            outcome(format!("{{\"nbf\":{}}}", nested(5000)).as_bytes()),
+            Err("invalid nbf".to_owned())
+        );
+        assert_eq!(
+            outcome(format!("{{\"nbf\":{}}}", nested(100)).as_bytes()),
+            Err("invalid nbf".to_owned())
+        );
     }
 }

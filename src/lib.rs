@@ -72,7 +72,6 @@ mod callback;
 mod claims;
 mod delivery;
 mod error;
-mod json;
 mod keys;
 mod random;
 mod receiver;
