@@ -86,7 +86,7 @@ mod memory;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 mod redis;
 mod store;
-#[cfg(test)]
+#[cfg(all(test, feature = "test-utils"))]
 mod tests;
 
 use std::time::Duration;
@@ -118,8 +118,12 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_STORE_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// The longest `Retry-After` QStash honours (1 day); longer values fall back to its backoff.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
-/// How long past its `exp` the replay guard remembers a token's `jti`: 5 minutes, which covers
-/// any verifier leeway up to that.
+/// How long past its `exp` the replay guard used to remember a token's `jti`. No longer used:
+/// the guard now remembers a `jti` until the token can no longer verify (`exp` plus the
+/// verifier's leeway, see [`Dedup::replay_guard_ttl`]).
+#[deprecated(
+    note = "the replay guard remembers a jti until exp + the verifier's leeway; see Dedup::replay_guard_ttl"
+)]
 pub const REPLAY_GUARD_MARGIN: Duration = Duration::from_secs(300);
 
 /// TTLs are capped at 10 years: keeps `Instant` arithmetic and Redis' `PX` in range.

@@ -16,8 +16,8 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// A store of message-id claims, shared by every request (and, for a shared store such as
 /// [`RedisStore`], every instance). Used as `Arc<dyn DedupStore>`.
 ///
-/// Keys are given by [`Dedup`] (`msg:<message id>`, `jti:<token id>`); a store may prefix them.
-/// Each operation must be atomic for its key.
+/// Keys are given by [`Dedup`] (`msg:<message id>:<body hash>`, `jti:<token id>`); a store may
+/// prefix them. Each operation must be atomic for its key.
 pub trait DedupStore: Send + Sync + 'static {
     /// Claims `key`: if it is absent (or expired), stores a new lease for `lease_ttl` and
     /// returns [`ClaimOutcome::Acquired`] with its token; otherwise says whether the key is
@@ -68,9 +68,17 @@ pub trait DedupStore: Send + Sync + 'static {
         None
     }
 
+    /// [`DedupStore::remember`] answered at once (see [`DedupStore::claim_now`]).
+    fn remember_now(&self, key: &str, ttl: Duration) -> Option<Result<bool, StoreError>> {
+        let _ = (key, ttl);
+        None
+    }
+
     /// Records `key` for `ttl` if it is absent: `true` when it was absent (first sight), `false`
-    /// when it is already there. Used by the replay guard. The default claims and completes
-    /// (two operations); stores override it with a single one.
+    /// when it is already there. Used by the replay guard: a store must keep such a key until
+    /// its `ttl` has passed (never evict it earlier; fail instead), or a replayed token would
+    /// be accepted again. The default claims and completes (two operations); stores override it
+    /// with a single one.
     fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             match self.claim(key, ttl).await? {
@@ -166,8 +174,9 @@ pub enum StoreError {
     /// The backend (Redis…) failed: connection refused or lost, timeout, server error.
     #[error("deduplication store backend failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The in-memory store is full of live leases (completed ids are evicted first).
-    #[error("deduplication store is full of live leases (capacity {capacity})")]
+    /// The in-memory store is full of live leases and replay-guard ids (completed ids are
+    /// evicted first; the others are never evicted while live).
+    #[error("deduplication store is full of live entries (capacity {capacity})")]
     CapacityExhausted {
         /// The store's capacity, in entries.
         capacity: usize,
