@@ -6,13 +6,19 @@
 //! claims the message id in a [`DedupStore`] before the handler runs and settles the claim from
 //! the handler's answer:
 //!
-//! | the message id is… | [`Dedup::begin`] says | the adapter answers |
+//! The claim is keyed on the message id **and** the token's signed `body` claim
+//! (`msg:<message id>:<body hash>`): the message id is not signed, so binding it to what QStash
+//! signed means a captured token sent under another message's id claims a key of its own and can
+//! neither complete nor block that message. QStash's retries (same id, same body) share the key.
+//!
+//! | the delivery… | [`Dedup::begin`] says | the adapter answers |
 //! |---|---|---|
-//! | new (or released, or its lease expired) | [`Begin::Run`] with a [`Lease`] | the handler's response; a 2xx **completes** the id (kept for the retention), anything else, an error, a panic or a dropped request **releases** it so QStash's retry runs |
-//! | completed | [`Begin::Duplicate`] | `200`, header [`DUPLICATE_HEADER`]` = true`, [`duplicate_json_body`]; the handler does not run |
-//! | held by another request or instance | [`Begin::Refuse`] with [`Rejection::InProgress`] | `409` + `Retry-After`; QStash comes back once the first attempt finished or failed |
-//! | store down or failing | [`Begin::Refuse`] with [`Rejection::StoreUnavailable`] (fail closed, the default) or [`Begin::RunUnguarded`] (fail open) | `503` + `Retry-After`: nothing is lost, QStash retries |
-//! | absent (no `Upstash-Message-Id`) | [`Begin::RunUnguarded`] and a warning | the handler's response; QStash always sends one, so this is not QStash |
+//! | has no `Upstash-Message-Id` | [`Begin::Refuse`] with [`Rejection::MissingMessageId`] | `400` `missing_message_id`; QStash always sends one, so this is not QStash |
+//! | carries a token (`jti`) already accepted, and the replay guard is on (the default) | [`Begin::Refuse`] with [`Rejection::Replayed`] | `401` `token_replayed`; QStash signs every attempt anew, so this is a replay |
+//! | is new (or released, or its lease expired) | [`Begin::Run`] with a [`Lease`] | the handler's response; a 2xx **completes** the id (kept for the retention), even if the request is dropped while the completion is written; anything else, an error, a panic or a request dropped while the handler runs **releases** it so QStash's retry runs |
+//! | is completed | [`Begin::Duplicate`] | `200`, header [`DUPLICATE_HEADER`]` = true`, [`duplicate_json_body`]; the handler does not run |
+//! | is held by another request or instance | [`Begin::Refuse`] with [`Rejection::InProgress`] | `409` + `Retry-After`; QStash comes back once the first attempt finished or failed |
+//! | meets a store down or failing | [`Begin::Refuse`] with [`Rejection::StoreUnavailable`] (fail closed, the default) or [`Begin::RunUnguarded`] (fail open) | `503` + `Retry-After`: nothing is lost, QStash retries |
 //!
 //! Dedup needs the handler's response (2xx or not), so it runs in the tower layer and the
 //! actix-web middleware, around the handler; the standalone extractors cannot see the response
@@ -30,15 +36,36 @@
 //!   so its default schedules (3 to 5 retries) span at most about 31 hours plus the attempts'
 //!   timeouts, and a message re-sent after a 2xx arrives within that window: 7 days covers them
 //!   with a wide margin, and up to about 10 retries.
-//! - Store failures fail closed: `503` with `Retry-After` [`DEFAULT_STORE_RETRY_AFTER`].
-//! - The replay guard is off: a message id is not signed, a token's `jti` is. Turn it on with
-//!   [`Dedup::replay_guard`] to refuse the very same request (same `jti`) a second time while
-//!   its token is valid, even under another message id. Without it, whoever holds a captured
-//!   delivery (its token and body, while the token is valid) can send it again under the id of
-//!   another message not yet completed: the handler runs on the captured body, and its 2xx
-//!   marks that other id completed, so the other message's real deliveries are answered as
-//!   duplicates. Turn it on wherever deliveries could be seen by others (request logs that keep
-//!   headers, a proxy you do not control).
+//! - Store failures fail closed: `503` with `Retry-After` [`DEFAULT_STORE_RETRY_AFTER`]. Every
+//!   `Retry-After` is whole seconds, at least 1 and at most [`MAX_RETRY_AFTER`] (1 day, the
+//!   longest QStash honours), whatever duration is configured.
+//! - The replay guard is **on**: a message id is not signed, a token's `jti` is. Each accepted
+//!   `jti` is remembered (one `SET NX PX` in Redis, shared by every instance) until its token
+//!   can no longer verify: its `exp` plus the verifier's leeway (which [`Receiver::dedup`]
+//!   passes on; see [`Dedup::verifier_leeway`]) plus a second. A second request with the same
+//!   token is refused, under any message id, so whoever holds a captured delivery (request logs
+//!   that keep headers, a proxy you do not control) cannot run the handler again. QStash signs
+//!   every attempt with a new token, so it is never refused. [`MemoryStore`] never evicts a
+//!   live guard entry or lease: full of them, it fails closed (`503`). A token without `jti`
+//!   (only the holder of your signing key can make one; QStash's always have one) runs under
+//!   its message id's lease, without the guard. Turn the guard off with
+//!   [`Dedup::replay_guard`]`(false)` only if your handlers are idempotent on the body itself.
+//! - A delivery without `Upstash-Message-Id` is refused (`400`), never run unguarded.
+//!
+//! # Migrating from earlier versions
+//!
+//! - `Dedup::replay_guard(true)` is now the default: the call can go. To keep the old
+//!   behaviour, call `replay_guard(false)` (not recommended).
+//! - [`REPLAY_GUARD_MARGIN`] is deprecated: the guard remembers a token until `exp` + the
+//!   verifier's leeway. If you call [`Dedup::begin`] yourself (not through [`Receiver::dedup`]),
+//!   give it your verifier's leeway with [`Dedup::verifier_leeway`].
+//! - [`UnguardedReason::NoMessageId`] is no longer produced: such a delivery is refused with
+//!   [`Rejection::MissingMessageId`].
+//! - Store keys changed from `msg:<id>` to `msg:<id>:<body hash>`: ids completed before the
+//!   upgrade are not seen as completed by the new version (a message re-sent across the upgrade
+//!   may run once more).
+//! - With a slow store, a lease whose handler answered 2xx now completes even when the request
+//!   is dropped meanwhile (a timeout above the layer, a client gone), instead of being released.
 //!
 //! # Example
 //!
@@ -92,7 +119,7 @@ mod tests;
 use std::time::Duration;
 
 #[cfg(doc)]
-use crate::Rejection;
+use crate::{Receiver, Rejection};
 
 pub use config::{Begin, Dedup, InProgressRetryAfter, OnStoreError, UnguardedReason};
 pub use lease::{Lease, RELEASE_RETRY_DELAY};
