@@ -93,9 +93,13 @@ impl Receiver {
 
     /// Deduplicate deliveries by message id (see [`crate::dedup`]): the tower layer and the
     /// actix-web middleware then run each message's handler to success once.
+    ///
+    /// The replay guard (on by default) learns this receiver's verifier leeway
+    /// ([`Dedup::verifier_leeway`](crate::dedup::Dedup::verifier_leeway)), so that it remembers
+    /// each token for as long as this verifier could accept it.
     #[must_use]
     pub fn dedup(mut self, dedup: crate::dedup::Dedup) -> Self {
-        self.dedup = Some(dedup);
+        self.dedup = Some(dedup.verifier_leeway(self.verifier.leeway()));
         self
     }
 

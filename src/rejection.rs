@@ -37,6 +37,7 @@ pub const NON_RETRYABLE_HEADER: &str = "upstash-nonretryable-error";
 /// | [`InProgress`](Rejection::InProgress) | 409 + `Retry-After` | yes, after the delay |
 /// | [`StoreUnavailable`](Rejection::StoreUnavailable) | 503 + `Retry-After` | yes, after the delay |
 /// | [`Replayed`](Rejection::Replayed) | 401 | QStash never repeats a token: a replay is not QStash |
+/// | [`MissingMessageId`](Rejection::MissingMessageId) | 400 | QStash always sends one: not QStash |
 /// | [`Misconfigured`](Rejection::Misconfigured) | 500 | yes |
 ///
 /// Messages never contain a key, a token or a body.
@@ -75,6 +76,9 @@ pub enum Rejection {
     /// The very same token (its `jti`) was already accepted while it is still valid: a replay of
     /// a captured request (dedup's replay guard). QStash signs every attempt with a new token.
     Replayed,
+    /// Deduplication is on and the delivery has no `Upstash-Message-Id` header (QStash always
+    /// sends one): it is refused rather than run without deduplication.
+    MissingMessageId,
     /// The receiver is not configured correctly (no URL policy, no verifier in state…).
     Misconfigured(String),
 }
@@ -84,7 +88,7 @@ impl Rejection {
     pub fn status(&self) -> u16 {
         match self {
             Self::Verify(_) | Self::Replayed => 401,
-            Self::Delivery(_) | Self::BodyRead(_) => 400,
+            Self::Delivery(_) | Self::BodyRead(_) | Self::MissingMessageId => 400,
             Self::PayloadTooLarge { .. } => 413,
             Self::InvalidPayload {
                 non_retryable: true,
@@ -108,15 +112,17 @@ impl Rejection {
             Self::InProgress { .. } => "in_progress",
             Self::StoreUnavailable { .. } => "store_unavailable",
             Self::Replayed => "token_replayed",
+            Self::MissingMessageId => "missing_message_id",
             Self::Misconfigured(_) => "misconfigured",
         }
     }
 
-    /// Extra response headers: `Retry-After`, or `Upstash-NonRetryable-Error: true`.
+    /// Extra response headers: `Retry-After` (whole seconds, at least 1), or
+    /// `Upstash-NonRetryable-Error: true`.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
             Self::InProgress { retry_after_secs } | Self::StoreUnavailable { retry_after_secs } => {
-                vec![("retry-after", retry_after_secs.to_string())]
+                vec![("retry-after", (*retry_after_secs).max(1).to_string())]
             }
             Self::InvalidPayload {
                 non_retryable: true,
@@ -155,6 +161,9 @@ impl fmt::Display for Rejection {
                 f.write_str("deduplication store unavailable: retry later")
             }
             Self::Replayed => f.write_str("this signed token was already used"),
+            Self::MissingMessageId => {
+                f.write_str("the upstash-message-id header is required for deduplication")
+            }
             Self::Misconfigured(e) => write!(f, "receiver misconfigured: {e}"),
         }
     }
@@ -229,6 +238,7 @@ mod tests {
                 "store_unavailable",
             ),
             (Rejection::Replayed, 401, "token_replayed"),
+            (Rejection::MissingMessageId, 400, "missing_message_id"),
             (
                 Rejection::Misconfigured("no url policy".into()),
                 500,
@@ -248,6 +258,20 @@ mod tests {
             }
             .headers(),
             vec![("retry-after", "30".to_owned())]
+        );
+        assert_eq!(
+            Rejection::StoreUnavailable {
+                retry_after_secs: 0
+            }
+            .headers(),
+            vec![("retry-after", "1".to_owned())]
+        );
+        assert_eq!(
+            Rejection::StoreUnavailable {
+                retry_after_secs: u32::MAX
+            }
+            .headers(),
+            vec![("retry-after", u32::MAX.to_string())]
         );
         let dlq = Rejection::InvalidPayload {
             message: "x".into(),

@@ -573,6 +573,99 @@ async fn disconnect_releases(framework: Framework, backend: Backend) {
     assert_eq!(shared.runs(&id), 2);
 }
 
+/// The same headers with another `Upstash-Message-Id` (or none): the id is not signed.
+fn with_id(headers: &[(String, String)], id: Option<&str>) -> Vec<(String, String)> {
+    let mut headers: Vec<_> = headers
+        .iter()
+        .filter(|(n, _)| n != "upstash-message-id")
+        .cloned()
+        .collect();
+    if let Some(id) = id {
+        headers.push(("upstash-message-id".into(), id.into()));
+    }
+    headers
+}
+
+/// A captured delivery sent again (same token, same body): under its own id, under a new id,
+/// and under no id. Refused every time; the handler ran once.
+async fn replayed_token_is_refused(framework: Framework, backend: Backend) {
+    let shared = Arc::new(Shared::default());
+    let server = serve(framework, backend.dedup().await, Arc::clone(&shared)).await;
+    let id = new_id();
+    // The first attempt fails (500): the id is free again, yet its token must not run again.
+    let body = plan(&["fail", "ok"]);
+    let d = Signer::new(KEY).delivery_with_id(URL, &body, &id, 0);
+    let first = post_jobs(&server.base, &d.headers, Bytes::from(body.clone())).await;
+    assert_eq!(first.status, 500, "{first:?}");
+    let other = new_id();
+    for headers in [d.headers.clone(), with_id(&d.headers, Some(&other))] {
+        post_jobs(&server.base, &headers, Bytes::from(body.clone()))
+            .await
+            .assert_refused(401, "token_replayed");
+    }
+    post_jobs(
+        &server.base,
+        &with_id(&d.headers, None),
+        Bytes::from(body.clone()),
+    )
+    .await
+    .assert_refused(400, "missing_message_id");
+    assert_eq!((shared.runs(&id), shared.runs(&other)), (1, 0));
+    // QStash's retry (a new token) runs.
+    deliver(&server, &id, 1, &body)
+        .await
+        .assert_processed(&id, 2);
+}
+
+/// A captured delivery replayed under the id of a message that has not arrived yet: refused
+/// (token replayed), and the genuine message is processed when it comes.
+async fn replay_under_a_victims_id(framework: Framework, backend: Backend) {
+    let shared = Arc::new(Shared::default());
+    let server = serve(framework, backend.dedup().await, Arc::clone(&shared)).await;
+    let captured = new_id();
+    let d = Signer::new(KEY).delivery_with_id(URL, b"{}", &captured, 0);
+    post_jobs(&server.base, &d.headers, Bytes::from_static(b"{}"))
+        .await
+        .assert_processed(&captured, 1);
+    let victim = new_id();
+    post_jobs(
+        &server.base,
+        &with_id(&d.headers, Some(&victim)),
+        Bytes::from_static(b"{}"),
+    )
+    .await
+    .assert_refused(401, "token_replayed");
+    assert_eq!(shared.runs(&victim), 0);
+    let genuine = plan(&["ok"]);
+    deliver(&server, &victim, 0, &genuine)
+        .await
+        .assert_processed(&victim, 1);
+    deliver(&server, &victim, 1, &genuine)
+        .await
+        .assert_duplicate(&victim);
+    assert_eq!(shared.runs(&victim), 1);
+}
+
+/// A delivery without `Upstash-Message-Id` (a fresh token): 400, the handler does not run.
+async fn no_message_id_is_refused(framework: Framework, backend: Backend) {
+    let shared = Arc::new(Shared::default());
+    let server = serve(framework, backend.dedup().await, Arc::clone(&shared)).await;
+    let d = Signer::new(KEY).delivery(URL, b"{}");
+    let answer = post_jobs(
+        &server.base,
+        &with_id(&d.headers, None),
+        Bytes::from_static(b"{}"),
+    )
+    .await;
+    answer.assert_refused(400, "missing_message_id");
+    let body: Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(
+        body["message"],
+        "the upstash-message-id header is required for deduplication"
+    );
+    assert_eq!(shared.runs("-"), 0);
+}
+
 macro_rules! matrix {
     ($($scenario:ident),* $(,)?) => {$(
         mod $scenario {
@@ -602,6 +695,9 @@ matrix!(
     expired_lease_taken_over,
     panic_releases,
     disconnect_releases,
+    replayed_token_is_refused,
+    replay_under_a_victims_id,
+    no_message_id_is_refused,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -860,4 +956,163 @@ fn example_servers_refuse_an_unreachable_redis() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "{name}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A completion that outlives its request: a store that answers only through futures and takes
+// a while to complete (as a networked store may), and a request dropped while it completes.
+
+/// A [`MemoryStore`] behind futures only (no `*_now` answers), whose `complete` takes
+/// [`SLOW_COMPLETE`] before it writes.
+struct SlowStore {
+    inner: MemoryStore,
+}
+
+const SLOW_COMPLETE: Duration = Duration::from_millis(300);
+
+impl DedupStore for SlowStore {
+    fn claim<'a>(
+        &'a self,
+        key: &'a str,
+        lease_ttl: Duration,
+    ) -> qstash_receiver::dedup::StoreFuture<'a, qstash_receiver::dedup::ClaimOutcome> {
+        self.inner.claim(key, lease_ttl)
+    }
+    fn complete<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a qstash_receiver::dedup::LeaseToken,
+        retention: Duration,
+    ) -> qstash_receiver::dedup::StoreFuture<'a, qstash_receiver::dedup::LeaseOutcome> {
+        Box::pin(async move {
+            tokio::time::sleep(SLOW_COMPLETE).await;
+            self.inner.complete(key, token, retention).await
+        })
+    }
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a qstash_receiver::dedup::LeaseToken,
+    ) -> qstash_receiver::dedup::StoreFuture<'a, qstash_receiver::dedup::LeaseOutcome> {
+        self.inner.release(key, token)
+    }
+    fn remember<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> qstash_receiver::dedup::StoreFuture<'a, bool> {
+        self.inner.remember(key, ttl)
+    }
+}
+
+fn slow_dedup() -> Dedup {
+    Dedup::new(Arc::new(SlowStore {
+        inner: MemoryStore::new(),
+    }))
+}
+
+/// axum: a tower timeout above the layer (as in `examples/axum_server.rs`) fires while the
+/// handler's 2xx is being completed; the completion is still written, so QStash's retry (same
+/// id, same body, a new token) is a duplicate and the handler ran once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_completion_survives_a_timeout_above_the_layer() {
+    use axum::error_handling::HandleErrorLayer;
+    use qstash_receiver::tower::QStashLayer;
+    use tower::ServiceBuilder;
+
+    async fn jobs(
+        axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+        delivery: Delivery,
+        body: axum::body::Bytes,
+    ) -> (axum::http::StatusCode, String) {
+        let (status, text) = handle(shared, &delivery, &body).await;
+        (axum::http::StatusCode::from_u16(status).unwrap(), text)
+    }
+
+    let shared = Arc::new(Shared::default());
+    let layer = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "timeout")
+        }))
+        .timeout(Duration::from_millis(100))
+        .layer(QStashLayer::new(receiver(slow_dedup())));
+    let app = axum::Router::new()
+        .route("/jobs", axum::routing::post(jobs))
+        .route_layer(layer)
+        .with_state(Arc::clone(&shared));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = Server {
+        base: format!("http://{addr}"),
+        actix: None,
+    };
+
+    let id = new_id();
+    let first = deliver(&server, &id, 0, b"{}").await;
+    // The handler answered 200 at once; the timeout dropped the request while completing.
+    assert_eq!((first.status, first.body.as_str()), (503, "timeout"));
+    assert_eq!(shared.runs(&id), 1);
+    tokio::time::sleep(SLOW_COMPLETE + Duration::from_millis(300)).await;
+    deliver_until_free(&server, &id, 1, b"{}")
+        .await
+        .assert_duplicate(&id);
+    assert_eq!(shared.runs(&id), 1, "a completed handler ran again");
+}
+
+/// actix-web: the request future is dropped while the handler's 2xx is being completed (a
+/// timeout around the service); the completion is still written, so QStash's retry is a
+/// duplicate and the handler ran once.
+#[actix_web::test]
+async fn actix_completion_survives_a_dropped_request() {
+    use actix_web::{App, HttpResponse, test, web};
+    use qstash_receiver::actix::QStashMiddleware;
+
+    async fn jobs(
+        shared: web::Data<Arc<Shared>>,
+        delivery: Delivery,
+        body: web::Bytes,
+    ) -> HttpResponse {
+        let (status, text) = handle(Arc::clone(&shared), &delivery, &body).await;
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).body(text)
+    }
+
+    let shared = Arc::new(Shared::default());
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(Arc::clone(&shared)))
+            .service(
+                web::resource("/jobs")
+                    .wrap(QStashMiddleware::new(receiver(slow_dedup())))
+                    .route(web::post().to(jobs)),
+            ),
+    )
+    .await;
+    let request = |id: &str, retried: u32| {
+        let d = Signer::new(KEY).delivery_with_id(URL, b"{}", id, retried);
+        let mut req = test::TestRequest::post()
+            .uri("/jobs")
+            .insert_header(("host", "receiver.test"))
+            .set_payload(&b"{}"[..]);
+        for (name, value) in &d.headers {
+            req = req.insert_header((name.as_str(), value.as_str()));
+        }
+        req.to_request()
+    };
+
+    let id = new_id();
+    let first = tokio::time::timeout(
+        Duration::from_millis(100),
+        test::call_service(&app, request(&id, 0)),
+    )
+    .await;
+    assert!(first.is_err(), "answered before the completion was written");
+    assert_eq!(shared.runs(&id), 1);
+    tokio::time::sleep(SLOW_COMPLETE + Duration::from_millis(300)).await;
+    let retry = test::call_service(&app, request(&id, 1)).await;
+    assert_eq!(retry.status(), 200);
+    assert_eq!(retry.headers().get("qstash-duplicate").unwrap(), "true");
+    let body: Value = serde_json::from_slice(&test::read_body(retry).await).unwrap();
+    assert_eq!(body, json!({"duplicate": true, "messageId": id}));
+    assert_eq!(shared.runs(&id), 1, "a completed handler ran again");
 }

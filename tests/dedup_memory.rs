@@ -62,9 +62,9 @@ async fn dropped_lease_is_released_in_the_background() {
 }
 
 #[tokio::test]
-async fn delivery_without_message_id_runs_unguarded() {
+async fn delivery_without_message_id_is_refused() {
     let memory = Arc::new(MemoryStore::new());
-    no_message_id_runs_unguarded(memory.clone()).await;
+    no_message_id_is_refused(memory.clone()).await;
     assert!(memory.is_empty());
 }
 
@@ -75,7 +75,7 @@ async fn memory_stays_bounded_under_a_flood_of_distinct_ids() {
     let dedup = Dedup::new(memory.clone());
     let mut max_len = 0;
     for i in 0..200_000u32 {
-        let key = format!("msg:flood_{i}");
+        let key = msg_key(&format!("flood_{i}"));
         let ClaimOutcome::Acquired(token) =
             memory.claim(&key, Duration::from_secs(60)).await.unwrap()
         else {
@@ -119,7 +119,8 @@ async fn memory_stays_bounded_under_a_flood_of_distinct_ids() {
 async fn full_of_live_leases_refuses_instead_of_dropping_one() {
     // Capacity 1: one shard, so the order is deterministic.
     let memory = Arc::new(MemoryStore::with_capacity(1));
-    let dedup = Dedup::new(memory.clone());
+    // Leases only (the guard's entries are covered below).
+    let dedup = Dedup::new(memory.clone()).replay_guard(false);
     let lease = expect_run(begin(&dedup, &new_id()).await);
     // Fail closed: 503, nothing lost, QStash retries; the live lease is kept.
     expect_store_unavailable(begin(&dedup, &new_id()).await, 10);
@@ -136,6 +137,66 @@ async fn full_of_live_leases_refuses_instead_of_dropping_one() {
         .release()
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn full_of_live_guard_entries_refuses_instead_of_evicting_one() {
+    // Capacity 4: one shard. Each delivery adds its token's guard entry and its message id.
+    let memory = Arc::new(MemoryStore::with_capacity(4));
+    let dedup = Dedup::new(memory.clone());
+    let first = signed(&new_id(), 0);
+    let (delivery, claims) = verified(&first);
+    expect_run(dedup.begin(&delivery, &claims).await)
+        .complete()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        expect_run(begin(&dedup, &new_id()).await)
+            .complete()
+            .await
+            .unwrap();
+    }
+    // Three live guard entries, one completed id (the others were evicted first). The next
+    // delivery's guard entry evicts that completed id; its claim finds no room: 503.
+    assert_eq!(memory.len(), 4);
+    expect_store_unavailable(begin(&dedup, &new_id()).await, 10);
+    let full = begin(&dedup, &new_id()).await;
+    match &full {
+        Begin::Refuse(r) => assert_eq!((r.status(), r.code()), (503, "store_unavailable")),
+        other => panic!("expected 503, got {other:?}"),
+    }
+    // No guard entry was evicted: the first token is still refused.
+    let (delivery, claims) = verified(&with_message_id(&first, Some(&new_id())));
+    assert!(matches!(
+        dedup.begin(&delivery, &claims).await,
+        Begin::Refuse(qstash_receiver::Rejection::Replayed)
+    ));
+    assert_eq!(memory.len(), 4);
+}
+
+#[tokio::test]
+async fn replay_under_a_victims_id_cannot_use_it_up() {
+    replay_under_a_victims_id(store()).await;
+}
+
+#[tokio::test]
+async fn the_longest_retry_after_is_a_day_never_a_panic() {
+    let closed = Dedup::new(Arc::new(FailingStore)).store_retry_after(Duration::MAX);
+    expect_store_unavailable(begin(&closed, &new_id()).await, 86_400);
+    let memory: Arc<dyn DedupStore> = store();
+    let dedup = Dedup::new(memory)
+        .in_progress_retry_after(InProgressRetryAfter::Fixed(Duration::MAX))
+        .lease_ttl(Duration::MAX);
+    let id = new_id();
+    let lease = expect_run(begin(&dedup, &id).await);
+    assert_eq!(expect_in_progress(begin(&dedup, &id).await, 86_400), 86_400);
+    let remaining =
+        dedup.in_progress_retry_after(InProgressRetryAfter::RemainingLease { max: Duration::MAX });
+    assert_eq!(
+        expect_in_progress(begin(&remaining, &id).await, 86_400),
+        86_400
+    );
+    lease.release().await.unwrap();
 }
 
 #[tokio::test]

@@ -93,6 +93,14 @@ async fn completed_ids_expire_after_retention() {
 }
 
 #[tokio::test]
+async fn replay_under_a_victims_id_cannot_use_it_up() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    replay_under_a_victims_id(store(&server).await).await;
+}
+
+#[tokio::test]
 async fn replay_guard_refuses_the_same_token() {
     let Some(server) = RedisServer::start() else {
         return;
@@ -109,11 +117,11 @@ async fn dropped_lease_is_released_in_the_background() {
 }
 
 #[tokio::test]
-async fn delivery_without_message_id_runs_unguarded() {
+async fn delivery_without_message_id_is_refused() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    no_message_id_runs_unguarded(store(&server).await).await;
+    no_message_id_is_refused(store(&server).await).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("*")
         .query(&mut raw(&server))
@@ -141,7 +149,7 @@ async fn keys_values_ttls_and_prefixes() {
     let lease = expect_run(begin(&a, &id).await);
     let mut conn = raw(&server);
     let leased: String = redis::cmd("GET")
-        .arg(format!("app1:msg:{id}"))
+        .arg(format!("app1:{}", msg_key(&id)))
         .query(&mut conn)
         .unwrap();
     assert!(
@@ -150,25 +158,25 @@ async fn keys_values_ttls_and_prefixes() {
     );
     lease.complete().await.unwrap();
     let done: String = redis::cmd("GET")
-        .arg(format!("app1:msg:{id}"))
+        .arg(format!("app1:{}", msg_key(&id)))
         .query(&mut conn)
         .unwrap();
     assert_eq!(done, "done");
     let pttl: i64 = redis::cmd("PTTL")
-        .arg(format!("app1:msg:{id}"))
+        .arg(format!("app1:{}", msg_key(&id)))
         .query(&mut conn)
         .unwrap();
     assert!(pttl > 0 && pttl <= 3_600_000, "{pttl}");
     // Another prefix is another namespace.
     let lease = expect_run(begin(&b, &id).await);
     let pttl: i64 = redis::cmd("PTTL")
-        .arg(format!("app2:msg:{id}"))
+        .arg(format!("app2:{}", msg_key(&id)))
         .query(&mut conn)
         .unwrap();
     assert!(pttl > 0 && pttl <= 120_000, "{pttl}");
     lease.release().await.unwrap();
     let exists: bool = redis::cmd("EXISTS")
-        .arg(format!("app2:msg:{id}"))
+        .arg(format!("app2:{}", msg_key(&id)))
         .query(&mut conn)
         .unwrap();
     assert!(!exists);
@@ -176,7 +184,7 @@ async fn keys_values_ttls_and_prefixes() {
     let c = Dedup::new(store(&server).await);
     expect_run(begin(&c, &id).await).complete().await.unwrap();
     let exists: bool = redis::cmd("EXISTS")
-        .arg(format!("qstash:msg:{id}"))
+        .arg(format!("qstash:{}", msg_key(&id)))
         .query(&mut conn)
         .unwrap();
     assert!(exists);
@@ -306,16 +314,47 @@ impl Monitor {
 }
 
 #[tokio::test]
-async fn a_new_delivery_costs_exactly_two_round_trips() {
+async fn a_new_delivery_costs_three_round_trips_two_without_the_guard() {
     let Some(server) = RedisServer::start() else {
         return;
     };
     let dedup = Dedup::new(store(&server).await);
     let mut monitor = Monitor::start(&server).await;
 
-    // New delivery: claim + complete.
+    // New delivery: the replay guard's one SET NX PX, claim, complete.
     let id = new_id();
     expect_run(begin(&dedup, &id).await)
+        .finish(200)
+        .await
+        .unwrap();
+    let commands = monitor.commands().await;
+    assert_eq!(commands.len(), 3, "{commands:#?}");
+    assert!(
+        commands[0].contains("\"SET\"")
+            && commands[0].contains("\"NX\"")
+            && commands[0].contains("\"PX\""),
+        "{commands:#?}"
+    );
+    assert!(
+        commands[1..].iter().all(|c| c.contains("\"EVALSHA\"")),
+        "{commands:#?}"
+    );
+
+    // Duplicate: guard + claim.
+    expect_duplicate(begin(&dedup, &id).await, &id);
+    assert_eq!(monitor.commands().await.len(), 2);
+
+    // Failed handler: guard + claim + release.
+    let id = new_id();
+    expect_run(begin(&dedup, &id).await)
+        .finish(500)
+        .await
+        .unwrap();
+    assert_eq!(monitor.commands().await.len(), 3);
+
+    // Without the replay guard: claim + complete.
+    let unguarded = dedup.clone().replay_guard(false);
+    expect_run(begin(&unguarded, &new_id()).await)
         .finish(200)
         .await
         .unwrap();
@@ -325,29 +364,39 @@ async fn a_new_delivery_costs_exactly_two_round_trips() {
         commands.iter().all(|c| c.contains("\"EVALSHA\"")),
         "{commands:#?}"
     );
-
-    // Duplicate: one claim.
-    expect_duplicate(begin(&dedup, &id).await, &id);
-    assert_eq!(monitor.commands().await.len(), 1);
-
-    // Failed handler: claim + release.
-    let id = new_id();
-    expect_run(begin(&dedup, &id).await)
-        .finish(500)
-        .await
-        .unwrap();
-    assert_eq!(monitor.commands().await.len(), 2);
-
-    // With the replay guard: one SET NX PX more.
-    let guarded = dedup.clone().replay_guard(true);
-    expect_run(begin(&guarded, &new_id()).await)
-        .finish(200)
-        .await
-        .unwrap();
-    let commands = monitor.commands().await;
-    assert_eq!(commands.len(), 3, "{commands:#?}");
-    assert!(commands[0].contains("\"SET\"") && commands[0].contains("\"NX\""));
     drop(monitor.child.kill().await);
+}
+
+/// Two stores (two instances) on one Redis: a token accepted by one is refused by the other,
+/// and the guard's key lives until the token can no longer verify, the verifier's leeway
+/// included.
+#[tokio::test]
+async fn the_replay_guard_is_shared_by_instances_and_lives_while_the_token_can_verify() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let leeway = Duration::from_secs(60);
+    let a = Dedup::new(store(&server).await).verifier_leeway(leeway);
+    let b = Dedup::new(store(&server).await).verifier_leeway(leeway);
+    let first = signed(&new_id(), 0);
+    let (delivery, claims) = verified(&first);
+    expect_run(a.begin(&delivery, &claims).await)
+        .complete()
+        .await
+        .unwrap();
+    let (delivery, claims) = verified(&with_message_id(&first, Some(&new_id())));
+    assert!(matches!(
+        b.begin(&delivery, &claims).await,
+        Begin::Refuse(qstash_receiver::Rejection::Replayed)
+    ));
+    let jti = claims.jwt_id().unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("qstash:jti:{jti}"))
+        .query(&mut raw(&server))
+        .unwrap();
+    // The signer's tokens live 300 s: 300 + 60 s of leeway + 1 s of rounding, give or take
+    // the second this test took.
+    assert!((355_000..=361_000).contains(&pttl), "{pttl}");
 }
 
 #[tokio::test]
@@ -355,7 +404,8 @@ async fn flushed_scripts_are_loaded_again_on_first_use() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let dedup = Dedup::new(store(&server).await);
+    // Without the guard: the claim is what is observed.
+    let dedup = Dedup::new(store(&server).await).replay_guard(false);
     // As after a Redis restart without persistence: the server no longer knows the scripts.
     let flushed: String = redis::cmd("SCRIPT")
         .arg("FLUSH")
@@ -408,7 +458,7 @@ fn pause_writes(server: &RedisServer, ms: u64) {
 /// The value of `id`'s key once Redis has run what was sent (polled: a release goes out in the
 /// background), or the last one seen after 5 s.
 async fn settled_value(server: &RedisServer, id: &str) -> Option<String> {
-    let key = format!("qstash:msg:{id}");
+    let key = format!("qstash:{}", msg_key(id));
     let mut value = None;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -442,7 +492,8 @@ async fn a_claim_answered_after_the_reply_timeout_does_not_hold_the_id() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let dedup = Dedup::new(store(&server).await);
+    // Without the guard (its SET would be the command paused): the claim is lost.
+    let dedup = Dedup::new(store(&server).await).replay_guard(false);
     let id = new_id();
     // Redis runs the claim only after the connection's 500 ms reply timeout: the delivery is
     // answered 503 (nothing ran, QStash retries), yet the script took the lease.
@@ -458,7 +509,7 @@ async fn a_claim_dropped_in_flight_does_not_hold_the_id() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let dedup = Dedup::new(store(&server).await);
+    let dedup = Dedup::new(store(&server).await).replay_guard(false);
     let id = new_id();
     drop_a_claim_in_flight(&server, &dedup, &id).await;
     assert_eq!(settled_value(&server, &id).await, None);
@@ -470,7 +521,7 @@ async fn a_lost_claims_release_leaves_another_holders_lease_alone() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let dedup = Dedup::new(store(&server).await);
+    let dedup = Dedup::new(store(&server).await).replay_guard(false);
     let id = new_id();
     let lease = expect_run(begin(&dedup, &id).await);
     // A second delivery's claim is lost while the first one holds the lease: its release (for
@@ -478,7 +529,7 @@ async fn a_lost_claims_release_leaves_another_holders_lease_alone() {
     drop_a_claim_in_flight(&server, &dedup, &id).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let value: String = redis::cmd("GET")
-        .arg(format!("qstash:msg:{id}"))
+        .arg(format!("qstash:{}", msg_key(&id)))
         .query(&mut raw(&server))
         .unwrap();
     assert!(value.starts_with("lease:"), "{value}");

@@ -31,8 +31,9 @@ use crate::{Claims, Delivery, Receiver, Rejection};
 ///
 /// With deduplication ([`QStashMiddleware::dedup`] or [`Receiver::dedup`], see
 /// [`crate::dedup`]), the message id is then claimed: a new id runs the handler under a lease
-/// (its 2xx completes the id, anything else, an error, a panic or a dropped request releases it,
-/// before the response goes out); a completed id is answered `200` with `qstash-duplicate: true`
+/// (its 2xx completes the id, even should the request be dropped meanwhile; anything else, an
+/// error, a panic or a request dropped while the handler runs releases it, before the response
+/// goes out); a completed id is answered `200` with `qstash-duplicate: true`
 /// and `{"duplicate":true,"messageId":"…"}` without running the handler; an id held elsewhere
 /// `409` + `Retry-After`, a failing store `503` + `Retry-After` (fail closed), like the other
 /// refusals.
@@ -148,11 +149,7 @@ where
                 Ok((claims, delivery)) => {
                     let lease = match config.receiver.deduplication() {
                         None => None,
-                        // A store that answers at once (in memory) is not awaited.
-                        Some(dedup) => match match dedup.begin_now(&delivery) {
-                            Some(begin) => begin,
-                            None => dedup.begin(&delivery, &claims).await,
-                        } {
+                        Some(dedup) => match begin(dedup, &delivery, &claims).await {
                             Begin::Run(lease) => Some(lease),
                             Begin::RunUnguarded { .. } => None,
                             Begin::Duplicate { message_id } => {
@@ -188,6 +185,15 @@ where
     }
 }
 
+/// [`Dedup::begin`]; a store that answers at once (in memory) is not awaited.
+async fn begin(dedup: &Dedup, delivery: &Delivery, claims: &Claims) -> Begin {
+    let now = std::time::SystemTime::now();
+    match dedup.begin_now(delivery, claims, now) {
+        Ok(begin) => begin,
+        Err(pending) => dedup.resume(delivery, claims, now, pending).await,
+    }
+}
+
 /// Runs the receiver's steps on the request; on success the verified body is the request's
 /// payload again.
 async fn verify(
@@ -211,7 +217,9 @@ where
 /// [`call_verified`] under a deduplication lease: a response completes (2xx) or releases it
 /// before it goes out; an error releases it. A panic releases it too, then goes on unwinding
 /// (released here rather than by the lease's drop, which could run on a worker that is going
-/// away); a dropped future drops the lease, which releases it in the background.
+/// away). A future dropped while the handler runs drops the lease, which releases it in the
+/// background; dropped once the handler answered 2xx, the completion is still written (the
+/// lease is committed to completing by [`Lease::finish`](crate::dedup::Lease::finish)).
 async fn call_leased<S, B>(
     service: &S,
     req: ServiceRequest,
@@ -230,6 +238,7 @@ where
             // at once (in memory) is not awaited.
             let status = response.status().as_u16();
             if let Err(lease) = lease.finish_now(status) {
+                // With a 2xx, committed to completing: dropped while awaiting, it completes.
                 let _ = lease.finish(status).await;
             }
             Ok(response)

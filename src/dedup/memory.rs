@@ -21,9 +21,10 @@ const MIN_SHARD_CAPACITY: usize = 1024;
 ///
 /// Bounded: it holds at most its capacity of entries, so memory stays flat under a flood of
 /// distinct message ids. When full, it evicts an expired entry first, then the oldest
-/// **completed** id (or replay-guard id; an evicted id delivered again is processed again: at
-/// least once), then an expired lease; a store full of live leases refuses a new claim with
-/// [`StoreError::CapacityExhausted`] (a `503`, QStash retries) rather than dropping a live lease.
+/// **completed** id (an evicted id delivered again is processed again: at least once), then an
+/// expired lease; it never evicts a live lease nor a live replay-guard id (a token still valid):
+/// a store full of those refuses with [`StoreError::CapacityExhausted`] (a `503`, QStash
+/// retries) rather than dropping one.
 /// Expired entries are also dropped when met.
 ///
 /// Concurrent: the keys are spread over up to 16 shards (one per 1024 entries of capacity),
@@ -177,6 +178,10 @@ impl DedupStore for MemoryStore {
         token: &LeaseToken,
     ) -> Option<Result<LeaseOutcome, StoreError>> {
         Some(self.release_sync(key, token))
+    }
+
+    fn remember_now(&self, key: &str, ttl: Duration) -> Option<Result<bool, StoreError>> {
+        Some(self.remember_sync(key, ttl))
     }
 
     fn claim<'a>(&'a self, key: &'a str, lease_ttl: Duration) -> StoreFuture<'a, ClaimOutcome> {
@@ -342,8 +347,9 @@ impl Shard {
     }
 
     /// Evicts until one more entry fits: an expired entry first (the oldest of each order), then
-    /// the oldest completed or replay-guard id, then an expired lease anywhere (leases of
-    /// `Dedup`s with different lease TTLs expire out of order); never a live lease.
+    /// the oldest live completed id, then an expired lease anywhere (leases of `Dedup`s with
+    /// different lease TTLs expire out of order). Never a live lease, never a live replay-guard
+    /// id (evicting one would let a captured token be replayed): full of those, it fails.
     fn make_room(&mut self, now: Instant, capacity: usize) -> Result<(), StoreError> {
         while self.entries.len() >= self.limit.max(1) {
             let expired = |order: &Order| {
@@ -357,22 +363,20 @@ impl Shard {
                 self.completed.pop_first()
             } else if expired(&self.leases) {
                 self.leases.pop_first()
+            } else if !self.completed.is_empty() {
+                self.completed.pop_first()
             } else {
-                match (
-                    self.completed.first_key_value(),
-                    self.remembered.first_key_value(),
-                ) {
-                    (Some((c, _)), Some((r, _))) if r < c => self.remembered.pop_first(),
-                    (Some(_), _) => self.completed.pop_first(),
-                    (None, Some(_)) => self.remembered.pop_first(),
-                    (None, None) => {
-                        let seq = self
-                            .leases
-                            .iter()
-                            .find(|(_, (_, expires_at))| *expires_at <= now)
-                            .map(|(seq, _)| *seq);
-                        seq.and_then(|seq| self.leases.remove_entry(&seq))
-                    }
+                // Guard ids of tokens with different lifetimes expire out of order, as leases do.
+                let expired_in = |order: &Order| {
+                    order
+                        .iter()
+                        .find(|(_, (_, expires_at))| *expires_at <= now)
+                        .map(|(seq, _)| *seq)
+                };
+                if let Some(seq) = expired_in(&self.remembered) {
+                    self.remembered.remove_entry(&seq)
+                } else {
+                    expired_in(&self.leases).and_then(|seq| self.leases.remove_entry(&seq))
                 }
             };
             let Some((_, (key, _))) = victim else {
@@ -498,27 +502,41 @@ mod tests {
     }
 
     #[test]
-    fn live_completed_and_guard_ids_go_oldest_first() {
+    fn live_guard_ids_are_never_evicted() {
         let store = MemoryStore::with_capacity(3);
         assert!(store.remember_sync("jti:old", HOUR).unwrap());
         let token = acquired(&store, "msg:a", HOUR);
         store.complete_sync("msg:a", &token, HOUR).unwrap();
         assert!(store.remember_sync("jti:young", HOUR).unwrap());
-        // Full: the oldest of the live completed and guard ids goes: the old guard id (the
-        // other two are still there; a live guard id is not inserted again).
+        // Full: the completed id goes, although the old guard id is older.
         acquired(&store, "msg:b", HOUR);
         assert!(matches!(
-            store.claim_sync("msg:a", HOUR).unwrap(),
-            ClaimOutcome::Completed
+            store.claim_sync("msg:a", HOUR),
+            Err(StoreError::CapacityExhausted { capacity: 3 })
         ));
+        // Full of live guard ids and a live lease: refused, nothing dropped.
+        assert!(matches!(
+            store.remember_sync("jti:new", HOUR),
+            Err(StoreError::CapacityExhausted { capacity: 3 })
+        ));
+        assert!(!store.remember_sync("jti:old", HOUR).unwrap());
         assert!(!store.remember_sync("jti:young", HOUR).unwrap());
         assert_eq!(store.len(), 3);
-        // Then the completed id, older than the young guard id.
-        acquired(&store, "msg:c", HOUR);
-        assert!(!store.remember_sync("jti:young", HOUR).unwrap());
-        assert!(matches!(
-            store.claim_sync("msg:a", HOUR).unwrap(),
-            ClaimOutcome::Acquired(_)
-        ));
+    }
+
+    #[test]
+    fn an_expired_guard_id_behind_a_live_older_one_makes_room() {
+        // Tokens of different lifetimes: guard ids expire out of order.
+        let store = MemoryStore::with_capacity(2);
+        assert!(store.remember_sync("jti:long", HOUR).unwrap());
+        assert!(
+            store
+                .remember_sync("jti:short", Duration::from_millis(1))
+                .unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(store.remember_sync("jti:new", HOUR).unwrap());
+        assert!(!store.remember_sync("jti:long", HOUR).unwrap());
+        assert_eq!(store.len(), 2);
     }
 }

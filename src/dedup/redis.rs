@@ -324,8 +324,8 @@ impl Drop for PendingClaim<'_> {
             key = self.key,
             "qstash claim's reply lost: releasing the lease it may have taken"
         );
-        super::release_in_background(
-            super::Armed {
+        super::lease::release_in_background(
+            super::lease::Armed {
                 store: Arc::new(self.store.clone()),
                 key: self.key.to_owned(),
                 token: self.token.clone(),

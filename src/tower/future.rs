@@ -81,14 +81,15 @@ pin_project! {
             pending: Option<(http::request::Parts, Bytes, S, Arc<Config>)>,
         },
         /// Deduplication only: the inner service runs under `lease`. Dropping this future (a
-        /// client gone, a panic) drops the lease, which releases the message id.
+        /// client gone, a timeout, a panic) drops the lease, which releases the message id.
         CallingLeased {
             #[pin]
             future: S::Future,
             lease: Option<Lease>,
         },
         /// Deduplication only: the inner service answered; completing (2xx) or releasing the
-        /// lease before the response goes out.
+        /// lease before the response goes out. Dropped here, a 2xx's completion is still
+        /// written (in the background: see [`Lease`]), never turned into a release.
         Finishing {
             finish: FinishFuture,
             response: Option<S::Response>,
@@ -302,30 +303,35 @@ where
                                     parts, claims, delivery, bytes, &config,
                                 )),
                             },
-                            Some(dedup) => match dedup.begin_now(&delivery) {
-                                // A store that answers at once (in memory): no boxed claim.
-                                Some(begin) => {
-                                    match after_claim(
-                                        begin, delivery, claims, parts, bytes, inner, config,
-                                    ) {
-                                        Ok(state) => state,
-                                        Err(response) => return Poll::Ready(Ok(response)),
+                            Some(dedup) => {
+                                let now = std::time::SystemTime::now();
+                                match dedup.begin_now(&delivery, &claims, now) {
+                                    // A store that answers at once (in memory): no boxed claim.
+                                    Ok(begin) => {
+                                        match after_claim(
+                                            begin, delivery, claims, parts, bytes, inner, config,
+                                        ) {
+                                            Ok(state) => state,
+                                            Err(response) => return Poll::Ready(Ok(response)),
+                                        }
+                                    }
+                                    Err(pending) => {
+                                        // The claim borrows the delivery and claims, then hands
+                                        // them back for the extensions: no copies.
+                                        let dedup = dedup.clone();
+                                        let begin: BeginFuture = Box::pin(async move {
+                                            let begin = dedup
+                                                .resume(&delivery, &claims, now, pending)
+                                                .await;
+                                            (begin, delivery, claims)
+                                        });
+                                        State::Claiming {
+                                            begin,
+                                            pending: Some((parts, bytes, inner, config)),
+                                        }
                                     }
                                 }
-                                None => {
-                                    // The claim borrows the delivery and claims, then hands
-                                    // them back for the extensions: no copies.
-                                    let dedup = dedup.clone();
-                                    let begin: BeginFuture = Box::pin(async move {
-                                        let begin = dedup.begin(&delivery, &claims).await;
-                                        (begin, delivery, claims)
-                                    });
-                                    State::Claiming {
-                                        begin,
-                                        pending: Some((parts, bytes, inner, config)),
-                                    }
-                                }
-                            },
+                            }
                         },
                         Err(rejection) => {
                             super::log_rejection(&rejection, delivery.message_id());
@@ -358,10 +364,15 @@ where
                     match lease.finish_now(status) {
                         // A store that answers at once (in memory): no boxed settlement.
                         Ok(_) => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
+                        // A 2xx is committed to completing from here: dropped (a timeout above
+                        // the layer, a client gone), the lease still completes.
                         Err(lease) => State::Finishing {
-                            finish: Box::pin(async move {
-                                let _ = lease.finish(status).await;
-                            }),
+                            finish: {
+                                let finish = lease.finish(status);
+                                Box::pin(async move {
+                                    let _ = finish.await;
+                                })
+                            },
                             response: Some(response),
                         },
                     }

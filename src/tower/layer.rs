@@ -131,8 +131,9 @@ impl QStashLayer {
     }
 
     /// Deduplicates deliveries by message id (see [`crate::dedup`] and
-    /// [`Receiver::dedup`]): the inner service runs under a lease, a 2xx completes the id, any
-    /// other answer, an error, a panic or a dropped request releases it; an already completed
+    /// [`Receiver::dedup`]): the inner service runs under a lease, a 2xx completes the id (even
+    /// if the request is dropped while the completion is written), any other answer, an error, a
+    /// panic or a request dropped while the inner service runs releases it; an already completed
     /// message is answered `200` with `qstash-duplicate: true` without calling the inner service.
     #[must_use]
     pub fn dedup(self, dedup: crate::dedup::Dedup) -> Self {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use qstash_receiver::dedup::{
     Begin, ClaimOutcome, DUPLICATE_HEADER, Dedup, DedupStore, LeaseOutcome, LeaseToken, StoreError,
-    StoreFuture, UnguardedReason, duplicate_json_body,
+    StoreFuture, duplicate_json_body,
 };
 use qstash_receiver::test_utils::{SignedDelivery, Signer};
 use qstash_receiver::{Claims, Delivery, Rejection, SigningKeys, Verifier};
@@ -45,6 +45,22 @@ pub fn with_message_id(d: &SignedDelivery, message_id: Option<&str>) -> SignedDe
         d.headers.push(("upstash-message-id".into(), id.into()));
     }
     d
+}
+
+/// The store key of message `id` delivered with [`BODY`]: `msg:<id>:<body hash>`.
+pub fn msg_key(id: &str) -> String {
+    let (_, claims) = attempt(id, 0);
+    format!("msg:{id}:{}", claims.body_hash().trim_end_matches('='))
+}
+
+/// A delivery of `message_id` with `body` (a new token), verified.
+pub fn attempt_with_body(message_id: &str, body: &[u8]) -> (Delivery, Claims) {
+    let d = Signer::new(KEY).delivery_with_id(URL, body, message_id, 0);
+    let verifier = Verifier::new(SigningKeys::new(KEY, "sig_testNextKey0123456789abcde").unwrap());
+    let claims = verifier.verify(&d.signature, body, Some(URL)).unwrap();
+    let delivery =
+        Delivery::from_headers(d.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))).unwrap();
+    (delivery, claims)
 }
 
 /// A fresh message id.
@@ -265,10 +281,10 @@ pub async fn retention_expires(store: Arc<dyn DedupStore>) {
         .unwrap();
 }
 
-/// The replay guard refuses the same token again, even under another message id; off, it
-/// does not.
+/// The replay guard (on by default) refuses the same token again, even under another message
+/// id; explicitly off, it does not. Without a message id, refused before anything else.
 pub async fn replay_guard(store: Arc<dyn DedupStore>) {
-    let guarded = Dedup::new(Arc::clone(&store)).replay_guard(true);
+    let guarded = Dedup::new(Arc::clone(&store));
     let first = signed(&new_id(), 0);
     let (delivery, claims) = verified(&first);
     expect_run(guarded.begin(&delivery, &claims).await)
@@ -276,11 +292,7 @@ pub async fn replay_guard(store: Arc<dyn DedupStore>) {
         .await
         .unwrap();
     // The same request again (even though the message was released): a replay.
-    for replay in [
-        first.clone(),
-        with_message_id(&first, Some(&new_id())),
-        with_message_id(&first, None),
-    ] {
+    for replay in [first.clone(), with_message_id(&first, Some(&new_id()))] {
         let (delivery, claims) = verified(&replay);
         match guarded.begin(&delivery, &claims).await {
             Begin::Refuse(r @ Rejection::Replayed) => {
@@ -291,6 +303,13 @@ pub async fn replay_guard(store: Arc<dyn DedupStore>) {
             other => panic!("expected Replayed, got {other:?}"),
         }
     }
+    let (delivery, claims) = verified(&with_message_id(&first, None));
+    match guarded.begin(&delivery, &claims).await {
+        Begin::Refuse(r @ Rejection::MissingMessageId) => {
+            assert_eq!((r.status(), r.code()), (400, "missing_message_id"));
+        }
+        other => panic!("expected MissingMessageId, got {other:?}"),
+    }
     // QStash's retry of the same message has a new token: it runs.
     let (delivery, claims) = attempt(first.message_id.as_str(), 1);
     expect_run(guarded.begin(&delivery, &claims).await)
@@ -298,8 +317,8 @@ pub async fn replay_guard(store: Arc<dyn DedupStore>) {
         .await
         .unwrap();
 
-    // Without the guard, the same token under another id runs.
-    let unguarded = Dedup::new(store);
+    // Explicitly without the guard, the same token under another id runs.
+    let unguarded = Dedup::new(store).replay_guard(false);
     let second = signed(&new_id(), 0);
     let (delivery, claims) = verified(&second);
     expect_run(unguarded.begin(&delivery, &claims).await)
@@ -312,6 +331,29 @@ pub async fn replay_guard(store: Arc<dyn DedupStore>) {
         .complete()
         .await
         .unwrap();
+}
+
+/// A captured token replayed under the id of a message that has not arrived yet cannot use up
+/// that id: the claim is bound to the signed body. Even with the replay guard off (so that the
+/// replay runs), the genuine message runs when it arrives, and its retries are duplicates.
+pub async fn replay_under_a_victims_id(store: Arc<dyn DedupStore>) {
+    let dedup = Dedup::new(store).replay_guard(false);
+    let captured = signed(&new_id(), 0);
+    let victim = new_id();
+    let (delivery, claims) = verified(&with_message_id(&captured, Some(&victim)));
+    expect_run(dedup.begin(&delivery, &claims).await)
+        .complete()
+        .await
+        .unwrap();
+    // The genuine message (its own body) arrives: processed.
+    let genuine = br#"{"task":"invoice"}"#;
+    let (delivery, claims) = attempt_with_body(&victim, genuine);
+    let lease = expect_run(dedup.begin(&delivery, &claims).await);
+    assert_eq!(lease.message_id(), victim);
+    lease.complete().await.unwrap();
+    // QStash's retry (same id, same body, new token): a duplicate.
+    let (delivery, claims) = attempt_with_body(&victim, genuine);
+    expect_duplicate(dedup.begin(&delivery, &claims).await, &victim);
 }
 
 /// A lease dropped without settling (a panic, a dropped request future) is released in the
@@ -356,16 +398,19 @@ pub async fn dropped_lease_is_released(store: Arc<dyn DedupStore>) {
     eventually_runs(&dedup, &id).await.complete().await.unwrap();
 }
 
-/// No `Upstash-Message-Id`: run unguarded (QStash always sends one), touching nothing.
-pub async fn no_message_id_runs_unguarded(store: Arc<dyn DedupStore>) {
+/// No `Upstash-Message-Id`: refused with 400 `missing_message_id` (QStash always sends one),
+/// touching nothing; never run unguarded.
+pub async fn no_message_id_is_refused(store: Arc<dyn DedupStore>) {
     let dedup = Dedup::new(store);
     let d = with_message_id(&signed(&new_id(), 0), None);
     for _ in 0..2 {
         let (delivery, claims) = verified(&d);
         assert_eq!(delivery.message_id(), None);
         match dedup.begin(&delivery, &claims).await {
-            Begin::RunUnguarded { reason } => assert_eq!(reason, UnguardedReason::NoMessageId),
-            other => panic!("expected RunUnguarded, got {other:?}"),
+            Begin::Refuse(r @ Rejection::MissingMessageId) => {
+                assert_eq!((r.status(), r.code()), (400, "missing_message_id"));
+            }
+            other => panic!("expected MissingMessageId, got {other:?}"),
         }
     }
 }

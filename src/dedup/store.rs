@@ -1,0 +1,194 @@
+//! The store interface: [`DedupStore`], what its operations answer, lease tokens, errors.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+#[cfg(all(doc, feature = "redis"))]
+use super::RedisStore;
+#[cfg(doc)]
+use super::{Dedup, MemoryStore};
+
+/// A boxed, `Send` future returned by a [`DedupStore`]; keeps the trait object-safe.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A store of message-id claims, shared by every request (and, for a shared store such as
+/// [`RedisStore`], every instance). Used as `Arc<dyn DedupStore>`.
+///
+/// Keys are given by [`Dedup`] (`msg:<message id>:<body hash>`, `jti:<token id>`); a store may
+/// prefix them. Each operation must be atomic for its key.
+pub trait DedupStore: Send + Sync + 'static {
+    /// Claims `key`: if it is absent (or expired), stores a new lease for `lease_ttl` and
+    /// returns [`ClaimOutcome::Acquired`] with its token; otherwise says whether the key is
+    /// completed or leased by someone else, and for how long.
+    fn claim<'a>(&'a self, key: &'a str, lease_ttl: Duration) -> StoreFuture<'a, ClaimOutcome>;
+
+    /// Marks `key` completed for `retention`, only if `token` still holds its lease.
+    fn complete<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a LeaseToken,
+        retention: Duration,
+    ) -> StoreFuture<'a, LeaseOutcome>;
+
+    /// Deletes the lease on `key`, only if `token` still holds it, so the next claim acquires.
+    fn release<'a>(&'a self, key: &'a str, token: &'a LeaseToken) -> StoreFuture<'a, LeaseOutcome>;
+
+    /// [`DedupStore::claim`] answered at once, by a store that never waits (one in this
+    /// process's memory, such as [`MemoryStore`]): `Some` lets [`Dedup`] skip the boxed future.
+    /// It must do exactly what `claim` does. The default, `None`, means "await `claim`".
+    fn claim_now(
+        &self,
+        key: &str,
+        lease_ttl: Duration,
+    ) -> Option<Result<ClaimOutcome, StoreError>> {
+        let _ = (key, lease_ttl);
+        None
+    }
+
+    /// [`DedupStore::complete`] answered at once (see [`DedupStore::claim_now`]).
+    fn complete_now(
+        &self,
+        key: &str,
+        token: &LeaseToken,
+        retention: Duration,
+    ) -> Option<Result<LeaseOutcome, StoreError>> {
+        let _ = (key, token, retention);
+        None
+    }
+
+    /// [`DedupStore::release`] answered at once (see [`DedupStore::claim_now`]).
+    fn release_now(
+        &self,
+        key: &str,
+        token: &LeaseToken,
+    ) -> Option<Result<LeaseOutcome, StoreError>> {
+        let _ = (key, token);
+        None
+    }
+
+    /// [`DedupStore::remember`] answered at once (see [`DedupStore::claim_now`]).
+    fn remember_now(&self, key: &str, ttl: Duration) -> Option<Result<bool, StoreError>> {
+        let _ = (key, ttl);
+        None
+    }
+
+    /// Records `key` for `ttl` if it is absent: `true` when it was absent (first sight), `false`
+    /// when it is already there. Used by the replay guard: a store must keep such a key until
+    /// its `ttl` has passed (never evict it earlier; fail instead), or a replayed token would
+    /// be accepted again. The default claims and completes (two operations); stores override it
+    /// with a single one.
+    fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            match self.claim(key, ttl).await? {
+                ClaimOutcome::Acquired(token) => {
+                    self.complete(key, &token, ttl).await?;
+                    Ok(true)
+                }
+                ClaimOutcome::Completed | ClaimOutcome::InProgress { .. } => Ok(false),
+            }
+        })
+    }
+}
+
+/// What a [`DedupStore::claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClaimOutcome {
+    /// The key was free: this claim holds its lease, identified by the token.
+    Acquired(LeaseToken),
+    /// The key is completed: a duplicate.
+    Completed,
+    /// Someone else holds the lease.
+    InProgress {
+        /// How long until that lease expires.
+        remaining: Duration,
+    },
+}
+
+/// Whether a [`DedupStore::complete`] or [`DedupStore::release`] was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeaseOutcome {
+    /// The token held the lease; the operation was applied.
+    Applied,
+    /// The token does not hold the lease (it expired, maybe another claim took it over, or it
+    /// was already settled); nothing was changed.
+    NotHeld,
+}
+
+/// An unpredictable token identifying one lease (128 random bits, hex). Only its holder can
+/// complete or release the lease. `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct LeaseToken([u8; 32]);
+
+impl LeaseToken {
+    /// A new unpredictable token: SHA-256 of a 256-bit process secret (drawn once from the
+    /// operating system's generator) and a process-wide counter, truncated to 128 bits. A
+    /// keyed PRF in counter mode: as unpredictable as the secret, without a system call per
+    /// lease.
+    pub fn generate() -> Self {
+        use sha2::{Digest, Sha256};
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SECRET: OnceLock<[u8; 32]> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let secret = SECRET.get_or_init(|| {
+            let mut secret = [0u8; 32];
+            crate::random::fill(&mut secret);
+            secret
+        });
+        let digest = Sha256::new()
+            .chain_update(secret)
+            .chain_update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes())
+            .finalize();
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        // Kept inline (no allocation): 32 lower-case hex digits.
+        let mut text = [b'0'; 32];
+        for (pair, &b) in text.chunks_exact_mut(2).zip(digest.iter()) {
+            for (digit, nibble) in pair.iter_mut().zip([b >> 4, b & 0x0f]) {
+                *digit = HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
+            }
+        }
+        Self(text)
+    }
+
+    /// The token as text (what a store saves and compares).
+    pub fn as_str(&self) -> &str {
+        // Hex digits: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for LeaseToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LeaseToken(..)")
+    }
+}
+
+/// A failure of the deduplication store. Messages never contain a key's value, a token or a body.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend (Redis…) failed: connection refused or lost, timeout, server error.
+    #[error("deduplication store backend failed: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The in-memory store is full of live leases and replay-guard ids (completed ids are
+    /// evicted first; the others are never evicted while live).
+    #[error("deduplication store is full of live entries (capacity {capacity})")]
+    CapacityExhausted {
+        /// The store's capacity, in entries.
+        capacity: usize,
+    },
+    /// The backend answered something this store does not understand.
+    #[error("unexpected reply from the deduplication store: {0}")]
+    UnexpectedReply(&'static str),
+}
+
+impl StoreError {
+    /// Wraps a backend's error.
+    pub fn backend(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(error))
+    }
+}
