@@ -73,7 +73,6 @@ mod claims;
 mod delivery;
 mod error;
 mod keys;
-mod random;
 mod receiver;
 mod rejection;
 mod url;

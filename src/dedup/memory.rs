@@ -112,7 +112,7 @@ impl MemoryStore {
             return Ok(found);
         }
         shard.make_room(now, self.capacity)?;
-        let token = LeaseToken::generate();
+        let token = LeaseToken::generate()?;
         shard.insert(key, State::Leased(token.clone()), expiry(now, lease_ttl));
         Ok(ClaimOutcome::Acquired(token))
     }

@@ -204,7 +204,7 @@ impl RedisStore {
         let pending = PendingClaim {
             store: self,
             key,
-            token: LeaseToken::generate(),
+            token: LeaseToken::generate()?,
             armed: true,
         };
         let (kind, pttl): (i64, i64) = self

@@ -124,34 +124,22 @@ pub enum LeaseOutcome {
 pub struct LeaseToken([u8; 32]);
 
 impl LeaseToken {
-    /// A new unpredictable token: SHA-256 of a 256-bit process secret (drawn once from the
-    /// operating system's generator) and a process-wide counter, truncated to 128 bits. A
-    /// keyed PRF in counter mode: as unpredictable as the secret, without a system call per
-    /// lease.
-    pub fn generate() -> Self {
-        use sha2::{Digest, Sha256};
-        use std::sync::OnceLock;
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static SECRET: OnceLock<[u8; 32]> = OnceLock::new();
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let secret = SECRET.get_or_init(|| {
-            let mut secret = [0u8; 32];
-            crate::random::fill(&mut secret);
-            secret
-        });
-        let digest = Sha256::new()
-            .chain_update(secret)
-            .chain_update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes())
-            .finalize();
+    /// A new unpredictable token: 128 bits from the operating system's generator, as 32
+    /// lower-case hex digits. Fails, as a [`StoreError::Random`], when the generator does (a
+    /// store then refuses the claim, and the delivery is answered 503 and retried): there is no
+    /// weaker fallback.
+    pub fn generate() -> Result<Self, StoreError> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| StoreError::Random(e.to_string()))?;
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        // Kept inline (no allocation): 32 lower-case hex digits.
+        // Kept inline (no allocation).
         let mut text = [b'0'; 32];
-        for (pair, &b) in text.chunks_exact_mut(2).zip(digest.iter()) {
+        for (pair, &b) in text.chunks_exact_mut(2).zip(bytes.iter()) {
             for (digit, nibble) in pair.iter_mut().zip([b >> 4, b & 0x0f]) {
                 *digit = HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
             }
         }
-        Self(text)
+        Ok(Self(text))
     }
 
     /// The token as text (what a store saves and compares).
@@ -181,6 +169,9 @@ pub enum StoreError {
         /// The store's capacity, in entries.
         capacity: usize,
     },
+    /// The operating system's random generator failed (no lease token could be drawn).
+    #[error("random generator failed: {0}")]
+    Random(String),
     /// The backend answered something this store does not understand.
     #[error("unexpected reply from the deduplication store: {0}")]
     UnexpectedReply(&'static str),

@@ -32,7 +32,7 @@ fn duplicate_body_and_token_debug() {
         duplicate_json_body("msg_\"1"),
         r#"{"duplicate":true,"messageId":"msg_\"1"}"#
     );
-    let token = LeaseToken::generate();
+    let token = LeaseToken::generate().unwrap();
     assert_eq!(token.as_str().len(), 32);
     assert!(
         token
@@ -41,7 +41,7 @@ fn duplicate_body_and_token_debug() {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
         "lower-case hex"
     );
-    assert_ne!(token, LeaseToken::generate());
+    assert_ne!(token, LeaseToken::generate().unwrap());
     assert_eq!(format!("{token:?}"), "LeaseToken(..)");
 }
 

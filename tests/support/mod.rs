@@ -65,7 +65,7 @@ pub fn attempt_with_body(message_id: &str, body: &[u8]) -> (Delivery, Claims) {
 
 /// A fresh message id.
 pub fn new_id() -> String {
-    format!("msg_{}", LeaseToken::generate().as_str())
+    format!("msg_{}", LeaseToken::generate().unwrap().as_str())
 }
 
 pub async fn begin(dedup: &Dedup, id: &str) -> Begin {
