@@ -68,6 +68,8 @@
     )
 )]
 
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+mod buffer;
 mod callback;
 mod claims;
 mod delivery;

@@ -684,3 +684,47 @@ async fn concurrent_over_limit_uploads_all_read_their_refusal() {
         );
     }
 }
+
+/// A body of `bytes` sent one byte per frame, each frame its own allocation (as a client that
+/// trickles its upload produces), with no announced length.
+struct OneByteFrames {
+    bytes: Bytes,
+    at: usize,
+}
+
+impl http_body::Body for OneByteFrames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let at = self.at;
+        let Some(byte) = self.bytes.get(at..at + 1) else {
+            return std::task::Poll::Ready(None);
+        };
+        let frame = Bytes::copy_from_slice(byte);
+        self.at += 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(frame))))
+    }
+}
+
+/// A 1 MiB body in one-byte frames is read into one buffer, verified and echoed whole. (Its
+/// memory is measured with `valgrind --tool=dhat` on this test alone.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_body_in_one_byte_frames_is_verified_and_echoed() {
+    const SIZE: usize = 1024 * 1024;
+    let body: Bytes = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    let receiver = common::receiver().max_body_bytes(SIZE);
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(receiver))
+        .service(service_fn(echo));
+    let request = signed_request("/jobs", &body, |_| OneByteFrames {
+        bytes: body.clone(),
+        at: 0,
+    });
+    let (status, _, echoed) = read_response(service.oneshot(request).await.unwrap()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&echoed));
+    assert!(echoed == body, "the echoed body differs from the one sent");
+}
