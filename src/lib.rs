@@ -76,6 +76,8 @@ mod delivery;
 mod error;
 mod json;
 mod keys;
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+mod log;
 mod random;
 mod receiver;
 mod rejection;

@@ -9,9 +9,8 @@ use axum::extract::{FromRef, FromRequest, Request};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::tower::{
-    ReadBody, VerifiedByLayer, check_head, check_read, content_length, log_rejection, message_id,
-};
+use crate::log::refusal;
+use crate::tower::{ReadBody, VerifiedByLayer, check_head, check_read, content_length, message_id};
 use crate::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Receiver, Rejection};
 
 /// Extracts `T` (`Json<_>`, `Bytes`, `String`, `Form<_>`… any body extractor) from a verified
@@ -198,7 +197,7 @@ where
     let (token, delivery) = match head {
         Ok(checked) => checked,
         Err(rejection) => {
-            log_rejection(&rejection, message_id(req.headers()));
+            refusal(&rejection, message_id(req.headers()));
             return Err(rejection);
         }
     };
@@ -214,7 +213,7 @@ where
             Ok((Request::from_parts(parts, Body::from(bytes)), receiver))
         }
         Err(rejection) => {
-            log_rejection(&rejection, delivery.message_id());
+            refusal(&rejection, delivery.message_id().map(str::as_bytes));
             Err(rejection)
         }
     }
