@@ -946,7 +946,11 @@ async fn a_misconfigured_receiver_logs_an_error_only_for_authenticated_requests(
         for path in ["/mw/jobs", "/jobs", "/guarded"] {
             let res = test::call_service(&app, signed(b"{}").uri(path).to_request()).await;
             if path == "/guarded" {
-                assert_eq!(res.status(), 404, "{what}: a misconfigured guard matches nothing");
+                assert_eq!(
+                    res.status(),
+                    404,
+                    "{what}: a misconfigured guard matches nothing"
+                );
             } else {
                 assert_eq!(
                     status_and_code(res).await,
@@ -980,7 +984,10 @@ async fn the_first_region_header_selects_the_keys_in_the_middleware_and_the_guar
                     .guard(QStashGuard::new(receiver))
                     .route(web::post().to(|| async { HttpResponse::Ok().body("qstash") })),
             )
-            .route("/jobs", web::post().to(|| async { HttpResponse::Ok().body("other") })),
+            .route(
+                "/jobs",
+                web::post().to(|| async { HttpResponse::Ok().body("other") }),
+            ),
     )
     .await;
     let cases: [(&[&str], (u16, &str), &str); 3] = [
@@ -1004,7 +1011,11 @@ async fn the_first_region_header_selects_the_keys_in_the_middleware_and_the_guar
         let headers = common::eu_delivery("/mw/jobs", b"{}", regions);
         let req = with_headers(&headers, b"{}").uri("/mw/jobs").to_request();
         let (got_status, got_code) = status_and_code(test::call_service(&app, req).await).await;
-        assert_eq!((got_status, got_code.as_str()), (status, code), "{regions:?}");
+        assert_eq!(
+            (got_status, got_code.as_str()),
+            (status, code),
+            "{regions:?}"
+        );
 
         let headers = common::eu_delivery("/jobs", b"{}", regions);
         let req = with_headers(&headers, b"{}").to_request();

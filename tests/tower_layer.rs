@@ -747,10 +747,8 @@ async fn a_huge_message_id_on_an_unauthenticated_request_logs_one_short_debug_li
     // 200 KB of id, with a tab and bytes that are not UTF-8.
     let mut id = b"msg_\t\xff".to_vec();
     id.resize(200_000, b'm');
-    let forged = Signer::new("sig_notTheReceiversKey0123456789").delivery(
-        &format!("{PUBLIC_BASE}/jobs"),
-        b"{}",
-    );
+    let forged = Signer::new("sig_notTheReceiversKey0123456789")
+        .delivery(&format!("{PUBLIC_BASE}/jobs"), b"{}");
     for (signature, code) in [
         (None, "missing_signature"),
         (Some(forged.signature.as_str()), "invalid_signature"),
@@ -802,7 +800,12 @@ async fn a_misconfigured_receiver_logs_an_error_only_for_authenticated_requests(
             .await
             .unwrap();
         let (status, content_type, body) = read_response(response).await;
-        assert_json_refusal(status, content_type.as_deref(), &body, (500, "misconfigured"));
+        assert_json_refusal(
+            status,
+            content_type.as_deref(),
+            &body,
+            (500, "misconfigured"),
+        );
         let lines = logs.take();
         assert!(
             lines
@@ -822,7 +825,10 @@ async fn the_first_region_header_selects_the_keys() {
         let service = service.clone();
         async move {
             let headers = common::eu_delivery("/jobs", b"{}", regions);
-            let response = service.oneshot(request_with(&headers, b"{}")).await.unwrap();
+            let response = service
+                .oneshot(request_with(&headers, b"{}"))
+                .await
+                .unwrap();
             read_response(response).await
         }
     };

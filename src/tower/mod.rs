@@ -75,7 +75,7 @@
 //!    same way in every adapter: `debug` until the token verified (a missing, malformed,
 //!    invalid or expired signature: anyone can send those), then `warn`, `info` for a body that
 //!    could not be read or a message in progress elsewhere, `error` for a misconfiguration or a
-//!    deduplication store down.
+//!    deduplication store down (see the [crate docs](crate#logging)).
 //! 6. A 413 (a verified token, a body over the limit) first **drains** the rest of the upload:
 //!    read and dropped frame by frame (O(1) memory), until it ends or
 //!    [`QStashLayer::drain_limit`] bytes (default 64 MiB) were read, then the answer goes out.
@@ -83,8 +83,9 @@
 //!    reset it, and a client still sending could lose its answer. HTTP/1 only, and never for
 //!    an unauthenticated request (answered at once); see [`QStashLayer::drain_limit`].
 //!
-//! The URL policy is the [`Receiver`]'s: **unconfigured by default, which refuses every request
-//! with 500 `misconfigured`** (QStash retries; the check is never skipped silently). Choose one
+//! The URL policy is the [`Receiver`]'s: **unconfigured by default, which refuses every delivery
+//! signed with the receiver's keys with 500 `misconfigured`** (QStash retries; the check is
+//! never skipped silently; anyone else gets a 401 and no error in the logs). Choose one
 //! with [`QStashLayer::public_url`], [`QStashLayer::expected_url`] or
 //! [`QStashLayer::url_policy`].
 

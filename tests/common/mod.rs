@@ -253,7 +253,12 @@ pub fn level_of(line: &str) -> &str {
 pub fn assert_quiet_and_short(lines: &[String]) {
     assert!(!lines.is_empty(), "the refusal was not logged at all");
     for line in lines {
-        assert!(line.len() <= 1024, "{} bytes: {}", line.len(), line.get(..200).unwrap_or(line));
+        assert!(
+            line.len() <= 1024,
+            "{} bytes: {}",
+            line.len(),
+            line.get(..200).unwrap_or(line)
+        );
         assert!(
             matches!(level_of(line), "DEBUG" | "TRACE"),
             "above debug: {line}"
