@@ -30,10 +30,8 @@ pub const SIGNATURE_HEADER: &str = "upstash-signature";
 pub const MESSAGE_ID_HEADER: &str = "upstash-message-id";
 /// `Upstash-Retried`: the attempt number, `0` first.
 pub const RETRIED_HEADER: &str = "upstash-retried";
-/// `Upstash-Region`: the QStash region that delivered (each has its own keys). Not signed: it
-/// only selects which of the user's key sets verifies the token. When a request repeats it,
-/// the **first** value selects the keys, in the receiver and in the actix-web guard alike (the
-/// request is then refused with 400 once its token verified: the header must appear once).
+/// `Upstash-Region`: the QStash region that delivered (each has its own keys). Repeated, its
+/// **first** value selects the keys (receiver and actix guard alike), then 400 once verified.
 pub const REGION_HEADER: &str = "upstash-region";
 /// `Upstash-Caller-Ip`: the IP address of the publisher.
 pub const CALLER_IP_HEADER: &str = "upstash-caller-ip";
@@ -110,9 +108,7 @@ impl Delivery {
         self.retried > 0
     }
 
-    /// `Upstash-Region`, e.g. `US-EAST-1`: the value whose keys verified the token (a delivery
-    /// has at most one; with a repeated header the first selects the keys and the request is
-    /// refused, see [`REGION_HEADER`]).
+    /// `Upstash-Region`, e.g. `US-EAST-1`: the one whose keys verified (see [`REGION_HEADER`]).
     pub fn region(&self) -> Option<&str> {
         self.get(Slot::Region)
     }
