@@ -30,7 +30,8 @@ pub const SIGNATURE_HEADER: &str = "upstash-signature";
 pub const MESSAGE_ID_HEADER: &str = "upstash-message-id";
 /// `Upstash-Retried`: the attempt number, `0` first.
 pub const RETRIED_HEADER: &str = "upstash-retried";
-/// `Upstash-Region`: the QStash region that delivered (each has its own keys).
+/// `Upstash-Region`: the QStash region that delivered (each has its own keys). Repeated, its
+/// **first** value selects the keys (receiver and actix guard alike), then 400 once verified.
 pub const REGION_HEADER: &str = "upstash-region";
 /// `Upstash-Caller-Ip`: the IP address of the publisher.
 pub const CALLER_IP_HEADER: &str = "upstash-caller-ip";
@@ -107,7 +108,7 @@ impl Delivery {
         self.retried > 0
     }
 
-    /// `Upstash-Region`, e.g. `US-EAST-1`.
+    /// `Upstash-Region`, e.g. `US-EAST-1`: the one whose keys verified (see [`REGION_HEADER`]).
     pub fn region(&self) -> Option<&str> {
         self.get(Slot::Region)
     }
@@ -226,7 +227,7 @@ impl<'a> Values<'a> {
 pub(crate) struct HeadScan<'a> {
     /// `Err` when the signature header is repeated.
     pub(crate) signature: Result<Option<&'a [u8]>, ()>,
-    /// The last `Upstash-Region` value (selects the region's keys).
+    /// The first `Upstash-Region` value (selects the region's keys; see [`REGION_HEADER`]).
     pub(crate) region: Option<&'a [u8]>,
     pub(crate) delivery: Result<Delivery, DeliveryError>,
 }
@@ -255,7 +256,7 @@ where
             }
             Head::Delivery(header) => header,
         };
-        if matches!(header, Known::Region) {
+        if matches!(header, Known::Region) && region.is_none() {
             region = Some(value);
         }
         if problem.is_none() {
@@ -543,8 +544,8 @@ mod tests {
         ];
         let s = scan(&headers);
         assert_eq!(s.signature, Ok(Some(&b"tok"[..])));
-        // The verifier uses the last region, as before.
-        assert_eq!(s.region, Some(&b"B"[..]));
+        // The first region selects the keys (the guard reads the same scan).
+        assert_eq!(s.region, Some(&b"A"[..]));
         assert_eq!(
             s.delivery.unwrap_err(),
             DeliveryError::Invalid {
@@ -651,7 +652,7 @@ mod tests {
                 .into_iter()
                 .find(|known| *known == name);
                 let Some(header) = known else { continue };
-                if header == REGION_HEADER {
+                if header == REGION_HEADER && region.is_none() {
                     region = Some(value.clone());
                 }
                 if problem.is_some() {

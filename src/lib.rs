@@ -49,6 +49,21 @@
 //! - `sub` must equal the expected URL exactly, when one is given.
 //! - base64url(SHA-256(raw body)) must equal the `body` claim, padding ignored, in constant time.
 //!
+//! # Logging
+//!
+//! The adapters log each refusal with `tracing`, the same way in every framework: its code, its
+//! status and the `Upstash-Message-Id` (escaped, at most 256 bytes), never the token, a key or
+//! the body.
+//!
+//! - `debug`: refused before the token verified (no, malformed or invalid signature, expired or
+//!   not yet valid): anyone can send those, and scanners must not fill the logs.
+//! - `warn`: a verified token, refused for its URL, its body, a delivery header, the size or
+//!   the payload; `info`: the body could not be read, or the message is being processed
+//!   elsewhere.
+//! - `error`: the receiver is misconfigured (reported only once a token signed with its keys
+//!   arrived: the URL policy runs after the MAC and time checks), or the deduplication store is
+//!   down.
+//!
 //! # Why not `jsonwebtoken`
 //!
 //! The core implements the narrow HS256 path on `hmac`, `sha2`, `base64` and `subtle` instead of
@@ -68,11 +83,15 @@
     )
 )]
 
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+mod buffer;
 mod callback;
 mod claims;
 mod delivery;
 mod error;
 mod keys;
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+mod log;
 mod receiver;
 mod rejection;
 mod url;

@@ -149,6 +149,22 @@ impl Receiver {
         // One pass over the headers; a problem with the delivery headers (400) is reported
         // only once the token passed (401 first).
         let scan = crate::delivery::scan_head(headers);
+        let token = self.check_token(&scan, target, now)?;
+        Ok((token, scan.delivery?))
+    }
+
+    /// The token of a scanned request head: its MAC (with the keys of the `Upstash-Region`
+    /// the scan picked), algorithm, claims and time window first; only then the URL the policy
+    /// expects, compared last (QSTASH.md §1: once a key's MAC matched, each later failure is
+    /// reported as itself). So the URL policy runs only for tokens signed with the user's keys:
+    /// a misconfigured policy (500, logged as an error) is never reported for anyone else's
+    /// request, which gets its 401.
+    pub(crate) fn check_token(
+        &self,
+        scan: &crate::delivery::HeadScan<'_>,
+        target: &RequestTarget<'_>,
+        now: SystemTime,
+    ) -> Result<VerifiedToken, Rejection> {
         let signature = scan
             .signature
             .map_err(|()| VerifyError::Malformed("more than one upstash-signature header"))?
@@ -156,14 +172,14 @@ impl Receiver {
         let signature = std::str::from_utf8(signature)
             .map_err(|_| VerifyError::Malformed("signature header is not ascii"))?;
         let region = scan.region.and_then(|r| std::str::from_utf8(r).ok());
-        let url = self.url_policy.expected_url_cow(target)?;
         let token = self.verifier.verify_token_in_region_at(
             signature.trim_matches([' ', '\t']),
-            url.as_deref(),
+            None,
             region,
             now,
         )?;
-        Ok((token, scan.delivery?))
+        let url = self.url_policy.expected_url_cow(target)?;
+        Ok(token.check_url(url.as_deref())?)
     }
 
     /// Step 2: a `Content-Length` over the limit is refused (413) without reading the body.
@@ -188,6 +204,12 @@ impl Receiver {
         }
         token.verify_body(body).map_err(Rejection::from)
     }
+}
+
+/// A `Content-Length` value, when it is a readable number (whatever the framework).
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+pub(crate) fn content_length(value: Option<&[u8]>) -> Option<u64> {
+    std::str::from_utf8(value?).ok()?.trim().parse().ok()
 }
 
 #[cfg(all(test, feature = "test-utils"))]

@@ -92,6 +92,25 @@ pub(crate) struct TargetParts {
     pub(crate) headers: bool,
 }
 
+/// The first element of a header value (`a, b` → `a`), trimmed; `None` when empty or not
+/// visible ASCII. For `X-Forwarded-Proto` / `X-Forwarded-Host`, whatever the framework.
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+pub(crate) fn first_value(value: Option<&[u8]>) -> Option<&str> {
+    let value = value?;
+    if !value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return None;
+    }
+    std::str::from_utf8(value)
+        .ok()?
+        .split(',')
+        .next()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
 type UrlFn = dyn Fn(&RequestTarget<'_>) -> Option<String> + Send + Sync;
 
 #[derive(Clone, Default)]
@@ -109,8 +128,10 @@ enum Kind {
 
 /// How a receiver decides the URL a delivery must be signed for. Cheap to clone.
 ///
-/// **Default: unconfigured**, which refuses every request with 500 `misconfigured` (QStash
-/// retries it, nothing is lost) and never skips the check silently. Choose one of:
+/// **Default: unconfigured**, which refuses every delivery signed with the receiver's keys with
+/// 500 `misconfigured` (QStash retries it, nothing is lost; logged as an error) and never skips
+/// the check silently. Receivers consult the policy only once the token's MAC and time window
+/// passed: other requests get their 401 and no error is logged for them. Choose one of:
 ///
 /// - [`UrlPolicy::exact`]: one URL, for a receiver mounted at one route;
 /// - [`UrlPolicy::public_base`]: the app's public base URL joined with the request's path and
@@ -145,8 +166,9 @@ impl UrlPolicy {
         Ok(Self(Kind::PublicBase(trimmed.into())))
     }
 
-    /// The expected URL is computed per request. Returning `None` refuses the request as
-    /// misconfigured (500); to skip the check, use [`UrlPolicy::skip`].
+    /// The expected URL is computed per request, once the token's MAC and time window passed.
+    /// Returning `None` refuses the request as misconfigured (500, logged as an error); to skip
+    /// the check, use [`UrlPolicy::skip`].
     pub fn from_fn<F>(f: F) -> Self
     where
         F: Fn(&RequestTarget<'_>) -> Option<String> + Send + Sync + 'static,

@@ -251,6 +251,20 @@ impl VerifiedToken {
         &self.claims
     }
 
+    /// Step 5: the token's `sub` must be exactly `expected` (`None`: not checked). Run last
+    /// among the token's checks, so a receiver may compute the expected URL once the MAC and
+    /// the time window passed (a misconfigured URL policy is then reported only for tokens
+    /// that verified).
+    pub(crate) fn check_url(self, expected: Option<&str>) -> Result<Self, VerifyError> {
+        match expected {
+            Some(expected) if self.claims.subject() != expected => Err(VerifyError::UrlMismatch {
+                expected: expected.to_owned(),
+                found: bounded(self.claims.subject(), 2048),
+            }),
+            _ => Ok(self),
+        }
+    }
+
     /// Checks that base64url(SHA-256(`body`)) is the token's `body` claim (padding ignored,
     /// constant time), over the raw bytes as received.
     pub fn verify_body(self, body: &[u8]) -> Result<Claims, VerifyError> {
@@ -369,15 +383,7 @@ fn check_claims(
             return Err(VerifyError::NotYetValid { nbf });
         }
     }
-    if let Some(expected) = url {
-        if claims.subject() != expected {
-            return Err(VerifyError::UrlMismatch {
-                expected: expected.to_owned(),
-                found: bounded(claims.subject(), 2048),
-            });
-        }
-    }
-    Ok(VerifiedToken { claims })
+    VerifiedToken { claims }.check_url(url)
 }
 
 /// Nanoseconds since the Unix epoch, negative before it.

@@ -852,3 +852,174 @@ async fn a_json_limit_under_the_receivers_is_reported_as_such() {
         "request body is larger than the limit of 8 bytes"
     );
 }
+
+/// A POST of `body` to `/jobs` with `headers`, appended in order.
+fn with_headers(headers: &[(String, String)], body: &[u8]) -> test::TestRequest {
+    let mut req = test::TestRequest::post()
+        .uri("/jobs")
+        .set_payload(body.to_vec());
+    for (name, value) in headers {
+        req = req.append_header((name.as_str(), value.as_str()));
+    }
+    req
+}
+
+/// The status and JSON `error` of a response.
+async fn status_and_code(res: ServiceResponse) -> (u16, String) {
+    let status = res.status().as_u16();
+    let body = test::read_body(res).await;
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    (status, json["error"].as_str().unwrap_or("").to_owned())
+}
+
+#[actix_web::test]
+async fn a_huge_message_id_on_an_unauthenticated_request_logs_one_short_debug_line() {
+    let (logs, _guard) = common::Logs::capture();
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(common::receiver()))
+            .service(
+                web::scope("/mw")
+                    .wrap(QStashMiddleware::new(common::receiver()))
+                    .route("/jobs", web::post().to(echo)),
+            )
+            .route("/jobs", web::post().to(echo_verified)),
+    )
+    .await;
+    let mut id = b"msg_\t\xff".to_vec();
+    id.resize(200_000, b'm');
+    let id = actix_web::http::header::HeaderValue::from_bytes(&id).unwrap();
+    for path in ["/mw/jobs", "/jobs"] {
+        let req = test::TestRequest::post()
+            .uri(path)
+            .insert_header(("upstash-message-id", id.clone()))
+            .set_payload("{}")
+            .to_request();
+        let res = test::call_service(&app, req).await;
+        assert_eq!(
+            status_and_code(res).await,
+            (401, "missing_signature".to_owned()),
+            "{path}"
+        );
+        let lines = logs.take();
+        common::assert_quiet_and_short(&lines);
+        assert!(
+            lines.iter().any(|l| l.contains("msg_\\t\\xffmmm")),
+            "{path}: {lines:?}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_misconfigured_receiver_logs_an_error_only_for_authenticated_requests() {
+    for (what, receiver) in common::misconfigured_receivers() {
+        let (logs, _guard) = common::Logs::capture();
+        let app = test::init_service(
+            App::new()
+                .app_data(web::Data::new(receiver.clone()))
+                .service(
+                    web::scope("/mw")
+                        .wrap(QStashMiddleware::new(receiver.clone()))
+                        .route("/jobs", web::post().to(echo)),
+                )
+                .service(
+                    web::resource("/guarded")
+                        .guard(QStashGuard::new(receiver))
+                        .route(web::post().to(|| async { HttpResponse::Ok().body("qstash") })),
+                )
+                .route("/jobs", web::post().to(echo_verified)),
+        )
+        .await;
+        let forged = Signer::new("sig_notTheReceiversKey0123456789").delivery(URL, b"{}");
+        for path in ["/mw/jobs", "/jobs"] {
+            let res = test::call_service(&app, with_headers(&[], b"{}").uri(path).to_request());
+            assert_eq!(status_and_code(res.await).await.0, 401, "{what} {path}");
+            let req = delivered(&forged, path, b"{}").to_request();
+            let res = test::call_service(&app, req).await;
+            assert_eq!(status_and_code(res).await.0, 401, "{what} {path}");
+        }
+        let req = delivered(&forged, "/guarded", b"{}").to_request();
+        assert_eq!(test::call_service(&app, req).await.status(), 404);
+        common::assert_quiet_and_short(&logs.take());
+
+        // Signed with the receiver's key: each one reports the misconfiguration.
+        for path in ["/mw/jobs", "/jobs", "/guarded"] {
+            let res = test::call_service(&app, signed(b"{}").uri(path).to_request()).await;
+            if path == "/guarded" {
+                assert_eq!(
+                    res.status(),
+                    404,
+                    "{what}: a misconfigured guard matches nothing"
+                );
+            } else {
+                assert_eq!(
+                    status_and_code(res).await,
+                    (500, "misconfigured".to_owned()),
+                    "{what} {path}"
+                );
+            }
+            let lines = logs.take();
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| common::level_of(l) == "ERROR" && l.contains("misconfigured")),
+                "{what} {path}: {lines:?}"
+            );
+        }
+    }
+}
+
+#[actix_web::test]
+async fn the_first_region_header_selects_the_keys_in_the_middleware_and_the_guard() {
+    let receiver = common::regional_receiver();
+    let app = test::init_service(
+        App::new()
+            .service(
+                web::scope("/mw")
+                    .wrap(QStashMiddleware::new(receiver.clone()))
+                    .route("/jobs", web::post().to(echo)),
+            )
+            .service(
+                web::resource("/jobs")
+                    .guard(QStashGuard::new(receiver))
+                    .route(web::post().to(|| async { HttpResponse::Ok().body("qstash") })),
+            )
+            .route(
+                "/jobs",
+                web::post().to(|| async { HttpResponse::Ok().body("other") }),
+            ),
+    )
+    .await;
+    let cases: [(&[&str], (u16, &str), &str); 3] = [
+        (&["EU-CENTRAL-1"], (200, ""), "qstash"),
+        // The first names the EU keys: the token verifies (the guard matches), then the
+        // repeated header is refused.
+        (
+            &["EU-CENTRAL-1", "US-EAST-1"],
+            (400, "invalid_delivery_header"),
+            "qstash",
+        ),
+        // The first names the default keys: they do not match the EU token.
+        (
+            &["US-EAST-1", "EU-CENTRAL-1"],
+            (401, "invalid_signature"),
+            "other",
+        ),
+    ];
+    for (regions, (status, code), routed) in cases {
+        // The middleware's scope is mounted at /mw: the token is for its URL.
+        let headers = common::eu_delivery("/mw/jobs", b"{}", regions);
+        let req = with_headers(&headers, b"{}").uri("/mw/jobs").to_request();
+        let (got_status, got_code) = status_and_code(test::call_service(&app, req).await).await;
+        assert_eq!(
+            (got_status, got_code.as_str()),
+            (status, code),
+            "{regions:?}"
+        );
+
+        let headers = common::eu_delivery("/jobs", b"{}", regions);
+        let req = with_headers(&headers, b"{}").to_request();
+        let body = test::call_and_read_body(&app, req).await;
+        assert_eq!(&body[..], routed.as_bytes(), "{regions:?}");
+    }
+}

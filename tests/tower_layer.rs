@@ -684,3 +684,170 @@ async fn concurrent_over_limit_uploads_all_read_their_refusal() {
         );
     }
 }
+
+/// A body of `bytes` sent one byte per frame, each frame its own allocation (as a client that
+/// trickles its upload produces), with no announced length.
+struct OneByteFrames {
+    bytes: Bytes,
+    at: usize,
+}
+
+impl http_body::Body for OneByteFrames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let at = self.at;
+        let Some(byte) = self.bytes.get(at..at + 1) else {
+            return std::task::Poll::Ready(None);
+        };
+        let frame = Bytes::copy_from_slice(byte);
+        self.at += 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(frame))))
+    }
+}
+
+/// A 1 MiB body in one-byte frames is read into one buffer, verified and echoed whole. (Its
+/// memory is measured with `valgrind --tool=dhat` on this test alone.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_body_in_one_byte_frames_is_verified_and_echoed() {
+    const SIZE: usize = 1024 * 1024;
+    let body: Bytes = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    let receiver = common::receiver().max_body_bytes(SIZE);
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(receiver))
+        .service(service_fn(echo));
+    let request = signed_request("/jobs", &body, |_| OneByteFrames {
+        bytes: body.clone(),
+        at: 0,
+    });
+    let (status, _, echoed) = read_response(service.oneshot(request).await.unwrap()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&echoed));
+    assert!(echoed == body, "the echoed body differs from the one sent");
+}
+
+/// A request to `/jobs` with `headers` (appended in order) and `body`.
+fn request_with(headers: &[(String, String)], body: &[u8]) -> Request<TestBody> {
+    let mut builder = Request::post("/jobs");
+    for (name, value) in headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    builder.body(full(body.to_vec())).unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_huge_message_id_on_an_unauthenticated_request_logs_one_short_debug_line() {
+    let (logs, _guard) = common::Logs::capture();
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::receiver()))
+        .service(service_fn(unreachable_handler));
+    // 200 KB of id, with a tab and bytes that are not UTF-8.
+    let mut id = b"msg_\t\xff".to_vec();
+    id.resize(200_000, b'm');
+    let forged = Signer::new("sig_notTheReceiversKey0123456789")
+        .delivery(&format!("{PUBLIC_BASE}/jobs"), b"{}");
+    for (signature, code) in [
+        (None, "missing_signature"),
+        (Some(forged.signature.as_str()), "invalid_signature"),
+    ] {
+        let mut builder = Request::post("/jobs").header("upstash-message-id", &id[..]);
+        if let Some(signature) = signature {
+            builder = builder.header("upstash-signature", signature);
+        }
+        let response = service
+            .clone()
+            .oneshot(builder.body(full(&b"{}"[..])).unwrap())
+            .await
+            .unwrap();
+        let (status, content_type, body) = read_response(response).await;
+        assert_json_refusal(status, content_type.as_deref(), &body, (401, code));
+        let lines = logs.take();
+        common::assert_quiet_and_short(&lines);
+        assert!(lines.iter().any(|l| l.contains(code)), "{lines:?}");
+        assert!(
+            lines.iter().any(|l| l.contains("msg_\\t\\xffmmm")),
+            "the id, escaped: {lines:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_misconfigured_receiver_logs_an_error_only_for_authenticated_requests() {
+    for (what, receiver) in common::misconfigured_receivers() {
+        let (logs, _guard) = common::Logs::capture();
+        let service = ServiceBuilder::new()
+            .layer(QStashLayer::new(receiver))
+            .service(service_fn(unreachable_handler));
+        let forged = Signer::new("sig_notTheReceiversKey0123456789")
+            .delivery(&format!("{PUBLIC_BASE}/jobs"), b"{}");
+        for (request, code) in [
+            (request_with(&[], b"{}"), "missing_signature"),
+            (request_with(&forged.headers, b"{}"), "invalid_signature"),
+        ] {
+            let response = service.clone().oneshot(request).await.unwrap();
+            let (status, content_type, body) = read_response(response).await;
+            assert_json_refusal(status, content_type.as_deref(), &body, (401, code));
+        }
+        let lines = logs.take();
+        common::assert_quiet_and_short(&lines);
+
+        // Signed with the receiver's key: now the misconfiguration is reported.
+        let response = service
+            .oneshot(signed_request("/jobs", b"{}", full))
+            .await
+            .unwrap();
+        let (status, content_type, body) = read_response(response).await;
+        assert_json_refusal(
+            status,
+            content_type.as_deref(),
+            &body,
+            (500, "misconfigured"),
+        );
+        let lines = logs.take();
+        assert!(
+            lines
+                .iter()
+                .any(|l| common::level_of(l) == "ERROR" && l.contains("misconfigured")),
+            "{what}: {lines:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_first_region_header_selects_the_keys() {
+    let service = ServiceBuilder::new()
+        .layer(QStashLayer::new(common::regional_receiver()))
+        .service(service_fn(echo));
+    let call = |regions: &'static [&'static str]| {
+        let service = service.clone();
+        async move {
+            let headers = common::eu_delivery("/jobs", b"{}", regions);
+            let response = service
+                .oneshot(request_with(&headers, b"{}"))
+                .await
+                .unwrap();
+            read_response(response).await
+        }
+    };
+    let (status, _, body) = call(&["EU-CENTRAL-1"]).await;
+    assert_eq!((status, &body[..]), (200, &b"{}"[..]));
+    // The first names the EU keys: the token verifies, then the repeated header is refused.
+    let (status, content_type, body) = call(&["EU-CENTRAL-1", "US-EAST-1"]).await;
+    assert_json_refusal(
+        status,
+        content_type.as_deref(),
+        &body,
+        (400, "invalid_delivery_header"),
+    );
+    // The first names the default keys: they do not match the EU token.
+    let (status, content_type, body) = call(&["US-EAST-1", "EU-CENTRAL-1"]).await;
+    assert_json_refusal(
+        status,
+        content_type.as_deref(),
+        &body,
+        (401, "invalid_signature"),
+    );
+}

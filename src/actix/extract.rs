@@ -15,7 +15,9 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
 use super::body::{payload_error, read_limited};
-use super::{RejectionHandler, Verdict, log_rejection, respond, status_of, verify_payload};
+use super::{
+    RejectionHandler, Verdict, log_rejection, message_id, respond, status_of, verify_payload,
+};
 use crate::callback::json_error_summary;
 use crate::{CallbackEvent, Claims, Delivery, FailureCallbackEvent, Receiver, Rejection};
 
@@ -31,6 +33,17 @@ pub struct QStashRejection {
 impl QStashRejection {
     fn new(rejection: Rejection, req: &HttpRequest, handler: Option<RejectionHandler>) -> Self {
         log_rejection(&rejection, req.headers());
+        Self { rejection, handler }
+    }
+
+    /// A misconfiguration found before any token could be checked (no middleware, no receiver):
+    /// logged so that callers cannot fill the logs with errors.
+    fn misconfigured(
+        rejection: Rejection,
+        req: &HttpRequest,
+        handler: Option<RejectionHandler>,
+    ) -> Self {
+        crate::log::unchecked_misconfiguration(&rejection, message_id(req.headers()));
         Self { rejection, handler }
     }
 
@@ -274,7 +287,7 @@ fn from_extensions<T: Clone + 'static>(
     let rejection = Rejection::Misconfigured(format!(
         "no verified {name} in the request: wrap the route in QStashMiddleware"
     ));
-    Err(QStashRejection::new(
+    Err(QStashRejection::misconfigured(
         rejection,
         req,
         RejectionHandler::from_app_data(req),
@@ -321,7 +334,7 @@ async fn verified_payload(
              QStashMiddleware"
                 .to_owned(),
         );
-        return Err(QStashRejection::new(rejection, req, handler));
+        return Err(QStashRejection::misconfigured(rejection, req, handler));
     };
     match verify_here(req, payload, &receiver).await {
         Ok(body) => Ok((dev::Payload::from(body), receiver, handler)),

@@ -5,10 +5,12 @@ use std::time::SystemTime;
 use actix_web::guard::{Guard, GuardContext};
 
 use super::request_target;
-use crate::{REGION_HEADER, Receiver, SIGNATURE_HEADER};
+use crate::Receiver;
+use crate::delivery::scan_head;
 
 /// Matches requests whose `Upstash-Signature` token verifies on everything **but the body**: the
-/// MAC (current or next key, or the `Upstash-Region`'s keys), the algorithm, the issuer, the time
+/// MAC (current or next key, or the keys of the first `Upstash-Region`, as the receiver picks
+/// them: see [`REGION_HEADER`](crate::REGION_HEADER)), the algorithm, the issuer, the time
 /// window and the expected URL of the [`Receiver`]'s [`UrlPolicy`](crate::UrlPolicy).
 ///
 /// # This is a routing aid, not the security boundary
@@ -63,7 +65,8 @@ use crate::{REGION_HEADER, Receiver, SIGNATURE_HEADER};
 ///
 /// The guard cannot see the server's TLS setting: for
 /// [`UrlPolicy::trust_forwarded_headers`](crate::UrlPolicy::trust_forwarded_headers) the scheme comes from `X-Forwarded-Proto`, the
-/// request URI, or the policy's default scheme. A misconfigured policy matches nothing.
+/// request URI, or the policy's default scheme. A misconfigured policy matches nothing (logged
+/// as an error for requests whose token verified; other misses at `debug`).
 #[derive(Debug, Clone)]
 pub struct QStashGuard {
     receiver: Receiver,
@@ -80,29 +83,15 @@ impl QStashGuard {
 impl Guard for QStashGuard {
     fn check(&self, ctx: &GuardContext<'_>) -> bool {
         let head = ctx.head();
-        let mut signatures = head.headers.get_all(SIGNATURE_HEADER);
-        let (Some(signature), None) = (signatures.next(), signatures.next()) else {
-            return false;
-        };
-        let Ok(signature) = signature.to_str() else {
-            return false;
-        };
-        let region = head
-            .headers
-            .get(REGION_HEADER)
-            .and_then(|v| v.to_str().ok());
+        // The receiver's own reading of the head: one signature, the first `Upstash-Region`.
+        let scan = scan_head(head.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
         let target = request_target(&self.receiver, &head.uri, &head.headers, None);
-        let Ok(url) = self.receiver.policy().expected_url(&target) else {
-            return false;
-        };
-        self.receiver
-            .verifier()
-            .verify_token_in_region_at(
-                signature.trim_matches([' ', '\t']),
-                url.as_deref(),
-                region,
-                SystemTime::now(),
-            )
-            .is_ok()
+        match self.receiver.check_token(&scan, &target, SystemTime::now()) {
+            Ok(_) => true,
+            Err(rejection) => {
+                crate::log::guard_miss(&rejection, super::message_id(&head.headers));
+                false
+            }
+        }
     }
 }

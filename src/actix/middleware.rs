@@ -39,8 +39,10 @@ use crate::{Claims, Delivery, Receiver, Rejection};
 /// refusals.
 ///
 /// Every failure is answered with the [`Rejection`]'s status, headers and JSON body (or the
-/// response of [`QStashMiddleware::rejection_handler`]) and logged with `tracing` at `WARN`
-/// (code, status and message id; never the token nor the body). The handler does not run.
+/// response of [`QStashMiddleware::rejection_handler`]) and logged with `tracing` as every
+/// adapter logs it (code, status and the escaped message id; never the token nor the body):
+/// `debug` until the token verified, then `warn`, `info` or `error` (see the
+/// [crate docs](crate#logging)). The handler does not run.
 ///
 /// Cheap to clone: build it once, outside `HttpServer::new`, and clone it into each worker's app.
 /// See the [module docs](super) for an example.

@@ -88,6 +88,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
+use crate::url::first_value;
 use crate::{Delivery, MESSAGE_ID_HEADER, Receiver, Rejection, RequestTarget, VerifiedToken};
 
 pub use extract::{Callback, FailureCallback, QStashRejection, Verified};
@@ -194,20 +195,14 @@ fn respond(rejection: &Rejection, handler: Option<&RejectionHandler>) -> HttpRes
     }
 }
 
-/// Logs a rejection: its code, status and the message id when there is a readable one; never the
-/// token nor the body.
+/// Logs a rejection as every adapter does ([`crate::log`]), with the message id as sent.
 fn log_rejection(rejection: &Rejection, headers: &HeaderMap) {
-    let message_id = headers
-        .get(MESSAGE_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| id.len() <= 256)
-        .unwrap_or("-");
-    tracing::warn!(
-        code = rejection.code(),
-        status = rejection.status(),
-        message_id,
-        "qstash delivery rejected"
-    );
+    crate::log::refusal(rejection, message_id(headers));
+}
+
+/// The `Upstash-Message-Id` header as sent, for logs.
+fn message_id(headers: &HeaderMap) -> Option<&[u8]> {
+    headers.get(MESSAGE_ID_HEADER).map(HeaderValue::as_bytes)
 }
 
 /// The parts of the request the receiver's [`crate::UrlPolicy`] reads (only those are looked
@@ -235,21 +230,11 @@ fn request_target<'a>(
             .and_then(|v| v.to_str().ok())
             .or_else(|| uri.authority().map(|a| a.as_str()));
         target = target.with_scheme(scheme).with_host(host).with_forwarded(
-            first_value(headers, "x-forwarded-proto"),
-            first_value(headers, "x-forwarded-host"),
+            first_value(headers.get("x-forwarded-proto").map(HeaderValue::as_bytes)),
+            first_value(headers.get("x-forwarded-host").map(HeaderValue::as_bytes)),
         );
     }
     target
-}
-
-/// The first element of the first value of a header (`a, b` → `a`).
-fn first_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
 }
 
 /// Step 1 of [`Receiver`] on an actix request head.
@@ -278,19 +263,15 @@ async fn verify_payload(
         req.headers(),
         req.app_config().secure(),
     )?;
-    let announced = content_length(req.headers());
+    let announced = crate::receiver::content_length(
+        req.headers()
+            .get(header::CONTENT_LENGTH)
+            .map(HeaderValue::as_bytes),
+    );
     receiver.check_content_length(announced)?;
     let body = body::read_limited(payload, receiver, announced).await?;
     let claims = receiver.check_body(token, &body)?;
     Ok((body, claims, delivery))
-}
-
-/// The announced `Content-Length`, when there is a readable one.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ where
             &format!("a qstash {what}"),
             &e,
         ));
-        crate::tower::log_rejection(&rejection, None);
+        crate::log::refusal(&rejection, None);
         rejection
     })
 }

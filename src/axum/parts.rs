@@ -5,7 +5,7 @@ use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 
-use crate::tower::{json_response, log_rejection, message_id};
+use crate::tower::{json_response, message_id};
 use crate::{Claims, Delivery, Rejection};
 
 /// The shared answer: [`Rejection::status`], [`Rejection::headers`], and the JSON
@@ -21,7 +21,7 @@ fn not_verified(what: &str, parts: &Parts) -> Rejection {
     let rejection = Rejection::Misconfigured(format!(
         "no verified {what} in the request: install qstash_receiver::tower::QStashLayer on this route"
     ));
-    log_rejection(&rejection, message_id(&parts.headers));
+    crate::log::unchecked_misconfiguration(&rejection, message_id(&parts.headers));
     rejection
 }
 

@@ -10,9 +10,8 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::ReceiverState;
-use crate::tower::{
-    ReadBody, VerifiedByLayer, check_head, check_read, content_length, log_rejection, message_id,
-};
+use crate::log::refusal;
+use crate::tower::{ReadBody, VerifiedByLayer, check_head, check_read, content_length, message_id};
 use crate::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Receiver, Rejection};
 
 /// Extracts `T` (`Json<_>`, `Bytes`, `String`, `Form<_>`… any body extractor) from a verified
@@ -177,7 +176,7 @@ where
         return Ok((req, receiver));
     }
     let Some(receiver) = state.receiver() else {
-        return Err(no_receiver());
+        return Err(no_receiver(&req));
     };
     let head = check_head(
         &receiver,
@@ -194,7 +193,7 @@ where
     let (token, delivery) = match head {
         Ok(checked) => checked,
         Err(rejection) => {
-            log_rejection(&rejection, message_id(req.headers()));
+            refusal(&rejection, message_id(req.headers()));
             return Err(rejection);
         }
     };
@@ -210,31 +209,20 @@ where
             Ok((Request::from_parts(parts, Body::from(bytes)), receiver))
         }
         Err(rejection) => {
-            log_rejection(&rejection, delivery.message_id());
+            refusal(&rejection, delivery.message_id().map(str::as_bytes));
             Err(rejection)
         }
     }
 }
 
 /// Neither the layer nor the state can verify: a mistake in the router's set-up, refused as
-/// `misconfigured` (500, so QStash retries once it is fixed). Logged at error once per process,
-/// then at debug: every request hits it, and anyone can send requests.
-fn no_receiver() -> Rejection {
-    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// `misconfigured` (500, so QStash retries once it is fixed).
+fn no_receiver(req: &Request) -> Rejection {
     let rejection = Rejection::Misconfigured(
-        "this route has no QStashLayer and the router's state has no Receiver".to_owned(),
+        "this route has no QStashLayer and the router's state has no Receiver (add \
+         `.route_layer(QStashLayer::new(receiver))`, or implement `FromRef<YourState> for Receiver`)"
+            .to_owned(),
     );
-    if LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        tracing::debug!(
-            code = rejection.code(),
-            "qstash delivery refused: {rejection}"
-        );
-    } else {
-        tracing::error!(
-            code = rejection.code(),
-            "qstash delivery refused: {rejection} (add `.route_layer(QStashLayer::new(receiver))`, \
-             or implement `FromRef<YourState> for Receiver`)"
-        );
-    }
+    crate::log::unchecked_misconfiguration(&rejection, message_id(req.headers()));
     rejection
 }

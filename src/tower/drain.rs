@@ -18,13 +18,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::{HeaderMap, Version};
 use http_body::Body;
 use http_body_util::LengthLimitError;
 use pin_project_lite::pin_project;
 
 use super::BoxError;
+use crate::buffer::BodyBuffer;
 use crate::{Claims, Receiver, Rejection, VerifiedToken};
 
 /// What reading a body gave.
@@ -40,15 +41,10 @@ pub(crate) enum ReadOutcome {
 
 #[derive(Debug)]
 enum Phase {
-    /// Collecting frames, at most `limit` bytes; then drain at most `drain` bytes. The first
-    /// chunk is kept as it came (no allocation, no copy for the common one-chunk body); more
-    /// chunks are kept in a list and joined once, into a buffer of the exact size, at the end
-    /// (a growing buffer would hold up to twice the limit per request meanwhile).
+    /// Collecting frames into one buffer, at most the limit whatever the framing (see
+    /// [`BodyBuffer`]); past it, drain at most `drain` bytes.
     Collecting {
-        first: Option<Bytes>,
-        more: Vec<Bytes>,
-        len: usize,
-        limit: usize,
+        buffer: BodyBuffer,
         drain: u64,
     },
     /// Reading and discarding frames; at most `left` more bytes.
@@ -71,17 +67,13 @@ pin_project! {
 
 impl<B: Body> ReadBody<B> {
     /// Collects `body`, at most `limit` bytes; past the limit, drains at most `drain` more bytes
-    /// (0: none) before answering [`ReadOutcome::TooLarge`].
+    /// (0: none) before answering [`ReadOutcome::TooLarge`]. An exact size hint (a
+    /// `Content-Length`) within the limit sizes the buffer.
     pub(crate) fn collect(body: B, limit: usize, drain: u64) -> Self {
+        let buffer = BodyBuffer::new(limit, body.size_hint().exact());
         Self {
             body,
-            phase: Phase::Collecting {
-                first: None,
-                more: Vec::new(),
-                len: 0,
-                limit,
-                drain,
-            },
+            phase: Phase::Collecting { buffer, drain },
         }
     }
 
@@ -153,52 +145,43 @@ where
         let mut this = self.project();
         loop {
             match this.phase {
-                Phase::Collecting {
-                    first,
-                    more,
-                    len,
-                    limit,
-                    drain,
-                } => match ready!(this.body.as_mut().poll_frame(cx)) {
-                    Some(Ok(frame)) => {
-                        // Trailers are ignored (as `Collected::to_bytes` does).
-                        let Ok(mut data) = frame.into_data() else {
-                            continue;
-                        };
-                        let n = data.remaining();
-                        if n > limit.saturating_sub(*len) {
-                            // Over the limit: free what was collected, drain the rest.
-                            let left = drain.saturating_sub(n as u64);
-                            if !worth_draining(&*this.body, left) {
-                                *this.phase = Phase::Done;
-                                return Poll::Ready(ReadOutcome::TooLarge);
-                            }
-                            *this.phase = Phase::Draining { left };
-                        } else if n > 0 {
-                            *len += n;
-                            let chunk = data.copy_to_bytes(n);
-                            if first.is_none() {
-                                *first = Some(chunk);
-                            } else {
-                                more.push(chunk);
+                Phase::Collecting { buffer, drain } => {
+                    match ready!(this.body.as_mut().poll_frame(cx)) {
+                        Some(Ok(frame)) => {
+                            // Trailers are ignored (as `Collected::to_bytes` does).
+                            let Ok(data) = frame.into_data() else {
+                                continue;
+                            };
+                            let n = data.remaining();
+                            if buffer.push(data).is_err() {
+                                // Over the limit: free what was collected, drain the rest.
+                                let left = drain.saturating_sub(n as u64);
+                                if !worth_draining(&*this.body, left) {
+                                    *this.phase = Phase::Done;
+                                    return Poll::Ready(ReadOutcome::TooLarge);
+                                }
+                                *this.phase = Phase::Draining { left };
                             }
                         }
+                        Some(Err(error)) => {
+                            *this.phase = Phase::Done;
+                            // Another layer's limit (axum's `DefaultBodyLimit`) is a 413 too.
+                            return Poll::Ready(if is_length_limit(&*error.into()) {
+                                ReadOutcome::TooLarge
+                            } else {
+                                ReadOutcome::Failed
+                            });
+                        }
+                        None => {
+                            let Phase::Collecting { buffer, .. } =
+                                std::mem::replace(this.phase, Phase::Done)
+                            else {
+                                return Poll::Ready(ReadOutcome::Failed);
+                            };
+                            return Poll::Ready(ReadOutcome::Read(buffer.finish()));
+                        }
                     }
-                    Some(Err(error)) => {
-                        *this.phase = Phase::Done;
-                        // Another layer's limit (axum's `DefaultBodyLimit`) is a 413 too.
-                        return Poll::Ready(if is_length_limit(&*error.into()) {
-                            ReadOutcome::TooLarge
-                        } else {
-                            ReadOutcome::Failed
-                        });
-                    }
-                    None => {
-                        let bytes = join(first.take(), std::mem::take(more), *len);
-                        *this.phase = Phase::Done;
-                        return Poll::Ready(ReadOutcome::Read(bytes));
-                    }
-                },
+                }
                 Phase::Draining { left } => {
                     if *left == 0 || this.body.is_end_stream() {
                         *this.phase = Phase::Done;
@@ -240,22 +223,6 @@ pub(crate) fn check_read(
             "the connection failed while the body was read".to_owned(),
         )),
     }
-}
-
-/// The chunks of a body, in order, as one `Bytes` (the first as it is when it is the only one).
-fn join(first: Option<Bytes>, more: Vec<Bytes>, len: usize) -> Bytes {
-    let Some(first) = first else {
-        return Bytes::new();
-    };
-    if more.is_empty() {
-        return first;
-    }
-    let mut joined = BytesMut::with_capacity(len);
-    joined.put(first);
-    for chunk in more {
-        joined.put(chunk);
-    }
-    joined.freeze()
 }
 
 /// Whether a body error is (or wraps) a length limit being exceeded.

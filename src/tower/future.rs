@@ -334,7 +334,10 @@ where
                             }
                         },
                         Err(rejection) => {
-                            super::log_rejection(&rejection, delivery.message_id());
+                            crate::log::refusal(
+                                &rejection,
+                                delivery.message_id().map(str::as_bytes),
+                            );
                             return Poll::Ready(Ok(into_response(config.response(&rejection))));
                         }
                     }

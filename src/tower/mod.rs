@@ -70,10 +70,12 @@
 //!    runs (no claim, no allocation).
 //! 5. Every refusal is a response (`type Error = S::Error`): [`Rejection::status`], its
 //!    [`headers`](Rejection::headers) and its JSON [`body`](Rejection::json_body), unless
-//!    replaced with [`QStashLayer::on_rejection`]. Each is logged with `tracing` with its code
-//!    and the message id (never the token nor the body): `error` for a misconfiguration, `debug`
-//!    for a missing signature (scanners), `info` for a body that could not be read, `warn` for
-//!    the rest.
+//!    replaced with [`QStashLayer::on_rejection`]. Each is logged with `tracing` with its code,
+//!    status and the message id (escaped, at most 256 bytes; never the token nor the body), the
+//!    same way in every adapter: `debug` until the token verified (a missing, malformed,
+//!    invalid or expired signature: anyone can send those), then `warn`, `info` for a body that
+//!    could not be read or a message in progress elsewhere, `error` for a misconfiguration or a
+//!    deduplication store down (see the [crate docs](crate#logging)).
 //! 6. A 413 (a verified token, a body over the limit) first **drains** the rest of the upload:
 //!    read and dropped frame by frame (O(1) memory), until it ends or
 //!    [`QStashLayer::drain_limit`] bytes (default 64 MiB) were read, then the answer goes out.
@@ -81,8 +83,9 @@
 //!    reset it, and a client still sending could lose its answer. HTTP/1 only, and never for
 //!    an unauthenticated request (answered at once); see [`QStashLayer::drain_limit`].
 //!
-//! The URL policy is the [`Receiver`]'s: **unconfigured by default, which refuses every request
-//! with 500 `misconfigured`** (QStash retries; the check is never skipped silently). Choose one
+//! The URL policy is the [`Receiver`]'s: **unconfigured by default, which refuses every delivery
+//! signed with the receiver's keys with 500 `misconfigured`** (QStash retries; the check is
+//! never skipped silently; anyone else gets a 401 and no error in the logs). Choose one
 //! with [`QStashLayer::public_url`], [`QStashLayer::expected_url`] or
 //! [`QStashLayer::url_policy`].
 
@@ -107,6 +110,7 @@ pub use service::QStash;
 pub(crate) use drain::{ReadBody, check_read};
 pub(crate) use layer::Config;
 
+use crate::url::first_value;
 use crate::{Delivery, MESSAGE_ID_HEADER, Receiver, Rejection, RequestTarget, VerifiedToken};
 
 /// The error type the request body's errors must convert into.
@@ -137,29 +141,19 @@ pub(crate) fn json_response(rejection: &Rejection) -> http::Response<Bytes> {
     response
 }
 
-fn first_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    let value = headers.get(name)?.to_str().ok()?;
-    value
-        .split(',')
-        .next()
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-}
-
-/// The `Upstash-Message-Id` header, for logs (not covered by the signature: information only).
-pub(crate) fn message_id(headers: &HeaderMap) -> Option<&str> {
-    headers.get(MESSAGE_ID_HEADER)?.to_str().ok()
+/// The `Upstash-Message-Id` header as sent, for logs (not covered by the signature:
+/// information only; [`crate::log`] escapes and cuts it).
+pub(crate) fn message_id(headers: &HeaderMap) -> Option<&[u8]> {
+    headers.get(MESSAGE_ID_HEADER).map(HeaderValue::as_bytes)
 }
 
 /// The announced body length, when there is a valid one.
 pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    crate::receiver::content_length(
+        headers
+            .get(http::header::CONTENT_LENGTH)
+            .map(HeaderValue::as_bytes),
+    )
 }
 
 /// Step 1 for a request head: the token and the delivery headers, against the URL the policy
@@ -190,28 +184,10 @@ pub(crate) fn check_head(
             .with_scheme(uri.scheme_str())
             .with_host(host)
             .with_forwarded(
-                first_value(headers, "x-forwarded-proto"),
-                first_value(headers, "x-forwarded-host"),
+                first_value(headers.get("x-forwarded-proto").map(HeaderValue::as_bytes)),
+                first_value(headers.get("x-forwarded-host").map(HeaderValue::as_bytes)),
             );
     }
     let pairs = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
     receiver.check_request(pairs, &target, now)
-}
-
-/// Logs a rejection: its code and the message id, never the token nor the body.
-pub(crate) fn log_rejection(rejection: &Rejection, message_id: Option<&str>) {
-    let code = rejection.code();
-    let message_id = message_id.unwrap_or("-");
-    match rejection {
-        Rejection::Misconfigured(_) | Rejection::StoreUnavailable { .. } => {
-            tracing::error!(code, message_id, "qstash delivery refused: {rejection}");
-        }
-        Rejection::Verify(crate::VerifyError::MissingSignature) => {
-            tracing::debug!(code, message_id, "qstash delivery refused: {rejection}");
-        }
-        Rejection::BodyRead(_) | Rejection::InProgress { .. } => {
-            tracing::info!(code, message_id, "qstash delivery refused: {rejection}");
-        }
-        _ => tracing::warn!(code, message_id, "qstash delivery refused: {rejection}"),
-    }
 }

@@ -82,7 +82,7 @@ where
         match head {
             Ok((token, delivery)) => ResponseFuture::read_body(req, token, delivery, inner, config),
             Err(rejection) => {
-                super::log_rejection(&rejection, super::message_id(req.headers()));
+                crate::log::refusal(&rejection, super::message_id(req.headers()));
                 let response = config.response(&rejection);
                 // The body is unread. A request whose token verified but whose length is over
                 // the limit (a 413) has it drained before the answer (see `drain.rs`); any

@@ -204,3 +204,103 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// This crate's log lines, captured on the current thread while the returned guard lives.
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Captures every level of `qstash_receiver`'s events (not other crates').
+    pub fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("qstash_receiver=trace"))
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// The lines logged so far, and clears them.
+    pub fn take(&self) -> Vec<String> {
+        let bytes = std::mem::take(&mut *self.0.lock().unwrap());
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// The level of a captured line (`ERROR`, `WARN`, `INFO`, `DEBUG`, `TRACE`).
+pub fn level_of(line: &str) -> &str {
+    line.split_whitespace().next().unwrap_or("")
+}
+
+/// Asserts that `lines` holds at least one line, each at most 1 KiB and at `DEBUG` or below.
+pub fn assert_quiet_and_short(lines: &[String]) {
+    assert!(!lines.is_empty(), "the refusal was not logged at all");
+    for line in lines {
+        assert!(
+            line.len() <= 1024,
+            "{} bytes: {}",
+            line.len(),
+            line.get(..200).unwrap_or(line)
+        );
+        assert!(
+            matches!(level_of(line), "DEBUG" | "TRACE"),
+            "above debug: {line}"
+        );
+    }
+}
+
+/// Receivers whose URL policy is misconfigured: unconfigured, and a closure that gives no URL.
+pub fn misconfigured_receivers() -> Vec<(&'static str, Receiver)> {
+    let keys = || SigningKeys::new(CURRENT_KEY, NEXT_KEY).expect("test keys");
+    vec![
+        ("unconfigured", Receiver::new(Verifier::new(keys()))),
+        (
+            "from_fn returning None",
+            Receiver::new(Verifier::new(keys())).url_policy(UrlPolicy::from_fn(|_| None)),
+        ),
+    ]
+}
+
+/// The key of the `EU-CENTRAL-1` region in [`regional_receiver`].
+pub const EU_KEY: &str = "sig_testEuCurrentKey0123456789";
+
+/// The shared receiver with keys for `EU-CENTRAL-1` too.
+pub fn regional_receiver() -> Receiver {
+    let keys = SigningKeys::new(CURRENT_KEY, NEXT_KEY).expect("test keys");
+    let eu = SigningKeys::new(EU_KEY, "sig_testEuNextKey0123456789ab").expect("eu keys");
+    Receiver::new(Verifier::new(keys).with_region_keys("EU-CENTRAL-1", eu))
+        .url_policy(UrlPolicy::public_base(PUBLIC_BASE).expect("base"))
+        .max_body_bytes(LIMIT)
+}
+
+/// A delivery to `path` signed with the EU key, its headers without `Upstash-Region` and then
+/// the region headers `regions`, in order.
+pub fn eu_delivery(path: &str, body: &[u8], regions: &[&str]) -> Vec<(String, String)> {
+    let delivery = Signer::new(EU_KEY).delivery(&format!("{PUBLIC_BASE}{path}"), body);
+    let mut headers: Vec<(String, String)> = delivery
+        .headers
+        .into_iter()
+        .filter(|(name, _)| !name.eq_ignore_ascii_case("upstash-region"))
+        .collect();
+    for region in regions {
+        headers.push(("upstash-region".to_owned(), (*region).to_owned()));
+    }
+    headers
+}
