@@ -124,6 +124,9 @@ impl SigningKeys {
     /// Reads the key pair of one QStash region: for `"US-EAST-1"`, the variables
     /// `US_EAST_1_QSTASH_CURRENT_SIGNING_KEY` and `US_EAST_1_QSTASH_NEXT_SIGNING_KEY`
     /// (the region upper-cased, `-` turned into `_`), as the official SDKs name them.
+    ///
+    /// To verify the deliveries of every region, each with its own keys, build the verifier
+    /// with [`Verifier::from_env`](crate::Verifier::from_env) rather than from these pairs.
     pub fn from_env_region(region: &str) -> Result<Self, KeyError> {
         let prefix = region_env_prefix(region);
         Self::from_env_vars(

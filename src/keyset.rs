@@ -7,7 +7,6 @@
 //! `Upstash-Region: B` is tried with B's keys only (or the default keys when B has none), so
 //! it is refused.
 
-use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::keys::{MatchedKey, SigningKeys};
@@ -73,18 +72,6 @@ pub(crate) struct KeySet {
     regions: Vec<(String, Pair)>,
     /// Which fallbacks were logged (see [`Fallback::slot`]).
     fallbacks: [AtomicBool; 2 + KNOWN_REGIONS.len()],
-}
-
-impl fmt::Debug for KeySet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeySet")
-            .field("default", &self.default.as_ref().map(Pair::keys))
-            .field(
-                "regions",
-                &self.regions.iter().map(|(r, _)| r).collect::<Vec<_>>(),
-            )
-            .finish()
-    }
 }
 
 impl KeySet {
