@@ -10,7 +10,8 @@
 //!
 //! Environment:
 //! - `QSTASH_CURRENT_SIGNING_KEY`, `QSTASH_NEXT_SIGNING_KEY` (required: exits with status 1
-//!   when missing);
+//!   when missing); or QStash's multi-region mode: `QSTASH_REGION` and `EU_CENTRAL_1_QSTASH_…` /
+//!   `US_EAST_1_QSTASH_…` keys (see `Verifier::from_env`);
 //! - `BIND` (default `127.0.0.1:3000`);
 //! - `PUBLIC_URL`: the public base URL QStash delivers to; each route's URL is checked as
 //!   `PUBLIC_URL` + path (default `http://` + `BIND`);
@@ -39,7 +40,7 @@ use std::time::Duration;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use qstash_receiver::actix::{Callback, FailureCallback, QStashMiddleware, Verified};
 use qstash_receiver::dedup::{Dedup, MemoryStore};
-use qstash_receiver::{Delivery, Receiver, Rejection, SigningKeys, UrlPolicy, Verifier};
+use qstash_receiver::{Delivery, Receiver, Rejection, UrlPolicy, Verifier};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -124,10 +125,10 @@ async fn stats(runs: web::Data<Runs>) -> HttpResponse {
 }
 
 fn receiver_from_env(bind: &str) -> Result<Receiver, String> {
-    let keys = SigningKeys::from_env().map_err(|e| e.to_string())?;
+    let verifier = Verifier::from_env().map_err(|e| e.to_string())?;
     let public_url = std::env::var("PUBLIC_URL").unwrap_or_else(|_| format!("http://{bind}"));
     let policy = UrlPolicy::public_base(public_url).map_err(|e| e.to_string())?;
-    Ok(Receiver::new(Verifier::new(keys)).url_policy(policy))
+    Ok(Receiver::new(verifier).url_policy(policy))
 }
 
 /// The deduplication of the `/jobs`, `/callbacks` and `/failures` routes: in Redis when

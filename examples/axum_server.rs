@@ -11,6 +11,8 @@
 //!
 //! Environment:
 //! - `QSTASH_CURRENT_SIGNING_KEY`, `QSTASH_NEXT_SIGNING_KEY`: required (exit status 1 without);
+//!   or QStash's multi-region mode: `QSTASH_REGION` and `EU_CENTRAL_1_QSTASH_…` /
+//!   `US_EAST_1_QSTASH_…` keys (see `Verifier::from_env`);
 //! - `BIND`: the address to listen on (default `127.0.0.1:3000`; port 0 picks a free one, the
 //!   first line on stdout says which: `listening on http://ADDR`);
 //! - `PUBLIC_URL`: the public base URL QStash delivers to; each route's URL is checked as
@@ -52,7 +54,7 @@ use axum::{Json, Router};
 use qstash_receiver::axum::{Callback, FailureCallback};
 use qstash_receiver::dedup::{Dedup, MemoryStore};
 use qstash_receiver::tower::QStashLayer;
-use qstash_receiver::{Delivery, Receiver, SigningKeys, UrlPolicy, Verifier};
+use qstash_receiver::{Delivery, Receiver, UrlPolicy, Verifier};
 use serde::Deserialize;
 use serde_json::json;
 use tower::ServiceBuilder;
@@ -189,12 +191,12 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let keys = match SigningKeys::from_env() {
-        Ok(keys) => keys,
+    let verifier = match Verifier::from_env() {
+        Ok(verifier) => verifier,
         Err(e) => {
             eprintln!(
                 "error: {e}\nset QSTASH_CURRENT_SIGNING_KEY and QSTASH_NEXT_SIGNING_KEY \
-                 (QStash console, Signing Keys)"
+                 (QStash console, Signing Keys), or QSTASH_REGION and the region-prefixed keys"
             );
             return ExitCode::from(1);
         }
@@ -223,9 +225,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let receiver = Receiver::new(Verifier::new(keys))
-        .url_policy(policy)
-        .dedup(dedup);
+    let receiver = Receiver::new(verifier).url_policy(policy).dedup(dedup);
     let state = AppState {
         receiver,
         runs: Arc::default(),

@@ -75,9 +75,17 @@ pub struct SigningKeys {
 impl SigningKeys {
     /// Builds a key pair. An empty key is refused: it would silently disable a check.
     ///
+    /// A key equal to one of the local development server's public keys (see
+    /// [`SigningKeys::qstash_dev`]) is accepted, but flagged ([`SigningKeys::is_dev`]) and
+    /// reported with a `tracing` warning here, once: anyone can sign deliveries with it.
+    ///
     /// ```
     /// # use qstash_receiver::{SigningKeys, KeyError};
     /// assert!(matches!(SigningKeys::new("", "sig_next"), Err(KeyError::Empty { which: "current" })));
+    /// // The dev server's keys, pasted in: flagged, wherever they come from.
+    /// let pasted = SigningKeys::new("sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r", "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs")?;
+    /// assert!(pasted.is_dev());
+    /// # Ok::<(), KeyError>(())
     /// ```
     pub fn new(current: impl AsRef<str>, next: impl AsRef<str>) -> Result<Self, KeyError> {
         let (current, next) = (current.as_ref(), next.as_ref());
@@ -87,18 +95,28 @@ impl SigningKeys {
         if next.is_empty() {
             return Err(KeyError::Empty { which: "next" });
         }
+        let dev = is_dev_key(current) || is_dev_key(next);
+        if dev {
+            warn_dev_keys();
+        }
         Ok(Self {
             current: KeyMac::new(current.as_bytes()),
             next: KeyMac::new(next.as_bytes()),
-            dev: false,
+            dev,
         })
     }
 
-    /// Reads `QSTASH_CURRENT_SIGNING_KEY` and `QSTASH_NEXT_SIGNING_KEY`.
+    /// Reads `QSTASH_CURRENT_SIGNING_KEY` and `QSTASH_NEXT_SIGNING_KEY`: one key pair, for a
+    /// receiver in one QStash region.
     ///
     /// The error names the variable that is missing, empty or not Unicode. Surrounding
     /// whitespace (a stray newline from a `.env` file) is trimmed. There is no fallback:
-    /// missing keys are an error, never a disabled check.
+    /// missing keys are an error, never a disabled check, and never the development keys.
+    ///
+    /// This reads neither `QSTASH_REGION` nor the region-prefixed keys: a receiver that
+    /// follows QStash's multi-region setup builds its verifier with
+    /// [`Verifier::from_env`](crate::Verifier::from_env), which reads them all (and, without
+    /// `QSTASH_REGION`, reads exactly what this function reads).
     pub fn from_env() -> Result<Self, KeyError> {
         Self::from_env_vars(CURRENT_KEY_ENV.to_owned(), NEXT_KEY_ENV.to_owned())
     }
@@ -106,6 +124,9 @@ impl SigningKeys {
     /// Reads the key pair of one QStash region: for `"US-EAST-1"`, the variables
     /// `US_EAST_1_QSTASH_CURRENT_SIGNING_KEY` and `US_EAST_1_QSTASH_NEXT_SIGNING_KEY`
     /// (the region upper-cased, `-` turned into `_`), as the official SDKs name them.
+    ///
+    /// To verify the deliveries of every region, each with its own keys, build the verifier
+    /// with [`Verifier::from_env`](crate::Verifier::from_env) rather than from these pairs.
     pub fn from_env_region(region: &str) -> Result<Self, KeyError> {
         let prefix = region_env_prefix(region);
         Self::from_env_vars(
@@ -115,8 +136,8 @@ impl SigningKeys {
     }
 
     fn from_env_vars(current_var: String, next_var: String) -> Result<Self, KeyError> {
-        let current = read_env(current_var)?;
-        let next = read_env(next_var)?;
+        let current = required(process_env(&current_var)?, current_var)?;
+        let next = required(process_env(&next_var)?, next_var)?;
         Self::new(current, next)
     }
 
@@ -125,7 +146,9 @@ impl SigningKeys {
     /// **Development only.** These keys are published in the QStash CLI and SDKs: anyone can sign
     /// a delivery with them. Never use them in production, and never as a fallback when the
     /// real keys are missing; make accepting them an explicit choice (a flag or a build profile).
+    /// Building them logs a `tracing` warning, as [`SigningKeys::new`] does for these keys.
     pub fn qstash_dev() -> Self {
+        warn_dev_keys();
         Self {
             current: KeyMac::new(DEV_CURRENT_KEY.as_bytes()),
             next: KeyMac::new(DEV_NEXT_KEY.as_bytes()),
@@ -133,7 +156,9 @@ impl SigningKeys {
         }
     }
 
-    /// Whether these are the development server's public keys ([`SigningKeys::qstash_dev`]).
+    /// Whether either key is one of the local development server's public keys (built by
+    /// [`SigningKeys::qstash_dev`], or given to [`SigningKeys::new`] or read from the
+    /// environment): then anyone can sign deliveries these keys accept.
     pub fn is_dev(&self) -> bool {
         self.dev
     }
@@ -171,19 +196,47 @@ pub(crate) fn region_env_prefix(region: &str) -> String {
         .collect()
 }
 
-fn read_env(var: String) -> Result<String, KeyError> {
-    match std::env::var(&var) {
-        Ok(value) => {
-            let value = value.trim();
-            if value.is_empty() {
-                Err(KeyError::EmptyEnv { var })
-            } else {
-                Ok(value.to_owned())
-            }
-        }
-        Err(std::env::VarError::NotPresent) => Err(KeyError::MissingEnv { var }),
-        Err(std::env::VarError::NotUnicode(_)) => Err(KeyError::NotUnicodeEnv { var }),
+/// Whether `key` is one of the development server's public keys.
+fn is_dev_key(key: &str) -> bool {
+    key == DEV_CURRENT_KEY || key == DEV_NEXT_KEY
+}
+
+/// The warning logged whenever keys holding a development key are built.
+fn warn_dev_keys() {
+    tracing::warn!(
+        "qstash: these signing keys are the public keys of the local QStash development server \
+         (`qstash dev`): anyone can sign deliveries they accept; never use them in production"
+    );
+}
+
+/// One environment variable: `Ok(None)` when it is not set.
+pub(crate) fn process_env(var: &str) -> Result<Option<String>, KeyError> {
+    match std::env::var(var) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(KeyError::NotUnicodeEnv {
+            var: var.to_owned(),
+        }),
     }
+}
+
+/// A variable's value, trimmed: `Ok(None)` when it is not set, an error when it is empty (or
+/// only whitespace).
+pub(crate) fn trimmed(value: Option<String>, var: &str) -> Result<Option<String>, KeyError> {
+    match value {
+        None => Ok(None),
+        Some(value) => match value.trim() {
+            "" => Err(KeyError::EmptyEnv {
+                var: var.to_owned(),
+            }),
+            trimmed => Ok(Some(trimmed.to_owned())),
+        },
+    }
+}
+
+/// A variable's value, trimmed; missing or empty is an error naming the variable.
+pub(crate) fn required(value: Option<String>, var: String) -> Result<String, KeyError> {
+    trimmed(value, &var)?.ok_or(KeyError::MissingEnv { var })
 }
 
 /// Why a [`SigningKeys`] could not be built. Never contains a key.
@@ -214,6 +267,31 @@ pub enum KeyError {
         /// The variable's name.
         var: String,
     },
+    /// `QSTASH_REGION` names no QStash region ([`Verifier::from_env`](crate::Verifier::from_env)).
+    #[error("environment variable QSTASH_REGION is {value:?}: expected EU_CENTRAL_1 or US_EAST_1")]
+    UnknownRegion {
+        /// The variable's value (at most 64 characters of it).
+        value: String,
+    },
+    /// One key of a pair is set, the other is not ([`Verifier::from_env`](crate::Verifier::from_env)
+    /// with `QSTASH_REGION` set): a half-configured region is a mistake, never skipped.
+    #[error(
+        "environment variable {missing} is not set, but {present} is: set both keys of the pair"
+    )]
+    IncompletePair {
+        /// The variable that is set.
+        present: String,
+        /// The variable that is missing.
+        missing: String,
+    },
+    /// `QSTASH_REGION` is set, but no key pair is: neither a region's
+    /// (`EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY`…) nor the default one
+    /// ([`Verifier::from_env`](crate::Verifier::from_env)).
+    #[error(
+        "QSTASH_REGION is set but no signing keys are: set EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY \
+         and EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY, the US_EAST_1_ pair, or the unprefixed pair"
+    )]
+    NoKeys,
 }
 
 #[cfg(test)]

@@ -88,8 +88,10 @@ mod buffer;
 mod callback;
 mod claims;
 mod delivery;
+mod env;
 mod error;
 mod keys;
+mod keyset;
 #[cfg(any(feature = "tower", feature = "actix-web"))]
 mod log;
 mod receiver;
@@ -121,6 +123,7 @@ pub use delivery::{
     CALLER_IP_HEADER, Delivery, DeliveryError, MESSAGE_ID_HEADER, REGION_HEADER, RETRIED_HEADER,
     SCHEDULE_ID_HEADER, SIGNATURE_HEADER, TOPIC_NAME_HEADER,
 };
+pub use env::REGION_ENV;
 pub use error::VerifyError;
 pub use keys::{CURRENT_KEY_ENV, KeyError, MatchedKey, NEXT_KEY_ENV, SigningKeys};
 pub use receiver::{DEFAULT_MAX_BODY_BYTES, Receiver};

@@ -39,7 +39,8 @@ use subtle::ConstantTimeEq;
 use crate::VerifyError;
 use crate::claims::{Claims, JsonValue, RawClaims};
 use crate::error::bounded;
-use crate::keys::{MatchedKey, SigningKeys, region_env_prefix};
+use crate::keys::{KeyError, MatchedKey, SigningKeys, region_env_prefix};
+use crate::keyset::{KeySet, Pair, note_match};
 
 /// The issuer QStash puts in every token.
 const ISSUER: &str = "Upstash";
@@ -53,40 +54,6 @@ const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 /// Decoded payloads up to this size are parsed from a stack buffer (no allocation).
 const STACK_PAYLOAD: usize = 1024;
-
-/// The keys a verifier uses: the default pair, and optional pairs per QStash region.
-#[derive(Debug)]
-struct KeySet {
-    default: SigningKeys,
-    /// (region as an env prefix, e.g. `US_EAST_1`, keys)
-    regions: Vec<(String, SigningKeys)>,
-}
-
-impl KeySet {
-    fn for_region(&self, region: Option<&str>) -> &SigningKeys {
-        region
-            .and_then(|region| {
-                self.regions
-                    .iter()
-                    .find(|(name, _)| region_matches(name, region))
-            })
-            .map_or(&self.default, |(_, keys)| keys)
-    }
-}
-
-/// Whether an `Upstash-Region` value (`us-east-1`) names the region stored as `US_EAST_1`.
-fn region_matches(stored: &str, header: &str) -> bool {
-    let header = header.trim();
-    stored.len() == header.len()
-        && stored.bytes().zip(header.bytes()).all(|(s, h)| {
-            let h = if h == b'-' {
-                b'_'
-            } else {
-                h.to_ascii_uppercase()
-            };
-            s == h
-        })
-}
 
 /// Verifies QStash signatures: HS256 only, the current key then the next key, strict claims,
 /// exact URL, and the SHA-256 of the raw body.
@@ -103,10 +70,10 @@ impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let keys = self.keys.load();
         f.debug_struct("Verifier")
-            .field("keys", &keys.default)
+            .field("keys", &keys.default_pair().map(Pair::keys))
             .field(
                 "regions",
-                &keys.regions.iter().map(|(r, _)| r).collect::<Vec<_>>(),
+                &keys.regions().iter().map(|(r, _)| r).collect::<Vec<_>>(),
             )
             .field("leeway", &self.leeway)
             .finish()
@@ -117,13 +84,65 @@ impl Verifier {
     /// A verifier for one key pair, with no clock leeway.
     #[must_use]
     pub fn new(keys: SigningKeys) -> Self {
+        Self::from_set(KeySet::new(Some(Pair::new(keys)), Vec::new()))
+    }
+
+    fn from_set(set: KeySet) -> Self {
         Self {
-            keys: Arc::new(ArcSwap::from_pointee(KeySet {
-                default: keys,
-                regions: Vec::new(),
-            })),
+            keys: Arc::new(ArcSwap::from_pointee(set)),
             leeway: Duration::ZERO,
         }
+    }
+
+    /// A verifier with the keys the environment holds, as QStash's official SDKs read them,
+    /// QStash's multi-region mode included. The one constructor a receiver needs to follow
+    /// QStash's setup guides, one region or several.
+    ///
+    /// - Without `QSTASH_REGION` (or with it empty): `QSTASH_CURRENT_SIGNING_KEY` and
+    ///   `QSTASH_NEXT_SIGNING_KEY`, exactly as [`SigningKeys::from_env`] reads them (the same
+    ///   errors); `Upstash-Region` is ignored.
+    /// - With `QSTASH_REGION` set to `EU_CENTRAL_1` or `US_EAST_1` (`eu-central-1` is read the
+    ///   same): the pairs `EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY` /
+    ///   `EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY`, the `US_EAST_1_` pair and the unprefixed pair,
+    ///   each when set. A delivery is verified with the pair of the region its first
+    ///   `Upstash-Region` header names (`US-EAST-1`: `-` read as `_`, case ignored), and only
+    ///   with it. When that region has no pair, or the header is missing or names no region, the
+    ///   unprefixed pair is used, and a warning is logged the first time (once per kind: no
+    ///   header, an unknown value, each region without keys); without an unprefixed pair, such
+    ///   a delivery is refused as `invalid_signature`. The header is not signed: it only
+    ///   chooses among your own key pairs, so a token signed with one region's keys and sent
+    ///   with another region's name is refused.
+    ///
+    /// Values are trimmed (a stray newline from a `.env` file). Where the official TypeScript
+    /// SDK warns and carries on, this constructor refuses to start, with a [`KeyError`]:
+    /// `QSTASH_REGION` naming no region ([`KeyError::UnknownRegion`]), a pair with one key
+    /// set ([`KeyError::IncompletePair`]), a key set but empty ([`KeyError::EmptyEnv`]), no
+    /// pair at all ([`KeyError::NoKeys`]). It never falls back to the development server's
+    /// keys; keys equal to them are flagged with a warning (see [`SigningKeys::is_dev`]).
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use qstash_receiver::Verifier;
+    ///
+    /// let env = HashMap::from([
+    ///     ("QSTASH_REGION", "EU_CENTRAL_1"),
+    ///     ("EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY", "sig_eu_current"),
+    ///     ("EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY", "sig_eu_next"),
+    ///     ("US_EAST_1_QSTASH_CURRENT_SIGNING_KEY", "sig_us_current"),
+    ///     ("US_EAST_1_QSTASH_NEXT_SIGNING_KEY", "sig_us_next"),
+    /// ]);
+    /// // `Verifier::from_env()` reads the process environment the same way.
+    /// let verifier = Verifier::from_vars(|name| env.get(name).map(|v| v.to_string()))?;
+    /// # Ok::<(), qstash_receiver::KeyError>(())
+    /// ```
+    pub fn from_env() -> Result<Self, KeyError> {
+        crate::env::load(crate::keys::process_env).map(Self::from_set)
+    }
+
+    /// [`Verifier::from_env`] reading variables through `var` (a variable's value, `None` when
+    /// it is not set) instead of the process environment: for tests, or keys kept elsewhere.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, KeyError> {
+        crate::env::load(|name| Ok(var(name))).map(Self::from_set)
     }
 
     /// Tolerated clock skew, applied to `exp` and `nbf` (default: none). A few seconds
@@ -135,8 +154,9 @@ impl Verifier {
     }
 
     /// Adds the key pair of one QStash region (`"US-EAST-1"`, `"EU-CENTRAL-1"`…). Deliveries whose
-    /// `Upstash-Region` header names that region are verified with it; others with the default
-    /// pair. (The header is not signed, but it only *selects* keys: a token must still match one.)
+    /// `Upstash-Region` header names that region are verified with it, and only with it; others
+    /// with the default pair, the first of each kind logged as [`Verifier::from_env`] describes.
+    /// (The header is not signed, but it only *selects* keys: a token must still match one.)
     ///
     /// This verifier's key set is changed in place, for every clone.
     #[must_use]
@@ -148,10 +168,8 @@ impl Verifier {
     /// Replaces the default key pair, for this verifier and every clone of it, at once. Verifications
     /// under way finish with the keys they started with.
     pub fn set_keys(&self, keys: SigningKeys) {
-        self.keys.rcu(|set| KeySet {
-            default: keys.clone(),
-            regions: set.regions.clone(),
-        });
+        self.keys
+            .rcu(|set| KeySet::new(Some(Pair::new(keys.clone())), set.regions().to_vec()));
     }
 
     /// Adds or replaces the key pair of one region, for this verifier and every clone of it.
@@ -159,16 +177,13 @@ impl Verifier {
         let name = region_env_prefix(region);
         self.keys.rcu(|set| {
             let mut regions: Vec<_> = set
-                .regions
+                .regions()
                 .iter()
                 .filter(|(r, _)| *r != name)
                 .cloned()
                 .collect();
-            regions.push((name.clone(), keys.clone()));
-            KeySet {
-                default: set.default.clone(),
-                regions,
-            }
+            regions.push((name.clone(), Pair::new(keys.clone())));
+            KeySet::new(set.default_pair().cloned(), regions)
         });
     }
 
@@ -222,8 +237,10 @@ impl Verifier {
         self.verify_token_in_region_at(signature, url, None, now)
     }
 
-    /// [`Verifier::verify_token_at`] with the keys of `region` (the `Upstash-Region` header's
-    /// value) when this verifier has keys for it, else the default keys.
+    /// [`Verifier::verify_token_at`] with the keys of `region` (the first `Upstash-Region`
+    /// header's value) when this verifier has keys for it, else the default keys (see
+    /// [`Verifier::from_env`]). A token that matches the next key is logged at `info` the first
+    /// time for each key pair: QStash rolled its keys, time to update the configuration.
     pub fn verify_token_in_region_at(
         &self,
         signature: &str,
@@ -232,9 +249,13 @@ impl Verifier {
         now: SystemTime,
     ) -> Result<VerifiedToken, VerifyError> {
         let set = self.keys.load();
-        let keys = set.for_region(region);
-        let claims = check_token(keys, signature)?;
-        check_claims(claims, url, now, self.leeway)
+        let selected = set.select(region);
+        let claims = check_token(selected.map(|(_, pair)| pair.keys()), signature)?;
+        let token = check_claims(claims, url, now, self.leeway)?;
+        if let Some((region, pair)) = selected {
+            note_match(region, pair, token.claims.matched_key());
+        }
+        Ok(token)
     }
 }
 
@@ -292,7 +313,7 @@ impl VerifiedToken {
 
 /// Steps 1–3 of the policy: format, header, MAC (current key, then next on a mismatch only),
 /// and the claims parsed.
-fn check_token(keys: &SigningKeys, token: &str) -> Result<Claims, VerifyError> {
+fn check_token(keys: Option<&SigningKeys>, token: &str) -> Result<Claims, VerifyError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(VerifyError::Malformed("token is too long"));
     }
@@ -340,14 +361,18 @@ fn check_token(keys: &SigningKeys, token: &str) -> Result<Claims, VerifyError> {
 
     let key = if sig_len != mac_bytes.len() {
         return Err(VerifyError::InvalidSignature);
-    } else if mac_matches(keys, MatchedKey::Current, signing_input, &mac_bytes) {
-        MatchedKey::Current
-    } else if mac_matches(keys, MatchedKey::Next, signing_input, &mac_bytes) {
-        MatchedKey::Next
+    } else if let Some(keys) = keys {
+        if mac_matches(keys, MatchedKey::Current, signing_input, &mac_bytes) {
+            MatchedKey::Current
+        } else if mac_matches(keys, MatchedKey::Next, signing_input, &mac_bytes) {
+            MatchedKey::Next
+        } else {
+            return Err(VerifyError::InvalidSignature);
+        }
     } else {
+        // No keys for this delivery's region, and no default keys (logged by the key set).
         return Err(VerifyError::InvalidSignature);
     };
-
     // Only a payload whose MAC matched is parsed.
     let raw = RawClaims::parse(buffer.get(..written).unwrap_or_default())?;
     Claims::build(raw, key)
