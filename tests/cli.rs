@@ -87,9 +87,15 @@ fn sign_prints_the_headers_signature_first() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert!(lines[0].starts_with("Upstash-Signature: eyJ"), "{lines:?}");
-    assert!(lines.contains(&"Upstash-Message-Id: msg_fixed"), "{lines:?}");
+    assert!(
+        lines.contains(&"Upstash-Message-Id: msg_fixed"),
+        "{lines:?}"
+    );
     assert!(lines.contains(&"Upstash-Retried: 2"), "{lines:?}");
-    assert!(lines.iter().all(|l| l.split_once(": ").is_some()), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.split_once(": ").is_some()),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -100,7 +106,10 @@ fn sign_then_explain_round_trip() {
         PROD,
     );
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains(r#"header  {"alg":"HS256","typ":"JWT"}"#));
+    assert!(
+        out.stdout
+            .contains(r#"header  {"alg":"HS256","typ":"JWT"}"#)
+    );
     assert!(out.stdout.contains(r#"iss     "Upstash""#));
     assert!(out.stdout.contains("Go's zero time"));
     assert!(out.stdout.contains("(in 5m)"), "{}", out.stdout);
@@ -138,7 +147,10 @@ fn next_key_and_key_flags() {
     );
     assert_eq!(out.code, 0, "{}", out.stdout);
     assert!(out.stdout.contains("matches the next key (--next-key)"));
-    assert!(out.stdout.contains("valid: signed with the next key (URL not checked"));
+    assert!(
+        out.stdout
+            .contains("valid: signed with the next key (URL not checked")
+    );
 }
 
 #[test]
@@ -160,9 +172,19 @@ fn wrong_url_is_a_url_mismatch_with_both_urls_and_the_proxy_hints() {
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(out.stdout.contains(&format!("signed    {URL}")));
     assert!(out.stdout.contains("expected  http://example.com/jobs"));
-    assert!(out.stdout.contains("the scheme differs (https signed, http expected)"));
-    assert!(out.stdout.contains("prefix the receiver does not see (/api)"));
-    assert!(out.stdout.contains("invalid: url_mismatch ("), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("the scheme differs (https signed, http expected)")
+    );
+    assert!(
+        out.stdout
+            .contains("prefix the receiver does not see (/api)")
+    );
+    assert!(
+        out.stdout.contains("invalid: url_mismatch ("),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -264,7 +286,11 @@ fn expired_tokens_say_so_and_when() {
     let late = at(now + 300);
     assert_eq!(late.code, 1);
     assert!(late.stdout.contains("invalid: token_expired ("));
-    assert!(late.stdout.contains("2026-01-01T00:05:00Z"), "{}", late.stdout);
+    assert!(
+        late.stdout.contains("2026-01-01T00:05:00Z"),
+        "{}",
+        late.stdout
+    );
 }
 
 #[test]
@@ -276,7 +302,10 @@ fn dev_token_checked_with_production_keys_names_the_mix_up() {
     ];
     let out = run(&args, PROD);
     assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(out.stdout.contains("matches neither the current nor the next key"));
+    assert!(
+        out.stdout
+            .contains("matches neither the current nor the next key")
+    );
     assert!(out.stdout.contains("development server's keys match"));
     assert!(out.stdout.contains("invalid: invalid_signature ("));
 
@@ -295,11 +324,20 @@ fn dev_token_checked_with_production_keys_names_the_mix_up() {
 
 #[test]
 fn garbage_tokens_are_explained_not_panicked_on() {
-    for token in ["", "a.b", "!!.??.##", "eyJhbGciOiJub25lIn0.e30.", "\u{1b}[31m.x.y"] {
+    for token in [
+        "",
+        "a.b",
+        "!!.??.##",
+        "eyJhbGciOiJub25lIn0.e30.",
+        "\u{1b}[31m.x.y",
+    ] {
         let out = run(&["explain", "--token", token, "--body", ""], PROD);
         assert_eq!(out.code, 1, "{token:?}: {}{}", out.stdout, out.stderr);
         assert!(out.stdout.contains("invalid: "), "{}", out.stdout);
-        assert!(!out.stdout.contains('\u{1b}'), "escape sequences are escaped");
+        assert!(
+            !out.stdout.contains('\u{1b}'),
+            "escape sequences are escaped"
+        );
     }
 }
 
@@ -309,7 +347,9 @@ fn usage_errors_exit_2() {
         &["sign", "--body", BODY][..],
         &["sign", "--url", URL, "--body", BODY, "--body-file", "x"],
         &["sign", "--url", URL, "--body", BODY, "--retried", "many"],
-        &["sign", "--url", URL, "--body", BODY, "--key", CURRENT, "--dev"],
+        &[
+            "sign", "--url", URL, "--body", BODY, "--key", CURRENT, "--dev",
+        ],
         &["explain"],
         &["explain", "--token", "x", "--dev", "--current-key", CURRENT],
         &["frobnicate"],
@@ -328,7 +368,11 @@ fn usage_errors_exit_2() {
 fn missing_keys_are_a_usage_error_that_names_the_variables() {
     let out = run(&["sign", "--url", URL, "--body", BODY], &[]);
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("QSTASH_CURRENT_SIGNING_KEY"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("QSTASH_CURRENT_SIGNING_KEY"),
+        "{}",
+        out.stderr
+    );
     let out = run(&["explain", "--token", "a.b.c"], &[]);
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("no signing keys"), "{}", out.stderr);
@@ -355,9 +399,7 @@ fn curl_command_delivers_to_a_real_server() {
     async fn job(Verified(body): Verified<String>) -> String {
         format!("got {body}")
     }
-    let app = Router::new()
-        .route("/jobs", post(job))
-        .with_state(receiver);
+    let app = Router::new().route("/jobs", post(job)).with_state(receiver);
     rt.spawn(async move { axum::serve(listener, app).await });
 
     let body = "it's $HOME and `x`";

@@ -201,11 +201,13 @@ impl SignedDelivery {
 
     /// An `http::Request` carrying this delivery as QStash sends it, for axum's and tower's
     /// `oneshot` or a hyper client: the method, the URL's path and query as the URI, `Host` from
-    /// the URL, every delivery header, `Content-Length`, and the body.
+    /// the URL, every delivery header, `Content-Length`, and the body (an
+    /// `http_body_util::Full<Bytes>`; a service that wants another body type takes
+    /// `.map(axum::body::Body::new)`).
     ///
     /// ```
     /// # #[cfg(feature = "axum")] {
-    /// use axum::{Router, body::Body, http::StatusCode, routing::post};
+    /// use axum::{Router, http::StatusCode, routing::post};
     /// use qstash_receiver::{Receiver, SigningKeys, Verifier, axum::Verified, test_utils::Signer};
     /// use tower::ServiceExt as _;
     ///
@@ -219,7 +221,7 @@ impl SignedDelivery {
     /// let app = Router::new().route("/jobs", post(job)).with_state(receiver);
     ///
     /// let delivery = Signer::new("sig_current").delivery("https://app.example.com/jobs", b"hi");
-    /// let res = app.oneshot(delivery.to_http_request::<Body>()?).await?;
+    /// let res = app.oneshot(delivery.to_http_request()?).await?;
     /// assert_eq!(res.status(), StatusCode::OK);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # })?;
@@ -230,7 +232,9 @@ impl SignedDelivery {
     /// Fails only when the URL, the method or a header cannot be put in a request.
     #[cfg(feature = "tower")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
-    pub fn to_http_request<B: From<Vec<u8>>>(&self) -> Result<http::Request<B>, RequestError> {
+    pub fn to_http_request(
+        &self,
+    ) -> Result<http::Request<http_body_util::Full<bytes::Bytes>>, RequestError> {
         let (authority, path) = self.target();
         let mut builder = http::Request::builder()
             .method(self.method.as_str())
@@ -245,7 +249,9 @@ impl SignedDelivery {
             builder = builder.header(http::header::CONTENT_LENGTH, self.body.len());
         }
         builder
-            .body(B::from(self.body.clone()))
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                self.body.clone(),
+            )))
             .map_err(|e| RequestError(e.to_string()))
     }
 
@@ -383,15 +389,15 @@ mod tests {
     #[test]
     fn http_request_carries_everything() {
         let d = Signer::new("k").delivery("https://e.x/a?b=1", b"xyz");
-        let req: http::Request<Vec<u8>> = d.to_http_request().unwrap();
+        let req = d.to_http_request().unwrap();
         assert_eq!(req.method(), http::Method::POST);
         assert_eq!(req.uri(), "/a?b=1");
         assert_eq!(req.headers()["host"], "e.x");
         assert_eq!(req.headers()["content-length"], "3");
         assert_eq!(req.headers()["upstash-signature"], d.signature.as_str());
-        assert_eq!(req.body(), b"xyz");
+        assert_eq!(http_body::Body::size_hint(req.body()).exact(), Some(3));
         let bad = d.with_method("NOT A METHOD");
-        assert!(bad.to_http_request::<Vec<u8>>().is_err());
+        assert!(bad.to_http_request().is_err());
     }
 
     #[cfg(feature = "actix-web")]
