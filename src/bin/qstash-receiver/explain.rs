@@ -294,7 +294,10 @@ fn url_section(out: &mut String, signed: Option<&str>, expected: Option<&str>) {
         Some(signed) => {
             out.push_str("  differ (compared exactly)\n");
             for text in url_hints(signed, expected) {
-                hint(out, &clean(&text));
+                match text.strip_prefix("fix: ") {
+                    Some(fix) => labeled(out, "fix:", &clean(fix)),
+                    None => hint(out, &clean(&text)),
+                }
             }
         }
         None => {}
@@ -325,13 +328,19 @@ fn body_section(out: &mut String, signed: Option<&str>, body: Option<&[u8]>) {
 
 /// `  hint: text`, wrapped at 100 columns.
 fn hint(out: &mut String, text: &str) {
+    labeled(out, "hint:", text);
+}
+
+/// `  label text`, wrapped at 100 columns under the text's start.
+fn labeled(out: &mut String, label: &str, text: &str) {
     const WIDTH: usize = 100;
-    let mut line = String::from("  hint:");
+    let indent = label.len() + 2;
+    let mut line = format!("  {label}");
     for word in text.split(' ') {
-        if line.len() + 1 + word.len() > WIDTH && line.len() > 8 {
+        if line.len() + 1 + word.len() > WIDTH && line.len() > indent {
             out.push_str(&line);
             out.push('\n');
-            line = String::from("       ");
+            line = " ".repeat(indent);
         }
         line.push(' ');
         line.push_str(word);

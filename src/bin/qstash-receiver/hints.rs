@@ -28,10 +28,9 @@ fn parts(url: &str) -> Parts<'_> {
 }
 
 /// Why `signed` (the token's `sub`) and `expected` (what the receiver computed) differ: one
-/// hint per differing part (scheme, host, path, query) that looks like a known cause.
+/// hint per differing part (scheme, host, path, query) that looks like a known cause, then the
+/// fix when the signed URL's own parts give it.
 pub(crate) fn url_hints(signed: &str, expected: &str) -> Vec<String> {
-    const FIX: &str = "build the expected URL from the public address QStash calls, e.g. \
-        UrlPolicy::public_base(\"https://your.public.host\")";
     let mut hints = Vec::new();
     if signed == expected {
         return hints;
@@ -42,19 +41,22 @@ pub(crate) fn url_hints(signed: &str, expected: &str) -> Vec<String> {
     if scheme && !host {
         hints.push(format!(
             "the scheme differs ({} signed, {} expected): a proxy, load balancer or platform \
-             terminates TLS and forwards plain http; {FIX}, or \
-             UrlPolicy::trust_forwarded_headers behind a proxy that sets X-Forwarded-Proto",
+             terminates TLS and forwards plain http",
             s.scheme, e.scheme
         ));
     } else if host {
         hints.push(format!(
             "the {} differs: a tunnel, proxy or preview deployment is in between, or the \
-             message was published to another address; {FIX}",
+             message was published to another address",
             if scheme { "scheme and host" } else { "host" }
         ));
     }
+    // The part of the signed path a proxy strips, when that explains the path difference.
+    let mut stripped = Some("");
     if s.path != e.path {
-        hints.extend(path_hint(s.path, e.path));
+        let (hint, prefix) = path_hint(s.path, e.path);
+        hints.extend(hint);
+        stripped = prefix;
     }
     if s.query != e.query {
         hints.push(
@@ -62,33 +64,51 @@ pub(crate) fn url_hints(signed: &str, expected: &str) -> Vec<String> {
                 .to_owned(),
         );
     }
+    let base_explains = s.query == e.query && !s.scheme.is_empty() && !s.host.is_empty();
+    match stripped {
+        Some(prefix) if base_explains && (scheme || host || !prefix.is_empty()) => {
+            let forwarded = if prefix.is_empty() {
+                ", or UrlPolicy::trust_forwarded_headers behind a proxy that sets \
+                 X-Forwarded-Proto and X-Forwarded-Host"
+            } else {
+                ""
+            };
+            hints.push(format!(
+                "fix: expect the public URL QStash calls: \
+                 UrlPolicy::public_base(\"{}://{}{prefix}\"){forwarded}",
+                s.scheme, s.host
+            ));
+        }
+        _ => {}
+    }
     hints
 }
 
-fn path_hint(signed: &str, expected: &str) -> Option<String> {
+/// A hint on the paths, and the prefix of the signed path a proxy strips when that is the
+/// difference.
+fn path_hint<'a>(signed: &'a str, expected: &str) -> (Option<String>, Option<&'a str>) {
     let (s, e) = (signed.trim_end_matches('/'), expected.trim_end_matches('/'));
     if s == e {
-        return Some(
-            "a trailing slash differs: URLs are compared exactly; publish to the URL your route \
-             has, or expect the URL QStash signs"
-                .to_owned(),
-        );
+        let hint = "a trailing slash differs: URLs are compared exactly; publish to the URL your \
+                    route has, or expect the URL QStash signs";
+        return (Some(hint.to_owned()), None);
     }
     if let Some(prefix) = s.strip_suffix(e).filter(|p| is_segment(p, e)) {
-        return Some(format!(
+        let hint = format!(
             "the signed path has a prefix the receiver does not see ({prefix}): a proxy, \
-             gateway or mount point strips it before your app; put it in the expected URL, \
-             e.g. UrlPolicy::public_base(\"https://your.public.host{prefix}\")"
-        ));
+             gateway or mount point strips it before your app"
+        );
+        return (Some(hint), Some(prefix));
     }
     if let Some(prefix) = e.strip_suffix(s).filter(|p| is_segment(p, s)) {
-        return Some(format!(
+        let hint = format!(
             "the expected path has a prefix the signed one lacks ({prefix}): the message was \
              published to a URL without it (a proxy adds it), or the receiver's base URL \
              should not include it"
-        ));
+        );
+        return (Some(hint), None);
     }
-    None
+    (None, None)
 }
 
 /// Whether `prefix` ends where a path segment starts in `prefix + rest`.
@@ -160,8 +180,19 @@ mod tests {
         assert!(h("https://a.io/x?a=1&b=2", "https://a.io/x?b=2&a=1").contains("query"));
         // Behind a TLS-terminating proxy that also strips a prefix: both causes.
         let both = url_hints("https://a.io/api/jobs", "http://a.io/jobs");
-        assert_eq!(both.len(), 2, "{both:?}");
+        assert_eq!(both.len(), 3, "{both:?}");
         assert!(both[0].starts_with("the scheme differs") && both[1].contains("(/api)"));
+        assert_eq!(
+            both[2],
+            r#"fix: expect the public URL QStash calls: UrlPolicy::public_base("https://a.io/api")"#
+        );
+        let tunnel = url_hints("https://abc.tunnel.dev/jobs", "http://localhost:3000/jobs");
+        assert!(
+            tunnel[1].contains(r#"public_base("https://abc.tunnel.dev"), or"#),
+            "{tunnel:?}"
+        );
+        // A trailing slash or a query is not fixed by a base URL.
+        assert_eq!(url_hints("https://a.io/x/", "https://a.io/x").len(), 1);
         assert!(url_hints("https://a.io/xjobs", "https://a.io/jobs").is_empty());
         assert!(url_hints("https://a.io/x", "https://a.io/x").is_empty());
     }
