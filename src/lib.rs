@@ -35,7 +35,8 @@
 //! | `axum` | `tower` + axum 0.8 extractors: [`axum::Verified`], [`axum::Callback`], [`axum::FailureCallback`], `Claims`/`Delivery` from the layer, response helpers |
 //! | `actix-web` | [`actix::QStashMiddleware`], extractors, [`actix::QStashGuard`] (actix-web 4) |
 //! | `redis` | `dedup::RedisStore`: deduplication shared by several instances through Redis |
-//! | `test-utils` | [`test_utils::Signer`]: tokens and delivery headers exactly as QStash makes them |
+//! | `test-utils` | [`test_utils`]: tokens, deliveries, retries and callback events signed exactly as QStash makes them, turned into axum/tower or actix-web test requests in one call |
+//! | `cli` | the `qstash-receiver` command: `sign` a delivery, `explain` why a token is refused (`cargo install qstash-receiver --features cli`) |
 //!
 //! # Verification policy
 //!

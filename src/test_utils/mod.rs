@@ -1,5 +1,14 @@
 //! Sign deliveries exactly as QStash does, to test your own handlers (feature `test-utils`).
 //!
+//! - [`Signer`] makes tokens and whole deliveries ([`SignedDelivery`]): the token, the message
+//!   id, the attempt number and the other headers QStash sends.
+//! - A delivery becomes a request in one call: [`SignedDelivery::to_http_request`] (axum, tower,
+//!   hyper; with feature `tower`) or [`SignedDelivery::to_actix_request`] (with feature
+//!   `actix-web`).
+//! - [`SignedDelivery::retry`] is the next attempt of the same message (same id, next
+//!   `Upstash-Retried`, new token): what a handler with deduplication must treat as a duplicate.
+//! - [`CallbackBuilder`] signs callback and failure-callback events as QStash shapes them.
+//!
 //! ```
 //! use std::time::{Duration, SystemTime};
 //! use qstash_receiver::{SigningKeys, Verifier, test_utils::Signer};
@@ -8,11 +17,11 @@
 //! let signer = Signer::new("sig_current");
 //! let delivery = signer.delivery(url, br#"{"task":"mail"}"#);
 //! // Headers as QStash sends them: the token, a fresh message id, the attempt number…
-//! let names: Vec<&str> = delivery.headers.iter().map(|(name, _)| name.as_str()).collect();
-//! assert!(names.contains(&"upstash-signature") && names.contains(&"upstash-message-id"));
+//! assert_eq!(delivery.header("upstash-signature"), Some(delivery.signature.as_str()));
+//! assert_eq!(delivery.header("upstash-retried"), Some("0"));
 //!
 //! let verifier = Verifier::new(SigningKeys::new("sig_current", "sig_next")?);
-//! let claims = verifier.verify(&delivery.signature, br#"{"task":"mail"}"#, Some(url))?;
+//! let claims = verifier.verify(&delivery.signature, delivery.body(), Some(url))?;
 //! assert_eq!(claims.audience(), Some(""));
 //! assert_eq!(claims.not_before(), Some(-62_135_596_800));
 //!
@@ -32,8 +41,21 @@ use sha2::{Digest, Sha256};
 
 use crate::keys::KeyMac;
 
+mod callback;
+mod delivery;
+
+pub use callback::CallbackBuilder;
+pub use delivery::{RequestError, SignedDelivery};
+
 /// `nbf` in QStash tokens since September 2024: Go's zero time.
 pub const GO_ZERO_TIME: i64 = -62_135_596_800;
+
+/// The local development server's (`qstash dev`) current signing key. It is public: accept it
+/// only in development.
+pub const DEV_CURRENT_KEY: &str = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r";
+
+/// The local development server's next signing key (public, as [`DEV_CURRENT_KEY`]).
+pub const DEV_NEXT_KEY: &str = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs";
 
 /// How long a QStash token lives.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
@@ -77,9 +99,9 @@ impl Signer {
         }
     }
 
-    /// A signer with the local development server's current key.
+    /// A signer with the local development server's current key ([`DEV_CURRENT_KEY`]).
     pub fn qstash_dev() -> Self {
-        Self::new("sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r")
+        Self::new(DEV_CURRENT_KEY)
     }
 
     /// Issue tokens as of `time` instead of the clock's current time.
@@ -158,36 +180,11 @@ impl Signer {
         message_id: &str,
         retried: u32,
     ) -> SignedDelivery {
-        let signature = self.sign(url, body);
-        let headers = vec![
-            ("upstash-signature".to_owned(), signature.clone()),
-            ("upstash-message-id".to_owned(), message_id.to_owned()),
-            ("upstash-retried".to_owned(), retried.to_string()),
-            ("upstash-region".to_owned(), "US-EAST-1".to_owned()),
-            ("upstash-caller-ip".to_owned(), "127.0.0.1".to_owned()),
-            ("user-agent".to_owned(), "Upstash-QStash".to_owned()),
-        ];
-        SignedDelivery {
-            signature,
-            message_id: message_id.to_owned(),
-            headers,
-        }
+        SignedDelivery::new(self.clone(), url, body.to_vec(), message_id, retried)
     }
 }
 
-/// A signed delivery made by [`Signer::delivery`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct SignedDelivery {
-    /// The `Upstash-Signature` token.
-    pub signature: String,
-    /// The `Upstash-Message-Id`.
-    pub message_id: String,
-    /// Every header to send, names lower-case, the signature included.
-    pub headers: Vec<(String, String)>,
-}
-
-fn unix_seconds(t: SystemTime) -> i64 {
+pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
