@@ -188,7 +188,7 @@ async fn main() -> ExitCode {
     let qstash = QStashMiddleware::new(receiver.clone());
     // `web::Bytes` (in `Verified<web::Bytes>`) applies actix-web's own `PayloadConfig` limit,
     // 256 KiB by default, after the middleware's: match it to the receiver's.
-    let payload_limit = web::PayloadConfig::new(receiver.limit());
+    let payload_limit = web::PayloadConfig::new(receiver.get_max_body_bytes());
     let receiver = web::Data::new(receiver);
     let runs = web::Data::new(Runs::default());
     let server = HttpServer::new(move || {
