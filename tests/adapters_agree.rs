@@ -143,10 +143,30 @@ fn cases() -> Vec<(&'static str, Req, u16, &'static str)> {
         ("expired", expired, 401, "token_expired"),
         ("url mismatch", url_mismatch, 401, "url_mismatch"),
         ("body mismatch", body_mismatch, 401, "body_mismatch"),
-        ("bad delivery header", bad_header, 400, "invalid_delivery_header"),
-        ("oversized body", signed(big.as_bytes()), 413, "payload_too_large"),
-        ("unparsable payload", signed(b"{not json"), 400, "invalid_payload"),
-        ("ill-typed payload", signed(br#"{"task":1}"#), 400, "invalid_payload"),
+        (
+            "bad delivery header",
+            bad_header,
+            400,
+            "invalid_delivery_header",
+        ),
+        (
+            "oversized body",
+            signed(big.as_bytes()),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "unparsable payload",
+            signed(b"{not json"),
+            400,
+            "invalid_payload",
+        ),
+        (
+            "ill-typed payload",
+            signed(br#"{"task":1}"#),
+            400,
+            "invalid_payload",
+        ),
     ]
 }
 
@@ -165,11 +185,7 @@ async fn axum_call(app: &Router, req: &Req) -> Answer {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     Answer::new(
         status,
-        |n| {
-            headers
-                .get(n)
-                .map(|v| v.to_str().unwrap().to_owned())
-        },
+        |n| headers.get(n).map(|v| v.to_str().unwrap().to_owned()),
         &body,
     )
 }
@@ -239,11 +255,7 @@ where
     let body = actix_test::read_body(response).await;
     Answer::new(
         status,
-        |n| {
-            headers
-                .get(n)
-                .map(|v| v.to_str().unwrap().to_owned())
-        },
+        |n| headers.get(n).map(|v| v.to_str().unwrap().to_owned()),
         &body,
     )
 }
@@ -288,7 +300,10 @@ async fn every_adapter_gives_the_same_answer_to_each_bad_input() {
             let answers = [
                 ("axum layer", axum_call(&axum_layer, &req).await),
                 ("axum extractor", axum_call(&axum_alone, &req).await),
-                ("actix middleware", actix_call(&actix_middleware, &req).await),
+                (
+                    "actix middleware",
+                    actix_call(&actix_middleware, &req).await,
+                ),
                 ("actix extractor", actix_call(&actix_alone, &req).await),
             ];
             for (adapter, answer) in answers {
