@@ -27,6 +27,7 @@ pub(crate) trait RequestHead {
 
     /// The `Upstash-Message-Id` header as sent, for logs (unsigned: information only;
     /// [`crate::log`] escapes and cuts it).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     fn message_id(&self) -> Option<&[u8]> {
         self.header(MESSAGE_ID_HEADER)
     }

@@ -116,6 +116,8 @@ pub(crate) use layer::Config;
 
 use crate::Rejection;
 use crate::head::{Answer, RequestHead};
+#[cfg(doc)]
+use crate::{Delivery, Receiver};
 
 /// The error type the request body's errors must convert into.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
