@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use super::ReceiverState;
 use crate::head::RequestHead as _;
 use crate::log::refusal;
-use crate::tower::{Head, ReadBody, VerifiedByLayer, check_read};
+use crate::tower::drain::{ReadBody, check_read};
+use crate::tower::{Head, VerifiedByLayer};
 use crate::{Receiver, Rejection};
 
 /// Extracts `T` (`Json<_>`, `Bytes`, `String`, `Form<_>`… any body extractor) from a verified

@@ -95,7 +95,7 @@
 //! with [`Receiver::public_url`], [`Receiver::expected_url`] or [`Receiver::url_policy`].
 
 mod body;
-mod drain;
+pub(crate) mod drain;
 mod future;
 mod layer;
 mod service;
@@ -110,8 +110,6 @@ pub use future::ResponseFuture;
 pub use layer::QStashLayer;
 pub use service::QStash;
 
-#[cfg(feature = "axum")]
-pub(crate) use drain::{ReadBody, check_read};
 pub(crate) use layer::Config;
 
 use crate::Rejection;
@@ -124,9 +122,10 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Inserted by the layer into the extensions of each request it verified: the extractors above
 /// it trust it instead of verifying twice, and use the layer's receiver. Private: it cannot be
-/// forged by a client or another layer.
+/// forged by a client or another layer. (Read only by the extractors of a framework above the
+/// layer: without one, nobody reads it.)
 #[derive(Clone, Debug)]
-#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+#[allow(dead_code)]
 pub(crate) struct VerifiedByLayer(pub(crate) Arc<Config>);
 
 /// An `http` 1 request head, as the core reads it ([`RequestHead`]).
