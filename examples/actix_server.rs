@@ -10,8 +10,7 @@
 //!
 //! Environment:
 //! - `QSTASH_CURRENT_SIGNING_KEY`, `QSTASH_NEXT_SIGNING_KEY` (required: exits with status 1
-//!   when missing); or QStash's multi-region mode: `QSTASH_REGION` and `EU_CENTRAL_1_QSTASH_…` /
-//!   `US_EAST_1_QSTASH_…` keys (see `Verifier::from_env`);
+//!   when missing);
 //! - `BIND` (default `127.0.0.1:3000`);
 //! - `PUBLIC_URL`: the public base URL QStash delivers to; each route's URL is checked as
 //!   `PUBLIC_URL` + path (default `http://` + `BIND`);
@@ -40,7 +39,7 @@ use std::time::Duration;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use qstash_receiver::actix::{Callback, FailureCallback, QStashMiddleware, Verified};
 use qstash_receiver::dedup::{Dedup, MemoryStore};
-use qstash_receiver::{Delivery, Receiver, Rejection, UrlPolicy, Verifier};
+use qstash_receiver::{Delivery, KeyError, Receiver, Rejection, UrlPolicy, Verifier};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -124,20 +123,78 @@ async fn stats(runs: web::Data<Runs>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "runs": runs.snapshot() }))
 }
 
-fn receiver_from_env(bind: &str) -> Result<Receiver, String> {
-    let verifier = Verifier::from_env().map_err(|e| e.to_string())?;
-    let public_url = std::env::var("PUBLIC_URL").unwrap_or_else(|_| format!("http://{bind}"));
-    let policy = UrlPolicy::public_base(public_url).map_err(|e| e.to_string())?;
-    Ok(Receiver::new(verifier).url_policy(policy))
+/// What the server runs with, read from its environment.
+pub(crate) struct Settings {
+    /// Where to listen (`BIND`).
+    pub(crate) bind: String,
+    store: &'static str,
+    receiver: Receiver,
 }
 
-/// The deduplication of the `/jobs`, `/callbacks` and `/failures` routes: in Redis when
-/// `REDIS_URL` is set (shared by every instance), else in this process' memory.
-async fn dedup_from_env() -> Result<(Dedup, &'static str), String> {
-    match std::env::var("REDIS_URL") {
-        Err(_) => Ok((Dedup::new(Arc::new(MemoryStore::new())), "memory")),
-        Ok(url) => redis_dedup(&url).await.map(|dedup| (dedup, "redis")),
-    }
+/// Reads the settings: the verifier (`Verifier::from_env()` in `main`: the signing keys,
+/// QStash's multi-region mode included), then `BIND`,
+/// `PUBLIC_URL` and `REDIS_URL` through `var`, which looks one variable up. A mistake is a
+/// message for the user.
+pub(crate) async fn settings(
+    verifier: Result<Verifier, KeyError>,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Settings, String> {
+    let verifier = verifier.map_err(|e| e.to_string())?;
+    let bind = var("BIND").unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+    let public_url = var("PUBLIC_URL").unwrap_or_else(|| format!("http://{bind}"));
+    let policy = UrlPolicy::public_base(public_url).map_err(|e| e.to_string())?;
+    // The deduplication of the `/jobs`, `/callbacks` and `/failures` routes: in Redis when
+    // `REDIS_URL` is set (shared by every instance), else in this process' memory.
+    let (dedup, store) = match var("REDIS_URL") {
+        None => (Dedup::new(Arc::new(MemoryStore::new())), "memory"),
+        Some(url) => (redis_dedup(&url).await?, "redis"),
+    };
+    let receiver = Receiver::new(verifier)
+        .url_policy(policy)
+        .dedup(dedup);
+    Ok(Settings {
+        bind,
+        store,
+        receiver,
+    })
+}
+
+/// The server on `listener` (run it with `.await`).
+pub(crate) fn server(
+    listener: std::net::TcpListener,
+    settings: Settings,
+) -> std::io::Result<actix_web::dev::Server> {
+    let receiver = settings.receiver;
+    let qstash = QStashMiddleware::new(receiver.clone());
+    // `web::Bytes` (in `Verified<web::Bytes>`) applies actix-web's own `PayloadConfig` limit,
+    // 256 KiB by default, after the middleware's: match it to the receiver's.
+    let payload_limit = web::PayloadConfig::new(receiver.get_max_body_bytes());
+    let receiver = web::Data::new(receiver);
+    let runs = web::Data::new(Runs::default());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(receiver.clone())
+            .app_data(runs.clone())
+            .app_data(payload_limit.clone())
+            .service(
+                web::resource("/jobs")
+                    .wrap(qstash.clone())
+                    .route(web::post().to(jobs)),
+            )
+            .service(
+                web::resource("/callbacks")
+                    .wrap(qstash.clone())
+                    .route(web::post().to(callbacks)),
+            )
+            .service(
+                web::resource("/failures")
+                    .wrap(qstash.clone())
+                    .route(web::post().to(failures)),
+            )
+            .route("/stats", web::get().to(stats))
+    })
+    .listen(listener)?;
+    Ok(server.run())
 }
 
 #[cfg(feature = "redis")]
@@ -167,65 +224,33 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
-    let receiver = match receiver_from_env(&bind) {
-        Ok(receiver) => receiver,
+    let settings = match settings(Verifier::from_env(), |name| std::env::var(name).ok()).await {
+        Ok(settings) => settings,
         Err(e) => {
             eprintln!("actix_server: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let receiver = match dedup_from_env().await {
-        Ok((dedup, store)) => {
-            eprintln!("actix_server: dedup in {store}");
-            receiver.dedup(dedup)
-        }
+    eprintln!("actix_server: dedup in {}", settings.store);
+    let bind = settings.bind.clone();
+    let listener = match std::net::TcpListener::bind(&bind) {
+        Ok(listener) => listener,
         Err(e) => {
-            eprintln!("actix_server: {e}");
+            eprintln!("actix_server: cannot listen on {bind}: {e}");
             return ExitCode::FAILURE;
         }
     };
-
-    let qstash = QStashMiddleware::new(receiver.clone());
-    // `web::Bytes` (in `Verified<web::Bytes>`) applies actix-web's own `PayloadConfig` limit,
-    // 256 KiB by default, after the middleware's: match it to the receiver's.
-    let payload_limit = web::PayloadConfig::new(receiver.limit());
-    let receiver = web::Data::new(receiver);
-    let runs = web::Data::new(Runs::default());
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(receiver.clone())
-            .app_data(runs.clone())
-            .app_data(payload_limit.clone())
-            .service(
-                web::resource("/jobs")
-                    .wrap(qstash.clone())
-                    .route(web::post().to(jobs)),
-            )
-            .service(
-                web::resource("/callbacks")
-                    .wrap(qstash.clone())
-                    .route(web::post().to(callbacks)),
-            )
-            .service(
-                web::resource("/failures")
-                    .wrap(qstash.clone())
-                    .route(web::post().to(failures)),
-            )
-            .route("/stats", web::get().to(stats))
-    })
-    .bind(&bind);
-    let server = match server {
+    if let Ok(addr) = listener.local_addr() {
+        println!("listening on http://{addr}");
+    }
+    let server = match server(listener, settings) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("actix_server: cannot listen on {bind}: {e}");
             return ExitCode::FAILURE;
         }
     };
-    for addr in server.addrs() {
-        println!("listening on http://{addr}");
-    }
-    match server.run().await {
+    match server.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("actix_server: {e}");

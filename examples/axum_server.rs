@@ -54,7 +54,7 @@ use axum::{Json, Router};
 use qstash_receiver::axum::{Callback, FailureCallback};
 use qstash_receiver::dedup::{Dedup, MemoryStore};
 use qstash_receiver::tower::QStashLayer;
-use qstash_receiver::{Delivery, Receiver, UrlPolicy, Verifier};
+use qstash_receiver::{Delivery, KeyError, Receiver, UrlPolicy, Verifier};
 use serde::Deserialize;
 use serde_json::json;
 use tower::ServiceBuilder;
@@ -131,15 +131,8 @@ async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "runs": runs }))
 }
 
-/// The deduplication of the `/jobs`, `/callbacks` and `/failures` routes: in Redis when
-/// `REDIS_URL` is set (shared by every instance), else in this process' memory.
-async fn dedup_from_env() -> Result<(Dedup, &'static str), String> {
-    match std::env::var("REDIS_URL") {
-        Err(_) => Ok((Dedup::new(Arc::new(MemoryStore::new())), "memory")),
-        Ok(url) => redis_dedup(&url).await.map(|dedup| (dedup, "redis")),
-    }
-}
-
+/// The deduplication of the `/jobs`, `/callbacks` and `/failures` routes in the Redis at `url`
+/// (`REDIS_URL`: shared by every instance); without it, in this process' memory.
 #[cfg(feature = "redis")]
 async fn redis_dedup(url: &str) -> Result<Dedup, String> {
     match qstash_receiver::dedup::RedisStore::connect(url).await {
@@ -182,6 +175,67 @@ fn app(state: AppState, timeout: Duration) -> Router {
         .with_state(state)
 }
 
+/// What the server runs with, read from its environment.
+pub(crate) struct Settings {
+    /// Where to listen (`BIND`).
+    pub(crate) bind: String,
+    public_url: String,
+    store: &'static str,
+    timeout: Duration,
+    state: AppState,
+}
+
+/// Reads the settings: the verifier (`Verifier::from_env()` in `main`: the signing keys,
+/// QStash's multi-region mode included), then `BIND`,
+/// `PUBLIC_URL`, `REDIS_URL` and `REQUEST_TIMEOUT_SECS` through `var`, which looks one variable
+/// up. A mistake is a message for the user.
+pub(crate) async fn settings(
+    verifier: Result<Verifier, KeyError>,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Settings, String> {
+    let verifier = verifier.map_err(|e| {
+        format!(
+            "{e}\nset QSTASH_CURRENT_SIGNING_KEY and QSTASH_NEXT_SIGNING_KEY \
+             (QStash console, Signing Keys), or QSTASH_REGION and the region-prefixed keys"
+        )
+    })?;
+    let bind = var("BIND").unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+    let public_url = var("PUBLIC_URL").unwrap_or_else(|| format!("http://{bind}"));
+    let policy = UrlPolicy::public_base(&public_url).map_err(|e| format!("PUBLIC_URL: {e}"))?;
+    let (dedup, store) = match var("REDIS_URL") {
+        None => (Dedup::new(Arc::new(MemoryStore::new())), "memory"),
+        Some(url) => (redis_dedup(&url).await?, "redis"),
+    };
+    let timeout = match var("REQUEST_TIMEOUT_SECS").map(|s| s.parse::<u64>()) {
+        None => Duration::from_secs(60),
+        Some(Ok(secs)) if secs > 0 => Duration::from_secs(secs),
+        Some(_) => {
+            return Err("REQUEST_TIMEOUT_SECS must be a positive number of seconds".to_owned());
+        }
+    };
+    let receiver = Receiver::new(verifier)
+        .url_policy(policy)
+        .dedup(dedup);
+    Ok(Settings {
+        bind,
+        public_url,
+        store,
+        timeout,
+        state: AppState {
+            receiver,
+            runs: Arc::default(),
+        },
+    })
+}
+
+/// Serves the app on `listener` until the server fails.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    settings: Settings,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(settings.state, settings.timeout)).await
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -191,46 +245,14 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let verifier = match Verifier::from_env() {
-        Ok(verifier) => verifier,
-        Err(e) => {
-            eprintln!(
-                "error: {e}\nset QSTASH_CURRENT_SIGNING_KEY and QSTASH_NEXT_SIGNING_KEY \
-                 (QStash console, Signing Keys), or QSTASH_REGION and the region-prefixed keys"
-            );
-            return ExitCode::from(1);
-        }
-    };
-    let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
-    let public_url = std::env::var("PUBLIC_URL").unwrap_or_else(|_| format!("http://{bind}"));
-    let policy = match UrlPolicy::public_base(&public_url) {
-        Ok(policy) => policy,
-        Err(e) => {
-            eprintln!("error: PUBLIC_URL: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let (dedup, store) = match dedup_from_env().await {
-        Ok(dedup) => dedup,
+    let settings = match settings(Verifier::from_env(), |name| std::env::var(name).ok()).await {
+        Ok(settings) => settings,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(1);
         }
     };
-    let timeout = match std::env::var("REQUEST_TIMEOUT_SECS").map(|s| s.parse::<u64>()) {
-        Err(_) => Duration::from_secs(60),
-        Ok(Ok(secs)) if secs > 0 => Duration::from_secs(secs),
-        Ok(_) => {
-            eprintln!("error: REQUEST_TIMEOUT_SECS must be a positive number of seconds");
-            return ExitCode::from(1);
-        }
-    };
-    let receiver = Receiver::new(verifier).url_policy(policy).dedup(dedup);
-    let state = AppState {
-        receiver,
-        runs: Arc::default(),
-    };
-
+    let bind = settings.bind.clone();
     let listener = match tokio::net::TcpListener::bind(&bind).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -239,12 +261,13 @@ async fn main() -> ExitCode {
         }
     };
     match listener.local_addr() {
-        Ok(addr) => {
-            println!("listening on http://{addr} (public url {public_url}, dedup in {store})")
-        }
+        Ok(addr) => println!(
+            "listening on http://{addr} (public url {}, dedup in {})",
+            settings.public_url, settings.store
+        ),
         Err(e) => eprintln!("warning: local address unknown: {e}"),
     }
-    if let Err(e) = axum::serve(listener, app(state, timeout)).await {
+    if let Err(e) = serve(listener, settings).await {
         eprintln!("error: server failed: {e}");
         return ExitCode::from(1);
     }

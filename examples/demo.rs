@@ -38,6 +38,14 @@ async fn jobs(State(runs): State<Arc<AtomicUsize>>, delivery: Delivery, body: By
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    demo(&mut std::io::stdout()).await?;
+    Ok(())
+}
+
+/// Runs the demo, writing its report to `out`; returns how many times the handler ran.
+pub(crate) async fn demo(
+    out: &mut impl std::io::Write,
+) -> Result<usize, Box<dyn std::error::Error>> {
     let (current, next) = (
         "sig_demoCurrentKey0123456789ab",
         "sig_demoNextKey0123456789abcde",
@@ -56,7 +64,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
-    println!("receiver listening on http://{addr}, expecting URLs under {public}\n");
+    writeln!(
+        out,
+        "receiver listening on http://{addr}, expecting URLs under {public}\n"
+    )?;
 
     let url = format!("{public}/jobs");
     let body: &[u8] = br#"{"task":"send-welcome-mail"}"#;
@@ -127,16 +138,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             "REFUSED "
         };
-        println!(
+        writeln!(
+            out,
             "{verdict} {what}\n         {} {}",
             status.as_u16(),
             String::from_utf8_lossy(&answer)
-        );
+        )?;
     }
-    println!(
-        "\nThe handler ran {} times: the two accepted deliveries; the duplicate was answered \
-         200 with `{DUPLICATE_HEADER}: true` without running it (deduplication by message id).",
-        runs.load(Ordering::SeqCst)
-    );
-    Ok(())
+    let runs = runs.load(Ordering::SeqCst);
+    writeln!(
+        out,
+        "\nThe handler ran {runs} times: the two accepted deliveries; the duplicate was answered \
+         200 with `{DUPLICATE_HEADER}: true` without running it (deduplication by message id)."
+    )?;
+    Ok(runs)
 }

@@ -27,7 +27,7 @@ use qstash_receiver::{Claims, Delivery, Receiver, SigningKeys, UrlPolicy, Verifi
 use tower::{ServiceBuilder, service_fn};
 
 /// The application: only verified deliveries get here.
-async fn handle(req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+pub(crate) async fn handle(req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
     let message_id = req
         .extensions()
         .get::<Delivery>()
@@ -47,7 +47,7 @@ async fn handle(req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infa
     Ok(Response::new(Full::new(Bytes::from(answer.to_string()))))
 }
 
-async fn serve(listener: tokio::net::TcpListener, receiver: Receiver) {
+pub(crate) async fn serve(listener: tokio::net::TcpListener, receiver: Receiver) {
     // In production, also bound each request in time (`tower::timeout` above the layer, or
     // hyper's read timeouts): the layer bounds the body and the drain of an oversized upload in
     // bytes, not in time. `examples/axum_server.rs` shows one.
@@ -74,7 +74,7 @@ async fn serve(listener: tokio::net::TcpListener, receiver: Receiver) {
     }
 }
 
-async fn send(
+pub(crate) async fn send(
     addr: SocketAddr,
     headers: &[(String, String)],
     body: &'static [u8],

@@ -91,6 +91,8 @@ mod claims;
 mod delivery;
 mod env;
 mod error;
+#[cfg_attr(not(any(feature = "tower", feature = "actix-web")), allow(dead_code))]
+mod head;
 mod keys;
 mod keyset;
 #[cfg(any(feature = "tower", feature = "actix-web"))]
@@ -117,6 +119,20 @@ pub mod axum;
 #[cfg(feature = "actix-web")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix-web")))]
 pub mod actix;
+
+/// The request URI as it reached the outermost router, when a router recorded it before
+/// stripping a prefix (axum's `OriginalUri`): the tower layer reads the path from it. Wired
+/// here so that the tower adapter knows no framework above it.
+#[cfg(feature = "tower")]
+pub(crate) fn original_uri(extensions: &http::Extensions) -> Option<&http::Uri> {
+    #[cfg(feature = "axum")]
+    return crate::axum::original_uri(extensions);
+    #[cfg(not(feature = "axum"))]
+    {
+        let _ = extensions;
+        None
+    }
+}
 
 pub use callback::{CallbackEvent, FailureCallbackEvent};
 pub use claims::Claims;

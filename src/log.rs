@@ -67,6 +67,17 @@ pub(crate) fn unchecked_misconfiguration(rejection: &Rejection, message_id: Opti
     emit(level, rejection, message_id);
 }
 
+/// Logs a payload refusal of the handler behind the layer or the middleware (the framework's
+/// own extractor refused the verified body), sent as 489 because the receiver is configured
+/// non-retryable: `warn`, like the crate's own payload refusals.
+pub(crate) fn payload_refused_downstream(status: u16) {
+    tracing::warn!(
+        code = "invalid_payload",
+        status,
+        "qstash delivery refused by the handler ({status}): answered 489, not retried"
+    );
+}
+
 /// Logs why a request did not match the actix-web guard: `debug` (other callers are routed
 /// elsewhere, as intended), but a misconfiguration at `error` (the guard checks the URL policy
 /// only for a token that verified).

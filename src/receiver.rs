@@ -19,7 +19,7 @@
 //! let (token, meta) = receiver.check_request(headers, &RequestTarget::new("/jobs"), SystemTime::now())?;
 //! // 2. The announced length against the limit (413 without reading).
 //! receiver.check_content_length(Some(body.len() as u64))?;
-//! // 3. Read at most `receiver.limit()` bytes, then check the body.
+//! // 3. Read at most `receiver.get_max_body_bytes()` bytes, then check the body.
 //! let claims = receiver.check_body(token, body)?;
 //! assert_eq!(claims.url(), "https://app.example.com/jobs");
 //! assert_eq!(meta.message_id(), Some(delivery.message_id.as_str()));
@@ -30,15 +30,28 @@
 use std::time::SystemTime;
 
 use crate::{
-    Claims, Delivery, Rejection, RequestTarget, UrlPolicy, VerifiedToken, Verifier, VerifyError,
+    Claims, Delivery, Rejection, RequestTarget, UrlPolicy, UrlPolicyError, VerifiedToken, Verifier,
+    VerifyError,
 };
 
 /// The default body limit: 1 MiB, QStash's maximum message size on its default (free) plan.
 /// Paid plans allow larger messages: raise it with [`Receiver::max_body_bytes`].
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// A configured receiver: the verifier, the expected-URL policy and the body limit. Cheap to
-/// clone. The adapters (tower layer, axum extractors, actix-web middleware) wrap one.
+/// A configured receiver: the whole verification policy, in one place. Cheap to clone. The
+/// adapters (the tower layer, the axum extractors, the actix-web middleware, extractors and
+/// guard) take one and add only their own knobs.
+///
+/// | option | set with | read with | default |
+/// |---|---|---|---|
+/// | keys, leeway, regions | [`Receiver::new`]`(verifier)` | [`Receiver::verifier`] | |
+/// | expected URL | [`url_policy`](Receiver::url_policy), [`public_url`](Receiver::public_url), [`expected_url`](Receiver::expected_url) | [`get_url_policy`](Receiver::get_url_policy) | unconfigured: refused with 500 `misconfigured` |
+/// | body limit | [`max_body_bytes`](Receiver::max_body_bytes) | [`get_max_body_bytes`](Receiver::get_max_body_bytes) | [`DEFAULT_MAX_BODY_BYTES`] |
+/// | deduplication and replay guard | [`dedup`](Receiver::dedup) | [`get_dedup`](Receiver::get_dedup) | none |
+/// | answer to an unusable payload | [`non_retryable_invalid_payload`](Receiver::non_retryable_invalid_payload) | [`get_non_retryable_invalid_payload`](Receiver::get_non_retryable_invalid_payload) | 400, retried |
+///
+/// Each option is set with a builder method named after it and read with `get_` and the same
+/// name, as [`std::process::Command`] does.
 #[derive(Debug, Clone)]
 pub struct Receiver {
     verifier: Verifier,
@@ -82,10 +95,23 @@ impl Receiver {
         self
     }
 
-    /// Answer a verified body that cannot be parsed with 489 and
-    /// `Upstash-NonRetryable-Error: true` (QStash moves it to the dead-letter queue) instead of
-    /// 400 (retried, uselessly). Off by default.
-    #[must_use]
+    /// Answer a verified payload that cannot be used with 489 and
+    /// `Upstash-NonRetryable-Error: true` (QStash moves the message to the dead-letter queue at
+    /// once) instead of 400 (retried until it dead-letters, uselessly: a verified body never
+    /// changes). Off by default.
+    ///
+    /// It applies to every way a handler gets its payload:
+    ///
+    /// - this crate's extractors (axum `Verified<T>`, `Callback`, `FailureCallback`; actix-web
+    ///   `Verified<T>`, `Callback`, `FailureCallback`) answer a body their inner extractor
+    ///   refuses with [`Rejection::InvalidPayload`] (JSON `invalid_payload`): 400, or 489 when
+    ///   this is on;
+    /// - behind the tower layer (axum's `Router::route_layer`) or the actix-web middleware, the
+    ///   framework's own extractors (axum `Json`, `Form`, `Query`; actix-web `web::Json`,
+    ///   `web::Form`) answer with their own rejection; when this is on, an answer of **400, 415
+    ///   or 422** from behind the layer becomes **489** with `Upstash-NonRetryable-Error: true`
+    ///   (the body is the framework's). So a handler behind the layer that wants QStash to retry
+    ///   should answer something else (409, 429, 5xx…).
     pub fn non_retryable_invalid_payload(mut self, enabled: bool) -> Self {
         self.non_retryable_invalid_payload = enabled;
         self
@@ -103,9 +129,16 @@ impl Receiver {
         self
     }
 
-    /// The deduplication, when configured with [`Receiver::dedup`].
-    pub fn deduplication(&self) -> Option<&crate::dedup::Dedup> {
-        self.dedup.as_ref()
+    /// Every delivery must be signed for `base` followed by the request's original path and
+    /// query: shorthand for [`UrlPolicy::public_base`], the app's public URL behind a proxy or a
+    /// tunnel.
+    ///
+    /// # Errors
+    ///
+    /// `base` is not an absolute `http://` or `https://` URL without a query.
+    pub fn public_url(self, base: impl Into<String>) -> Result<Self, UrlPolicyError> {
+        let policy = UrlPolicy::public_base(base)?;
+        Ok(self.url_policy(policy))
     }
 
     /// The verifier (clones share its keys: rotate them with [`Verifier::set_keys`]).
@@ -113,14 +146,44 @@ impl Receiver {
         &self.verifier
     }
 
-    /// The expected-URL policy.
-    pub fn policy(&self) -> &UrlPolicy {
+    /// The expected-URL policy, set with [`Receiver::url_policy`] (or [`Receiver::public_url`],
+    /// [`Receiver::expected_url`]).
+    pub fn get_url_policy(&self) -> &UrlPolicy {
         &self.url_policy
     }
 
-    /// The body limit, in bytes.
-    pub fn limit(&self) -> usize {
+    /// The body limit in bytes, set with [`Receiver::max_body_bytes`].
+    pub fn get_max_body_bytes(&self) -> usize {
         self.max_body_bytes
+    }
+
+    /// The deduplication, when set with [`Receiver::dedup`].
+    pub fn get_dedup(&self) -> Option<&crate::dedup::Dedup> {
+        self.dedup.as_ref()
+    }
+
+    /// Whether a verified payload that cannot be used is answered 489 (non-retryable), set with
+    /// [`Receiver::non_retryable_invalid_payload`].
+    pub fn get_non_retryable_invalid_payload(&self) -> bool {
+        self.non_retryable_invalid_payload
+    }
+
+    /// The deduplication, when configured with [`Receiver::dedup`].
+    #[deprecated(since = "0.2.0", note = "use `Receiver::get_dedup`")]
+    pub fn deduplication(&self) -> Option<&crate::dedup::Dedup> {
+        self.get_dedup()
+    }
+
+    /// The expected-URL policy.
+    #[deprecated(since = "0.2.0", note = "use `Receiver::get_url_policy`")]
+    pub fn policy(&self) -> &UrlPolicy {
+        self.get_url_policy()
+    }
+
+    /// The body limit, in bytes.
+    #[deprecated(since = "0.2.0", note = "use `Receiver::get_max_body_bytes`")]
+    pub fn limit(&self) -> usize {
+        self.get_max_body_bytes()
     }
 
     /// The rejection for a verified body that does not parse (400, or 489 when configured).
@@ -197,19 +260,13 @@ impl Receiver {
         }
     }
 
-    /// Step 3, once the body is read (at most [`Receiver::limit`] bytes): the body hash.
+    /// Step 3, once the body is read (at most [`Receiver::get_max_body_bytes`] bytes): the body hash.
     pub fn check_body(&self, token: VerifiedToken, body: &[u8]) -> Result<Claims, Rejection> {
         if body.len() > self.max_body_bytes {
             return Err(self.too_large());
         }
         token.verify_body(body).map_err(Rejection::from)
     }
-}
-
-/// A `Content-Length` value, when it is a readable number (whatever the framework).
-#[cfg(any(feature = "tower", feature = "actix-web"))]
-pub(crate) fn content_length(value: Option<&[u8]>) -> Option<u64> {
-    std::str::from_utf8(value?).ok()?.trim().parse().ok()
 }
 
 #[cfg(all(test, feature = "test-utils"))]

@@ -92,25 +92,6 @@ pub(crate) struct TargetParts {
     pub(crate) headers: bool,
 }
 
-/// The first element of a header value (`a, b` → `a`), trimmed; `None` when empty or not
-/// visible ASCII. For `X-Forwarded-Proto` / `X-Forwarded-Host`, whatever the framework.
-#[cfg(any(feature = "tower", feature = "actix-web"))]
-pub(crate) fn first_value(value: Option<&[u8]>) -> Option<&str> {
-    let value = value?;
-    if !value
-        .iter()
-        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
-    {
-        return None;
-    }
-    std::str::from_utf8(value)
-        .ok()?
-        .split(',')
-        .next()
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-}
-
 type UrlFn = dyn Fn(&RequestTarget<'_>) -> Option<String> + Send + Sync;
 
 #[derive(Clone, Default)]

@@ -1,6 +1,6 @@
 //! Deduplication wired into the adapters, end to end: real HTTP servers on 127.0.0.1 (axum with
 //! the tower layer, actix-web with the middleware; both stores), real HTTP clients, and the
-//! compiled example binaries sharing one real redis-server.
+//! example servers' own code sharing one real redis-server.
 //!
 //! Every scenario runs for each (framework, store) pair. Redis cases start their own
 //! redis-server (tests/support): a loud skip when it is not installed, a failure with
@@ -21,11 +21,15 @@
 mod common;
 mod support;
 
-use common::example_binary;
+#[path = "../examples/axum_server.rs"]
+#[allow(dead_code)]
+mod axum_server;
+
+#[path = "../examples/actix_server.rs"]
+#[allow(dead_code)]
+mod actix_server;
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -816,60 +820,98 @@ async fn redis_killed_actix() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The compiled example servers.
+// The example servers, through their own code.
 
 const EXAMPLE_CURRENT: &str = "sig_exampleCurrent0123456789ab";
 const EXAMPLE_NEXT: &str = "sig_exampleNext0123456789abcde";
 
-/// An example server, killed when dropped.
+/// An example server on a thread of its own; stopped when dropped.
 struct Example {
-    child: Child,
     base: String,
-    _stdout: BufReader<std::process::ChildStdout>,
+    stop: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Drop for Example {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
     }
 }
 
-fn example_command(name: &str, redis_url: Option<&str>) -> (Command, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let bind = format!("127.0.0.1:{port}");
-    let mut cmd = Command::new(example_binary(name));
-    cmd.env("QSTASH_CURRENT_SIGNING_KEY", EXAMPLE_CURRENT)
-        .env("QSTASH_NEXT_SIGNING_KEY", EXAMPLE_NEXT)
-        .env("BIND", &bind)
-        .env("PUBLIC_URL", "https://receiver.test")
-        .env("RUST_LOG", "off")
-        .env_remove("REDIS_URL");
+/// The environment the example reads (`PUBLIC_URL`, `REDIS_URL` when given, `BIND`).
+fn example_env(bind: &str, redis_url: Option<&str>) -> HashMap<&'static str, String> {
+    let mut env = HashMap::from([
+        ("BIND", bind.to_owned()),
+        ("PUBLIC_URL", "https://receiver.test".to_owned()),
+    ]);
     if let Some(url) = redis_url {
-        cmd.env("REDIS_URL", url);
+        env.insert("REDIS_URL", url.to_owned());
     }
-    (cmd, format!("http://{bind}"))
+    env
+}
+
+/// The example's settings error with this `REDIS_URL`.
+async fn example_settings_error(name: &str, redis_url: &str) -> String {
+    let env = example_env("127.0.0.1:0", Some(redis_url));
+    let var = |name: &str| env.get(name).cloned();
+    let keys = || SigningKeys::new(EXAMPLE_CURRENT, EXAMPLE_NEXT).map(Verifier::new);
+    let result = match name {
+        "axum_server" => axum_server::settings(keys(), var).await.map(drop),
+        _ => actix_server::settings(keys(), var).await.map(drop),
+    };
+    result.expect_err("no server")
 }
 
 fn start_example(name: &str, redis_url: Option<&str>) -> Example {
-    let (mut cmd, base) = example_command(name, redis_url);
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert!(line.starts_with("listening on http://"), "{name}: {line:?}");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = listener.local_addr().unwrap().to_string();
+    let env = example_env(&bind, redis_url);
+    let keys = SigningKeys::new(EXAMPLE_CURRENT, EXAMPLE_NEXT).map(Verifier::new);
+    let base = format!("http://{bind}");
+    let stop: Box<dyn FnOnce() + Send> = if name == "axum_server" {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, started) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let settings = axum_server::settings(keys, |n| env.get(n).cloned())
+                    .await
+                    .unwrap();
+                listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                ready.send(()).unwrap();
+                tokio::select! {
+                    served = axum_server::serve(listener, settings) => served.unwrap(),
+                    _ = stopped => {}
+                }
+            });
+        });
+        started.recv().unwrap();
+        Box::new(move || {
+            let _ = stop.send(());
+        })
+    } else {
+        let (ready, started) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let settings = actix_server::settings(keys, |n| env.get(n).cloned())
+                    .await
+                    .unwrap();
+                let server = actix_server::server(listener, settings).unwrap();
+                ready.send(server.handle()).unwrap();
+                server.await
+            })
+        });
+        let handle = started.recv().unwrap();
+        Box::new(move || drop(handle.stop(false)))
+    };
     Example {
-        child,
         base,
-        _stdout: stdout,
+        stop: Some(stop),
     }
 }
 
@@ -936,9 +978,9 @@ async fn example_servers_share_redis() {
     }
 }
 
-/// A `REDIS_URL` that does not answer at start: a clear error and exit status 1.
-#[test]
-fn example_servers_refuse_an_unreachable_redis() {
+/// A `REDIS_URL` that does not answer at start: a clear error, no server.
+#[tokio::test]
+async fn example_servers_refuse_an_unreachable_redis() {
     // A port nobody listens on (bound, then freed).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -946,15 +988,13 @@ fn example_servers_refuse_an_unreachable_redis() {
         .unwrap()
         .port();
     for name in ["axum_server", "actix_server"] {
-        let (mut cmd, _) = example_command(name, Some(&format!("redis://127.0.0.1:{port}")));
-        let out = cmd.output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        let e = example_settings_error(name, &format!("redis://127.0.0.1:{port}")).await;
         assert!(
-            stderr.contains("REDIS_URL: cannot connect to Redis"),
-            "{name}: {stderr}"
+            e.contains("REDIS_URL: cannot connect to Redis"),
+            "{name}: {e}"
         );
-        assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "{name}");
+        // The error names the cause, never the URL (it may hold a password).
+        assert!(!e.contains(&port.to_string()), "{name}: {e}");
     }
 }
 
@@ -962,7 +1002,7 @@ fn example_servers_refuse_an_unreachable_redis() {
 // A completion that outlives its request: a store that answers only through futures and takes
 // a while to complete (as a networked store may), and a request dropped while it completes.
 
-/// A [`MemoryStore`] behind futures only (no `*_now` answers), whose `complete` takes
+/// A [`MemoryStore`] whose `complete` takes
 /// [`SLOW_COMPLETE`] before it writes.
 struct SlowStore {
     inner: MemoryStore,

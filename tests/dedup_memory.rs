@@ -260,10 +260,10 @@ fn receiver_carries_the_dedup() {
     use qstash_receiver::{Receiver, SigningKeys, Verifier};
     let verifier = Verifier::new(SigningKeys::new("sig_a", "sig_b").unwrap());
     let receiver = Receiver::new(verifier.clone());
-    assert!(receiver.deduplication().is_none());
+    assert!(receiver.get_dedup().is_none());
     let dedup = Dedup::new(Arc::new(MemoryStore::with_capacity(7))).replay_guard(true);
     let receiver = Receiver::new(verifier).dedup(dedup.clone());
-    let configured = receiver.clone().deduplication().cloned().unwrap();
+    let configured = receiver.clone().get_dedup().cloned().unwrap();
     assert!(Arc::ptr_eq(configured.store(), dedup.store()));
     assert!(format!("{configured:?}").contains("replay_guard: true"));
 }

@@ -1,8 +1,8 @@
-//! Both example servers (`examples/axum_server.rs`, `examples/actix_server.rs`), as compiled
-//! binaries, started with only the variables of QStash's multi-region guide: `QSTASH_REGION` and
-//! the keys of both regions, no unprefixed keys. Each delivery is verified with the keys its
+//! Both example servers (`examples/axum_server.rs`, `examples/actix_server.rs`), through their
+//! own code, started with only the variables of QStash's multi-region guide: `QSTASH_REGION`
+//! and the keys of both regions, no unprefixed keys. Each delivery is verified with the keys its
 //! `Upstash-Region` names.
-#![cfg(all(feature = "test-utils", any(feature = "axum", feature = "actix-web")))]
+#![cfg(all(feature = "test-utils", feature = "axum", feature = "actix-web"))]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,15 +10,19 @@
     clippy::panic
 )]
 
-mod common;
+#[path = "../examples/axum_server.rs"]
+#[allow(dead_code)]
+mod axum_server;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+#[path = "../examples/actix_server.rs"]
+#[allow(dead_code)]
+mod actix_server;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use qstash_receiver::Verifier;
 use qstash_receiver::test_utils::Signer;
 use serde_json::{Value, json};
 
@@ -28,54 +32,62 @@ const EU_NEXT: &str = "sig_euNext0123456789abcdefghijk";
 const US_CURRENT: &str = "sig_usCurrent0123456789abcdefgh";
 const US_NEXT: &str = "sig_usNext0123456789abcdefghijk";
 
-/// The running example, killed on drop.
+/// The environment of QStash's multi-region guide, and where the example listens.
+fn environment(bind: &str) -> impl Fn(&str) -> Option<String> + Clone + use<> {
+    let vars = [
+        ("QSTASH_REGION", "EU_CENTRAL_1".to_owned()),
+        ("EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY", EU_CURRENT.to_owned()),
+        ("EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY", EU_NEXT.to_owned()),
+        ("US_EAST_1_QSTASH_CURRENT_SIGNING_KEY", US_CURRENT.to_owned()),
+        ("US_EAST_1_QSTASH_NEXT_SIGNING_KEY", US_NEXT.to_owned()),
+        ("BIND", bind.to_owned()),
+        ("PUBLIC_URL", PUBLIC_URL.to_owned()),
+    ];
+    move |name: &str| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+}
+
+/// The running example: its base URL (it runs on a thread of its own until the tests end).
 struct Server {
-    child: Child,
     base: String,
-    _stdout: BufReader<ChildStdout>,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// The example's own settings and server, as its `main` builds them, from the environment above.
 fn start(example: &str) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let bind = format!("127.0.0.1:{port}");
-    let mut child = Command::new(common::example_binary(example))
-        .env_remove("QSTASH_CURRENT_SIGNING_KEY")
-        .env_remove("QSTASH_NEXT_SIGNING_KEY")
-        .env_remove("REDIS_URL")
-        .env("QSTASH_REGION", "EU_CENTRAL_1")
-        .env("EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY", EU_CURRENT)
-        .env("EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY", EU_NEXT)
-        .env("US_EAST_1_QSTASH_CURRENT_SIGNING_KEY", US_CURRENT)
-        .env("US_EAST_1_QSTASH_NEXT_SIGNING_KEY", US_NEXT)
-        .env("BIND", &bind)
-        .env("PUBLIC_URL", PUBLIC_URL)
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert!(
-        line.starts_with("listening on http://"),
-        "{example}: {line:?}"
-    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = listener.local_addr().unwrap().to_string();
+    let env = environment(&bind);
+    let (tx, rx) = std::sync::mpsc::channel();
+    if example == "axum_server" {
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let settings = axum_server::settings(Verifier::from_vars(&env), &env)
+                    .await
+                    .unwrap();
+                listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                tx.send(()).unwrap();
+                axum_server::serve(listener, settings).await.unwrap();
+            });
+        });
+    } else {
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let settings = actix_server::settings(Verifier::from_vars(&env), &env)
+                    .await
+                    .unwrap();
+                let server = actix_server::server(listener, settings).unwrap();
+                tx.send(()).unwrap();
+                server.await
+            })
+        });
+    }
+    rx.recv().unwrap();
     Server {
-        child,
         base: format!("http://{bind}"),
-        _stdout: stdout,
     }
 }
 
@@ -146,13 +158,11 @@ async fn run(example: &str) {
     assert_eq!(stats, json!({ "runs": { "eu": 1, "us": 1 } }), "{example}");
 }
 
-#[cfg(feature = "axum")]
 #[tokio::test]
 async fn axum_example_works_with_only_the_multi_region_variables() {
     run("axum_server").await;
 }
 
-#[cfg(feature = "actix-web")]
 #[tokio::test]
 async fn actix_example_works_with_only_the_multi_region_variables() {
     run("actix_server").await;

@@ -273,7 +273,9 @@ async fn url_policy_builders() {
 
     // Exact URL: the token must be for that URL, whatever the path.
     let service = ServiceBuilder::new()
-        .layer(QStashLayer::new(receiver()).expected_url(format!("{PUBLIC_BASE}/jobs")))
+        .layer(QStashLayer::new(
+            receiver().expected_url(format!("{PUBLIC_BASE}/jobs")),
+        ))
         .service(service_fn(echo));
     let response = service
         .clone()
@@ -288,18 +290,14 @@ async fn url_policy_builders() {
     assert_eq!(response.status(), 401);
 
     // Public URL.
-    assert!(
-        QStashLayer::new(receiver())
-            .public_url("not a url")
-            .is_err()
-    );
+    assert!(receiver().public_url("not a url").is_err());
     let service = ServiceBuilder::new()
-        .layer(
-            QStashLayer::new(receiver())
+        .layer(QStashLayer::new(
+            receiver()
                 .public_url(PUBLIC_BASE)
                 .unwrap()
                 .max_body_bytes(3),
-        )
+        ))
         .service(service_fn(echo));
     let response = service
         .clone()
@@ -850,4 +848,42 @@ async fn the_first_region_header_selects_the_keys() {
         &body,
         (401, "invalid_signature"),
     );
+}
+
+/// The layer's former policy setters still compile, and set the layer's receiver.
+#[test]
+#[allow(deprecated)]
+fn deprecated_layer_setters_forward_to_the_receiver() {
+    let receiver = || {
+        Receiver::new(Verifier::new(
+            SigningKeys::new(CURRENT_KEY, "sig_n").unwrap(),
+        ))
+    };
+    let layer = QStashLayer::new(receiver())
+        .public_url(PUBLIC_BASE)
+        .unwrap()
+        .max_body_bytes(3)
+        .non_retryable_invalid_payload(true)
+        .dedup(qstash_receiver::dedup::Dedup::new(std::sync::Arc::new(
+            qstash_receiver::dedup::MemoryStore::new(),
+        )));
+    let r = layer.receiver();
+    assert_eq!(r.get_max_body_bytes(), 3);
+    assert!(r.get_non_retryable_invalid_payload());
+    assert!(r.get_dedup().is_some());
+    assert_eq!(
+        r.get_url_policy()
+            .expected_url(&qstash_receiver::RequestTarget::new("/jobs"))
+            .unwrap()
+            .as_deref(),
+        Some(format!("{PUBLIC_BASE}/jobs").as_str())
+    );
+    assert_eq!((r.limit(), r.policy().is_configured()), (3, true));
+    let layer = QStashLayer::new(receiver()).expected_url("https://x.example/a");
+    assert!(
+        QStashLayer::new(receiver())
+            .public_url("not a url")
+            .is_err()
+    );
+    assert!(layer.receiver().deduplication().is_none());
 }

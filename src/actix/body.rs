@@ -9,7 +9,7 @@ use futures_util::StreamExt as _;
 use crate::buffer::BodyBuffer;
 use crate::{Receiver, Rejection};
 
-/// Reads the whole payload, refusing (413) as soon as more than `receiver.limit()` bytes arrived:
+/// Reads the whole payload, refusing (413) as soon as more than `receiver.get_max_body_bytes()` bytes arrived:
 /// one buffer, at most the limit (see [`BodyBuffer`]). `announced` (the `Content-Length`, already
 /// checked against the limit) sizes the buffer.
 pub(super) async fn read_limited(
@@ -17,7 +17,7 @@ pub(super) async fn read_limited(
     receiver: &Receiver,
     announced: Option<u64>,
 ) -> Result<Bytes, Rejection> {
-    let mut buffer = BodyBuffer::new(receiver.limit(), announced);
+    let mut buffer = BodyBuffer::new(receiver.get_max_body_bytes(), announced);
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| payload_error(&e, receiver))?;
         buffer.push(chunk).map_err(|_| receiver.too_large())?;

@@ -4,9 +4,8 @@ use std::time::SystemTime;
 
 use actix_web::guard::{Guard, GuardContext};
 
-use super::request_target;
+use super::Head;
 use crate::Receiver;
-use crate::delivery::scan_head;
 
 /// Matches requests whose `Upstash-Signature` token verifies on everything **but the body**: the
 /// MAC (current or next key, or the keys of the first `Upstash-Region`, as the receiver picks
@@ -83,13 +82,17 @@ impl QStashGuard {
 impl Guard for QStashGuard {
     fn check(&self, ctx: &GuardContext<'_>) -> bool {
         let head = ctx.head();
-        // The receiver's own reading of the head: one signature, the first `Upstash-Region`.
-        let scan = scan_head(head.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
-        let target = request_target(&self.receiver, &head.uri, &head.headers, None);
-        match self.receiver.check_token(&scan, &target, SystemTime::now()) {
+        // The receiver's own reading of the head: one signature, the first `Upstash-Region`;
+        // the guard cannot see the server's TLS setting.
+        let head = Head {
+            uri: &head.uri,
+            headers: &head.headers,
+            secure: None,
+        };
+        match crate::head::check_token(&self.receiver, &head, SystemTime::now()) {
             Ok(_) => true,
             Err(rejection) => {
-                crate::log::guard_miss(&rejection, super::message_id(&head.headers));
+                crate::log::guard_miss(&rejection, super::message_id(head.headers));
                 false
             }
         }

@@ -11,8 +11,9 @@ use actix_web::{Error, HttpMessage as _, HttpResponse};
 use futures_util::future::LocalBoxFuture;
 
 use super::{RejectionHandler, Verdict, log_rejection, respond, verify_payload};
-use crate::dedup::{Begin, DUPLICATE_HEADER, DUPLICATE_HEADER_VALUE, DUPLICATE_STATUS, Dedup};
-use crate::{Claims, Delivery, Receiver, Rejection};
+use crate::dedup::{Begin, Dedup};
+use crate::head::Answer;
+use crate::{Claims, Delivery, NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Receiver, Rejection};
 
 /// actix-web middleware that verifies QStash deliveries before the handler runs.
 ///
@@ -21,7 +22,7 @@ use crate::{Claims, Delivery, Receiver, Rejection};
 ///    [`UrlPolicy`](crate::UrlPolicy), from the request's original path and query, the scheme the
 ///    server saw, `Host`, and the first `X-Forwarded-Proto` / `X-Forwarded-Host`) and the
 ///    delivery headers, **before reading the payload**: a bad token is refused unread;
-/// 2. a `Content-Length` over [`Receiver::limit`]: 413 without reading;
+/// 2. a `Content-Length` over [`Receiver::get_max_body_bytes`]: 413 without reading;
 /// 3. the payload, read up to the limit (413 as soon as it is exceeded, chunked bodies too);
 /// 4. the body hash over the raw bytes.
 ///
@@ -29,7 +30,7 @@ use crate::{Claims, Delivery, Receiver, Rejection};
 /// and [`Verified<T>`](super::Verified) work unchanged downstream) and [`Claims`] and [`Delivery`]
 /// are inserted into the request extensions (and available as extractors).
 ///
-/// With deduplication ([`QStashMiddleware::dedup`] or [`Receiver::dedup`], see
+/// With deduplication ([`Receiver::dedup`], see
 /// [`crate::dedup`]), the message id is then claimed: a new id runs the handler under a lease
 /// (its 2xx completes the id, even should the request be dropped meanwhile; anything else, an
 /// error, a panic or a request dropped while the handler runs releases it, before the response
@@ -43,6 +44,13 @@ use crate::{Claims, Delivery, Receiver, Rejection};
 /// adapter logs it (code, status and the escaped message id; never the token nor the body):
 /// `debug` until the token verified, then `warn`, `info` or `error` (see the
 /// [crate docs](crate#logging)). The handler does not run.
+///
+/// The [`Receiver`] holds the whole policy (keys, URL policy, body limit, deduplication, the
+/// answer to an unusable payload); the middleware adds only its own knob,
+/// [`rejection_handler`](Self::rejection_handler). With
+/// [`Receiver::non_retryable_invalid_payload`], an answer of 400, 415 or 422 from the handler
+/// (actix-web's `web::Json`, `web::Form` rejections) is sent as 489 with
+/// `Upstash-NonRetryable-Error: true`: QStash dead-letters the message instead of retrying it.
 ///
 /// Cheap to clone: build it once, outside `HttpServer::new`, and clone it into each worker's app.
 /// See the [module docs](super) for an example.
@@ -66,8 +74,8 @@ impl QStashMiddleware {
         }
     }
 
-    /// Deduplicates deliveries by message id (see [`crate::dedup`]; the same as building the
-    /// middleware from a [`Receiver::dedup`]).
+    /// Deduplicates deliveries by message id (see [`crate::dedup`]).
+    #[deprecated(since = "0.2.0", note = "set it on the receiver: `Receiver::dedup`")]
     #[must_use]
     pub fn dedup(self, dedup: Dedup) -> Self {
         Self {
@@ -149,13 +157,13 @@ where
         Box::pin(async move {
             match verify(&config.receiver, &mut req).await {
                 Ok((claims, delivery)) => {
-                    let lease = match config.receiver.deduplication() {
+                    let lease = match config.receiver.get_dedup() {
                         None => None,
-                        Some(dedup) => match begin(dedup, &delivery, &claims).await {
+                        Some(dedup) => match dedup.begin(&delivery, &claims).await {
                             Begin::Run(lease) => Some(lease),
                             Begin::RunUnguarded { .. } => None,
                             Begin::Duplicate { message_id } => {
-                                let response = duplicate_response(&message_id);
+                                let response = super::response(Answer::duplicate(&message_id));
                                 return Ok(req.into_response(response).map_into_right_body());
                             }
                             // `Dedup::begin` logged it (with the message id).
@@ -175,7 +183,8 @@ where
                         None => call_verified(&*service, req).await?,
                         Some(lease) => call_leased(&*service, req, lease).await?,
                     };
-                    Ok(response.map_into_left_body())
+                    let non_retryable = config.receiver.get_non_retryable_invalid_payload();
+                    Ok(passed(response, non_retryable).map_into_left_body())
                 }
                 Err(rejection) => {
                     log_rejection(&rejection, req.headers());
@@ -184,15 +193,6 @@ where
                 }
             }
         })
-    }
-}
-
-/// [`Dedup::begin`]; a store that answers at once (in memory) is not awaited.
-async fn begin(dedup: &Dedup, delivery: &Delivery, claims: &Claims) -> Begin {
-    let now = std::time::SystemTime::now();
-    match dedup.begin_now(delivery, claims, now) {
-        Ok(begin) => begin,
-        Err(pending) => dedup.resume(delivery, claims, now, pending).await,
     }
 }
 
@@ -236,13 +236,9 @@ where
         .await;
     match called {
         Ok(Ok(response)) => {
-            // Outcomes and store errors are logged by the lease itself; a store that answers
-            // at once (in memory) is not awaited.
-            let status = response.status().as_u16();
-            if let Err(lease) = lease.finish_now(status) {
-                // With a 2xx, committed to completing: dropped while awaiting, it completes.
-                let _ = lease.finish(status).await;
-            }
+            // Outcomes and store errors are logged by the lease itself. With a 2xx, committed
+            // to completing: dropped while awaiting, it completes.
+            let _ = lease.finish(response.status().as_u16()).await;
             Ok(response)
         }
         Ok(Err(error)) => {
@@ -256,13 +252,22 @@ where
     }
 }
 
-/// The answer to an already completed message: [`DUPLICATE_STATUS`], [`DUPLICATE_HEADER`] and
-/// the JSON of [`duplicate_json_body`](crate::dedup::duplicate_json_body).
-fn duplicate_response(message_id: &str) -> HttpResponse {
-    let status = actix_web::http::StatusCode::from_u16(DUPLICATE_STATUS)
-        .unwrap_or(actix_web::http::StatusCode::OK);
-    HttpResponse::build(status)
-        .content_type(super::mime_json())
-        .insert_header((DUPLICATE_HEADER, DUPLICATE_HEADER_VALUE))
-        .body(crate::dedup::duplicate_json_body(message_id))
+/// The handler's response, as it goes out: with
+/// [`Receiver::non_retryable_invalid_payload`], a payload refusal (400, 415, 422: actix-web's
+/// `web::Json`, `web::Form` rejections) becomes 489 with `Upstash-NonRetryable-Error: true`; the
+/// body is verified, so retrying cannot help.
+fn passed<B>(mut response: ServiceResponse<B>, non_retryable: bool) -> ServiceResponse<B> {
+    let status = response.status().as_u16();
+    if non_retryable && crate::head::is_payload_refusal(status) {
+        crate::log::payload_refused_downstream(status);
+        let head = response.response_mut().head_mut();
+        if let Ok(dlq) = actix_web::http::StatusCode::from_u16(NON_RETRYABLE_STATUS) {
+            head.status = dlq;
+        }
+        head.headers.insert(
+            actix_web::http::header::HeaderName::from_static(NON_RETRYABLE_HEADER),
+            actix_web::http::header::HeaderValue::from_static("true"),
+        );
+    }
+    response
 }

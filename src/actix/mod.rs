@@ -6,7 +6,7 @@
 //!   the verified bytes back so that `web::Json<T>`, `web::Bytes` and `String` work unchanged, and
 //!   leaves [`Claims`](crate::Claims) and [`Delivery`] in the request extensions. Those extractors
 //!   keep their own limits (`web::PayloadConfig`: 256 KiB by default; `web::JsonConfig`: 2 MiB):
-//!   register `web::PayloadConfig::new(receiver.limit())` to accept what the receiver accepts.
+//!   register `web::PayloadConfig::new(receiver.get_max_body_bytes())` to accept what the receiver accepts.
 //! - Extractors: [`Verified<T>`] over any body extractor (verifies by itself without the
 //!   middleware), [`Callback`], [`FailureCallback`], and [`Delivery`] /
 //!   [`Claims`](crate::Claims) from the middleware's verdict.
@@ -85,11 +85,11 @@ use std::time::SystemTime;
 
 use actix_web::body::BoxBody;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
-use crate::url::first_value;
-use crate::{Delivery, MESSAGE_ID_HEADER, Receiver, Rejection, RequestTarget, VerifiedToken};
+use crate::head::{Answer, RequestHead};
+use crate::{Delivery, Receiver, Rejection};
 
 pub use extract::{Callback, FailureCallback, QStashRejection, Verified};
 pub use guard::QStashGuard;
@@ -102,19 +102,20 @@ impl ResponseError for Rejection {
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
-        let mut response = HttpResponse::build(self.status_code());
-        response.content_type(mime_json());
-        for (name, value) in self.headers() {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                response.insert_header((HeaderName::from_static(name), value));
-            }
-        }
-        response.body(self.json_body())
+        response(Answer::rejection(self))
     }
 }
 
-fn mime_json() -> HeaderValue {
-    HeaderValue::from_static("application/json")
+/// The core's answer as an actix-web response.
+fn response(answer: Answer) -> HttpResponse {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    for (name, value) in answer.headers {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            response.insert_header((HeaderName::from_static(name), value));
+        }
+    }
+    response.body(answer.body)
 }
 
 fn status_of(rejection: &Rejection) -> StatusCode {
@@ -202,74 +203,67 @@ fn log_rejection(rejection: &Rejection, headers: &HeaderMap) {
 
 /// The `Upstash-Message-Id` header as sent, for logs.
 fn message_id(headers: &HeaderMap) -> Option<&[u8]> {
-    headers.get(MESSAGE_ID_HEADER).map(HeaderValue::as_bytes)
+    headers
+        .get(crate::MESSAGE_ID_HEADER)
+        .map(HeaderValue::as_bytes)
 }
 
-/// The parts of the request the receiver's [`crate::UrlPolicy`] reads (only those are looked
-/// up: an exact URL needs neither the path nor the headers).
-fn request_target<'a>(
-    receiver: &Receiver,
+/// An actix-web (`http` 0.2) request head, as the core reads it ([`RequestHead`]).
+struct Head<'a> {
     uri: &'a actix_web::http::Uri,
     headers: &'a HeaderMap,
+    /// Whether this server terminated TLS itself; `None`: unknown (the guard).
     secure: Option<bool>,
-) -> RequestTarget<'a> {
-    let reads = receiver.policy().reads();
-    let mut target = RequestTarget::new("/");
-    if reads.path {
-        target.path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+}
+
+impl<'a> Head<'a> {
+    fn of(req: &'a HttpRequest) -> Self {
+        Self {
+            uri: req.uri(),
+            headers: req.headers(),
+            secure: Some(req.app_config().secure()),
+        }
     }
-    if reads.headers {
-        // A server that terminated TLS itself saw `https`; one that did not may sit behind a
-        // proxy that did, so "http" is not known: the policy's default scheme decides then (as
-        // in the tower layer, where hyper gives no scheme).
-        let scheme = uri
+}
+
+impl RequestHead for Head<'_> {
+    fn path_and_query(&self) -> Option<&str> {
+        self.uri.path_and_query().map(|pq| pq.as_str())
+    }
+
+    /// A server that terminated TLS itself saw `https`; one that did not may sit behind a proxy
+    /// that did, so "http" is not known: the policy's default scheme decides then (as in the
+    /// tower layer, where hyper gives no scheme).
+    fn scheme(&self) -> Option<&str> {
+        self.uri
             .scheme_str()
-            .or(secure.and_then(|secure| secure.then_some("https")));
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| uri.authority().map(|a| a.as_str()));
-        target = target.with_scheme(scheme).with_host(host).with_forwarded(
-            first_value(headers.get("x-forwarded-proto").map(HeaderValue::as_bytes)),
-            first_value(headers.get("x-forwarded-host").map(HeaderValue::as_bytes)),
-        );
+            .or(self.secure.and_then(|secure| secure.then_some("https")))
     }
-    target
+
+    fn authority(&self) -> Option<&str> {
+        self.uri.authority().map(|a| a.as_str())
+    }
+
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(HeaderValue::as_bytes)
+    }
+
+    fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
+    }
 }
 
-/// Step 1 of [`Receiver`] on an actix request head.
-fn check_head(
-    receiver: &Receiver,
-    uri: &actix_web::http::Uri,
-    headers: &HeaderMap,
-    secure: bool,
-) -> Result<(VerifiedToken, Delivery), Rejection> {
-    let target = request_target(receiver, uri, headers, Some(secure));
-    let pairs = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
-    receiver.check_request(pairs, &target, SystemTime::now())
-}
-
-/// The receiver's steps on a request: the head (token, URL, delivery headers), the announced
-/// length, then the payload read **as it came** (not decompressed: QStash signs the bytes it
+/// The receiver's steps on a request: the head (token, URL, delivery headers, announced
+/// length), then the payload read **as it came** (not decompressed: QStash signs the bytes it
 /// sends) under the receiver's limit, and its hash. The verified body, its claims and delivery.
 async fn verify_payload(
     receiver: &Receiver,
     req: &HttpRequest,
     payload: &mut actix_web::dev::Payload,
 ) -> Result<(bytes::Bytes, crate::Claims, Delivery), Rejection> {
-    let (token, delivery) = check_head(
-        receiver,
-        req.uri(),
-        req.headers(),
-        req.app_config().secure(),
-    )?;
-    let announced = crate::receiver::content_length(
-        req.headers()
-            .get(header::CONTENT_LENGTH)
-            .map(HeaderValue::as_bytes),
-    );
-    receiver.check_content_length(announced)?;
-    let body = body::read_limited(payload, receiver, announced).await?;
+    let head = Head::of(req);
+    let (token, delivery) = crate::head::check_head(receiver, &head, SystemTime::now())?;
+    let body = body::read_limited(payload, receiver, head.content_length()).await?;
     let claims = receiver.check_body(token, &body)?;
     Ok((body, claims, delivery))
 }
@@ -280,28 +274,19 @@ mod tests {
     use actix_web::test::TestRequest;
 
     #[test]
-    fn target_takes_first_forwarded_values_and_host() {
+    fn head_scheme_is_known_only_from_tls_or_the_uri() {
         let req = TestRequest::post()
             .uri("/jobs?a=1")
             .insert_header(("host", "internal:8080"))
-            .insert_header(("x-forwarded-proto", "https, http"))
-            .insert_header(("x-forwarded-host", " app.example ,proxy"))
             .to_http_request();
-        let keys = crate::SigningKeys::new("sig_a", "sig_b").unwrap();
-        let receiver = Receiver::new(crate::Verifier::new(keys))
-            .url_policy(crate::UrlPolicy::trust_forwarded_headers("https"));
-        let t = request_target(&receiver, req.uri(), req.headers(), Some(false));
-        assert_eq!(t.path_and_query, "/jobs?a=1");
+        let mut head = Head::of(&req);
+        assert_eq!(head.path_and_query(), Some("/jobs?a=1"));
         // A plain connection says nothing of the public scheme (a TLS proxy may be in front):
         // the policy's default decides. One whose TLS this server terminated says `https`.
-        assert_eq!(t.scheme, None);
-        assert_eq!(
-            request_target(&receiver, req.uri(), req.headers(), Some(true)).scheme,
-            Some("https")
-        );
-        assert_eq!(t.host, Some("internal:8080"));
-        assert_eq!(t.forwarded_proto, Some("https"));
-        assert_eq!(t.forwarded_host, Some("app.example"));
+        assert_eq!(head.scheme(), None);
+        head.secure = Some(true);
+        assert_eq!(head.scheme(), Some("https"));
+        assert_eq!(head.header("host"), Some(&b"internal:8080"[..]));
     }
 
     #[test]

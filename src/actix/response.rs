@@ -42,10 +42,7 @@ pub fn non_retryable() -> HttpResponseBuilder {
 /// assert_eq!(res.headers().get("retry-after").unwrap(), "1");
 /// ```
 pub fn retry_after(status: StatusCode, delay: Duration) -> HttpResponseBuilder {
-    let secs = delay
-        .as_secs()
-        .saturating_add(u64::from(delay.subsec_nanos() > 0))
-        .max(1);
+    let secs = crate::head::retry_after_secs(delay);
     let mut builder = HttpResponseBuilder::new(status);
     builder.insert_header((RETRY_AFTER, secs.to_string()));
     builder

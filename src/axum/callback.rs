@@ -27,7 +27,7 @@ where
     S: ReceiverState + Send + Sync,
 {
     let (req, receiver) = verified_request(req, state).await?;
-    let bytes = axum::body::to_bytes(req.into_body(), receiver.limit())
+    let bytes = axum::body::to_bytes(req.into_body(), receiver.get_max_body_bytes())
         .await
         .map_err(|_| Rejection::BodyRead("the verified body could not be read".to_owned()))?;
     serde_json::from_slice(&bytes).map_err(|e| {

@@ -14,6 +14,14 @@
 //!
 //! Refusals answer with [`Rejection`](crate::Rejection)'s status, headers and JSON body
 //! (`impl IntoResponse for Rejection`), exactly as the tower layer and the actix-web middleware.
+//!
+//! A verified body the handler cannot use (it does not parse, or has the wrong shape) is
+//! answered 400 by default, and QStash retries it until it dead-letters. With
+//! [`Receiver::non_retryable_invalid_payload`](crate::Receiver::non_retryable_invalid_payload)
+//! it is answered **489** with `Upstash-NonRetryable-Error: true` (QStash dead-letters it at
+//! once), both through this module's extractors ([`Verified<T>`], [`Callback`],
+//! [`FailureCallback`]: JSON `invalid_payload`) and through axum's own `Json`, `Form` or `Query`
+//! behind the layer (the layer turns their 400, 415 or 422 into 489).
 //! Handlers can steer QStash's retries with [`NonRetryable`] (489, to the dead-letter queue) and
 //! [`RetryAfter`] (503 + `Retry-After`).
 //!
@@ -37,10 +45,11 @@
 //!     }
 //! }
 //!
-//! let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?));
+//! let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?))
+//!     .public_url("https://app.example.com")?;
 //! let app = Router::new()
 //!     .route("/jobs", post(jobs))
-//!     .route_layer(QStashLayer::new(receiver).public_url("https://app.example.com")?);
+//!     .route_layer(QStashLayer::new(receiver));
 //!
 //! let body = br#"{"task":"mail"}"#;
 //! let delivery = Signer::new("sig_current").delivery("https://app.example.com/jobs", body);
@@ -74,3 +83,11 @@ pub use callback::{Callback, FailureCallback};
 pub use response::{NonRetryable, RetryAfter};
 pub use state::ReceiverState;
 pub use verified::{Verified, VerifiedRejection};
+
+/// The URI the router received, before a `nest` stripped a prefix (axum's `OriginalUri`): the
+/// path the tower layer checks the signed URL against.
+pub(crate) fn original_uri(extensions: &http::Extensions) -> Option<&http::Uri> {
+    extensions
+        .get::<axum::extract::OriginalUri>()
+        .map(|original| &original.0)
+}

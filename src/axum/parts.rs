@@ -5,7 +5,7 @@ use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 
-use crate::tower::{json_response, message_id};
+use crate::tower::json_response;
 use crate::{Claims, Delivery, Rejection};
 
 /// The shared answer: [`Rejection::status`], [`Rejection::headers`], and the JSON
@@ -21,7 +21,13 @@ fn not_verified(what: &str, parts: &Parts) -> Rejection {
     let rejection = Rejection::Misconfigured(format!(
         "no verified {what} in the request: install qstash_receiver::tower::QStashLayer on this route"
     ));
-    crate::log::unchecked_misconfiguration(&rejection, message_id(&parts.headers));
+    crate::log::unchecked_misconfiguration(
+        &rejection,
+        parts
+            .headers
+            .get(crate::MESSAGE_ID_HEADER)
+            .map(http::HeaderValue::as_bytes),
+    );
     rejection
 }
 

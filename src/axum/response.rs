@@ -65,13 +65,7 @@ impl RetryAfter {
 
     /// The `Retry-After` value: whole seconds, rounded up, at least 1.
     pub fn as_secs(&self) -> u64 {
-        let secs = self.0.as_secs();
-        let rounded = if self.0.subsec_nanos() > 0 {
-            secs.saturating_add(1)
-        } else {
-            secs
-        };
-        rounded.max(1)
+        crate::head::retry_after_secs(self.0)
     }
 }
 

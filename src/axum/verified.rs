@@ -7,12 +7,13 @@ use axum::RequestExt as _;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::ReceiverState;
+use crate::head::RequestHead as _;
 use crate::log::refusal;
-use crate::tower::{ReadBody, VerifiedByLayer, check_head, check_read, content_length, message_id};
-use crate::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Receiver, Rejection};
+use crate::tower::drain::{ReadBody, check_read};
+use crate::tower::{Head, VerifiedByLayer};
+use crate::{Receiver, Rejection};
 
 /// Extracts `T` (`Json<_>`, `Bytes`, `String`, `Form<_>`… any body extractor) from a verified
 /// QStash delivery.
@@ -30,8 +31,8 @@ use crate::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Receiver, Rejection};
 ///
 /// Alone, it does **not** deduplicate: an extractor runs before the handler and cannot see its
 /// response, which decides whether the message id is completed or released. Put
-/// [`QStashLayer::dedup`](crate::tower::QStashLayer::dedup) (or a [`Receiver::dedup`]) in front
-/// of the routes for that.
+/// [`QStashLayer`](crate::tower::QStashLayer), built from a receiver with [`Receiver::dedup`],
+/// in front of the routes for that.
 ///
 /// ```
 /// use axum::{Json, Router, extract::FromRef, routing::post};
@@ -74,14 +75,16 @@ impl<T> std::ops::Deref for Verified<T> {
 pub enum VerifiedRejection<R> {
     /// The request is not a verified QStash delivery (answered as the [`Rejection`]).
     Rejected(Rejection),
-    /// The delivery verified, but the inner extractor refused its body: answered with the
-    /// inner extractor's response, except that a 4xx becomes 489 with
-    /// `Upstash-NonRetryable-Error: true` when the receiver is configured with
-    /// [`Receiver::non_retryable_invalid_payload`] (retrying cannot fix a verified body).
+    /// The delivery verified, but the inner extractor refused its body. A refusal of the
+    /// payload (the inner rejection answers 400, 415 or 422: axum's `Json`, `Form`, `Query`) is
+    /// answered as [`Rejection::InvalidPayload`], like every adapter of this crate answers it:
+    /// JSON `invalid_payload`, 400, or 489 with `Upstash-NonRetryable-Error: true` when the
+    /// receiver is configured with [`Receiver::non_retryable_invalid_payload`] (retrying cannot
+    /// fix a verified body). Any other inner rejection keeps its own response.
     Payload {
         /// The inner extractor's rejection.
         rejection: R,
-        /// Whether a 4xx is answered 489 (non-retryable).
+        /// Whether a payload refusal is answered 489 (non-retryable).
         non_retryable: bool,
     },
 }
@@ -125,16 +128,18 @@ impl<R: IntoResponse> IntoResponse for VerifiedRejection<R> {
                 rejection,
                 non_retryable,
             } => {
-                let mut response = rejection.into_response();
-                if non_retryable && response.status().is_client_error() {
-                    *response.status_mut() = StatusCode::from_u16(NON_RETRYABLE_STATUS)
-                        .unwrap_or(StatusCode::BAD_REQUEST);
-                    response.headers_mut().insert(
-                        HeaderName::from_static(NON_RETRYABLE_HEADER),
-                        HeaderValue::from_static("true"),
-                    );
+                let response = rejection.into_response();
+                let status = response.status().as_u16();
+                if !crate::head::is_payload_refusal(status) {
+                    return response;
                 }
-                response
+                // The inner rejection's text may quote the body: only its status is kept.
+                let rejection = Rejection::InvalidPayload {
+                    message: format!("the route's extractor refused the verified body ({status})"),
+                    non_retryable,
+                };
+                refusal(&rejection, None);
+                rejection.into_response()
             }
         }
     }
@@ -151,7 +156,7 @@ where
         let (req, receiver) = verified_request(req, state)
             .await
             .map_err(VerifiedRejection::Rejected)?;
-        let non_retryable = !receiver.invalid_payload(String::new()).is_retryable();
+        let non_retryable = receiver.get_non_retryable_invalid_payload();
         T::from_request(req, state)
             .await
             .map(Verified)
@@ -178,29 +183,18 @@ where
     let Some(receiver) = state.receiver() else {
         return Err(no_receiver(&req));
     };
-    let head = check_head(
-        &receiver,
-        req.headers(),
-        req.uri(),
-        req.extensions(),
-        SystemTime::now(),
-    )
-    .and_then(|checked| {
-        receiver
-            .check_content_length(content_length(req.headers()))
-            .map(|()| checked)
-    });
+    let head = crate::head::check_head(&receiver, &Head::of(&req), SystemTime::now());
     let (token, delivery) = match head {
         Ok(checked) => checked,
         Err(rejection) => {
-            refusal(&rejection, message_id(req.headers()));
+            refusal(&rejection, Head::of(&req).message_id());
             return Err(rejection);
         }
     };
     // axum's `DefaultBodyLimit` (through its own limited body), then the receiver's limit.
     let (mut parts, body) = req.with_limited_body().into_parts();
     // No draining here: axum's own body handling follows the extractor.
-    let read = ReadBody::collect(body, receiver.limit(), 0).await;
+    let read = ReadBody::collect(body, receiver.get_max_body_bytes(), 0).await;
     let checked = check_read(&receiver, token, read);
     match checked {
         Ok((bytes, claims)) => {
@@ -223,6 +217,6 @@ fn no_receiver(req: &Request) -> Rejection {
          `.route_layer(QStashLayer::new(receiver))`, or implement `FromRef<YourState> for Receiver`)"
             .to_owned(),
     );
-    crate::log::unchecked_misconfiguration(&rejection, message_id(req.headers()));
+    crate::log::unchecked_misconfiguration(&rejection, Head::of(req).message_id());
     rejection
 }

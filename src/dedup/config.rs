@@ -60,8 +60,7 @@ impl InProgressRetryAfter {
 /// Whole seconds, rounded up, at least 1; saturating (never wraps, never panics), at most
 /// `u32::MAX`.
 pub(super) fn ceil_secs(d: Duration) -> u32 {
-    let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
-    u32::try_from(secs).unwrap_or(u32::MAX).max(1)
+    u32::try_from(crate::head::retry_after_secs(d)).unwrap_or(u32::MAX)
 }
 
 /// A `Retry-After` in seconds: [`ceil_secs`] of `d`, at most [`MAX_RETRY_AFTER`] (QStash does
@@ -231,59 +230,14 @@ impl Dedup {
     /// [`Dedup::begin`] at time `now` (the replay guard remembers a `jti` for
     /// [`Dedup::replay_guard_ttl`] after `now`).
     pub async fn begin_at(&self, delivery: &Delivery, claims: &Claims, now: SystemTime) -> Begin {
-        self.resume(delivery, claims, now, Pending { guarded: false })
-            .await
-    }
-
-    /// [`Dedup::begin`] without waiting, as far as the store answers at once
-    /// ([`DedupStore::remember_now`], [`DedupStore::claim_now`]); otherwise what is left to
-    /// await, for [`Dedup::resume`].
-    #[cfg_attr(not(any(feature = "tower", feature = "actix-web")), allow(dead_code))]
-    pub(crate) fn begin_now(
-        &self,
-        delivery: &Delivery,
-        claims: &Claims,
-        now: SystemTime,
-    ) -> Result<Begin, Pending> {
-        let c = &*self.config;
-        let Some(message_id) = delivery.message_id() else {
-            return Ok(refuse_without_id());
-        };
-        let mut guarded = false;
-        if let Some((jti, ttl)) = self.guard(claims, now) {
-            let Some(remembered) = c.store.remember_now(&jti, ttl) else {
-                return Err(Pending { guarded: false });
-            };
-            if let Some(refusal) = self.remembered(message_id, remembered) {
-                return Ok(refusal);
-            }
-            guarded = true;
-        }
-        let key = claim_key(message_id, claims.body_hash());
-        match c.store.claim_now(&key, c.lease_ttl) {
-            Some(claimed) => Ok(self.claimed(message_id, key, claimed)),
-            None => Err(Pending { guarded }),
-        }
-    }
-
-    /// The rest of [`Dedup::begin_now`] (all of [`Dedup::begin`] with `guarded: false`).
-    pub(crate) async fn resume(
-        &self,
-        delivery: &Delivery,
-        claims: &Claims,
-        now: SystemTime,
-        pending: Pending,
-    ) -> Begin {
         let c = &*self.config;
         let Some(message_id) = delivery.message_id() else {
             return refuse_without_id();
         };
-        if !pending.guarded {
-            if let Some((jti, ttl)) = self.guard(claims, now) {
-                let remembered = c.store.remember(&jti, ttl).await;
-                if let Some(refusal) = self.remembered(message_id, remembered) {
-                    return refusal;
-                }
+        if let Some((jti, ttl)) = self.guard(claims, now) {
+            let remembered = c.store.remember(&jti, ttl).await;
+            if let Some(refusal) = self.remembered(message_id, remembered) {
+                return refusal;
             }
         }
         let key = claim_key(message_id, claims.body_hash());
@@ -395,13 +349,6 @@ impl Dedup {
             }
         }
     }
-}
-
-/// What [`Dedup::begin_now`] did before it had to wait.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Pending {
-    /// The replay guard passed (or does not apply): only the claim is left.
-    guarded: bool,
 }
 
 /// The prefix of a message id's store key.

@@ -23,10 +23,9 @@ use super::{DedupStore, LeaseOutcome, LeaseToken, StoreError};
 /// - otherwise (a panic, a request dropped while the handler runs), it releases, so QStash's
 ///   retry is processed.
 ///
-/// Either is done at once with a store that answers at once ([`DedupStore::complete_now`] /
-/// [`DedupStore::release_now`], as [`MemoryStore`] does), else in the background on the current
-/// tokio runtime; without a runtime (or once it is shutting down) the lease expires after its
-/// TTL.
+/// Either is done at once with a store whose futures are ready at once (as [`MemoryStore`]'s
+/// are), else in the background on the current tokio runtime; without a runtime (or once it is
+/// shutting down) the lease expires after its TTL.
 pub struct Lease {
     armed: Option<Armed>,
     /// The handler succeeded: dropping the lease completes it.
@@ -96,35 +95,6 @@ impl Lease {
                 self.release().await
             }
         }
-    }
-
-    /// [`Lease::finish`] without waiting, when the store answers at once
-    /// ([`DedupStore::complete_now`] / [`DedupStore::release_now`]); the lease back otherwise
-    /// (with a 2xx, already committed to completing).
-    #[cfg_attr(not(any(feature = "tower", feature = "actix-web")), allow(dead_code))]
-    pub(crate) fn finish_now(
-        mut self,
-        status: u16,
-    ) -> Result<Result<LeaseOutcome, StoreError>, Self> {
-        let Some(a) = self.armed.as_ref() else {
-            return Ok(Ok(LeaseOutcome::NotHeld));
-        };
-        let result = if is_success(status) {
-            let Some(result) = a.store.complete_now(&a.key, &a.token, a.retention) else {
-                self.completing = true;
-                return Err(self);
-            };
-            log_completed(a, &result);
-            result
-        } else {
-            let Some(result) = a.store.release_now(&a.key, &a.token) else {
-                return Err(self);
-            };
-            log_released(a, &result);
-            result
-        };
-        self.armed = None;
-        Ok(result)
     }
 
     /// Marks the message completed: later deliveries of it are duplicates for the retention.
@@ -214,30 +184,10 @@ impl Drop for Lease {
         } else {
             Settle::Release
         };
-        // A store that answers at once (`MemoryStore`) settles right here: no task, so it also
-        // works outside a runtime and while one shuts down.
-        let now = match settle {
-            Settle::Complete => armed
-                .store
-                .complete_now(&armed.key, &armed.token, armed.retention),
-            Settle::Release => armed.store.release_now(&armed.key, &armed.token),
-        };
-        if let Some(result) = now {
-            tracing::debug!(
-                message_id = armed.message_id(),
-                settle = settle.as_str(),
-                "qstash lease dropped: settled at once"
-            );
-            match settle {
-                Settle::Complete => log_completed(&armed, &result),
-                Settle::Release => log_released(&armed, &result),
-            }
-            return;
-        }
         tracing::debug!(
             message_id = armed.message_id(),
             settle = settle.as_str(),
-            "qstash lease dropped: settling in the background"
+            "qstash lease dropped: settling"
         );
         settle_in_background(armed, settle, Duration::ZERO);
     }
@@ -267,46 +217,60 @@ pub(crate) fn release_in_background(a: Armed, delay: Duration) {
     settle_in_background(a, Settle::Release, delay);
 }
 
-/// Settles `a`'s lease on the current tokio runtime after `delay` (a dropped lease, a settlement
-/// tried once more); without a runtime it expires after its TTL.
-#[cfg(any(feature = "tower", feature = "actix-web", feature = "redis"))]
+/// Settles `a`'s lease after `delay` (a dropped lease, a settlement tried once more). Without
+/// a delay, the settlement is first polled once right here: a store that answers at once
+/// ([`MemoryStore`]) is settled with no task, so it also works outside a runtime and while one
+/// shuts down. Otherwise it goes on as a task of the current tokio runtime; without a runtime,
+/// the lease expires after its TTL.
 fn settle_in_background(a: Armed, settle: Settle, delay: Duration) {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return no_runtime(&a, settle);
-    };
-    handle.spawn(async move {
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+    let a = Arc::new(a);
+    let mut task = Box::pin(settle_task(Arc::clone(&a), settle, delay));
+    if delay.is_zero() {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if task.as_mut().poll(&mut cx).is_ready() {
+            return;
         }
-        let result = match settle {
-            Settle::Complete => a.store.complete(&a.key, &a.token, a.retention).await,
-            Settle::Release => a.store.release(&a.key, &a.token).await,
-        };
-        match result {
-            Ok(LeaseOutcome::Applied) => tracing::debug!(
-                message_id = a.message_id(),
-                settle = settle.as_str(),
-                "qstash lease settled in the background"
-            ),
-            Ok(LeaseOutcome::NotHeld) if settle == Settle::Complete => tracing::warn!(
-                message_id = a.message_id(),
-                "qstash lease expired before completion: the message may be processed again"
-            ),
-            Ok(LeaseOutcome::NotHeld) => {}
-            Err(error) => tracing::warn!(
-                message_id = a.message_id(),
-                settle = settle.as_str(),
-                %error,
-                "qstash dedup store failed to settle a lease in the background: retries wait \
-                 until the lease expires"
-            ),
-        }
-    });
+    }
+    #[cfg(any(feature = "tower", feature = "actix-web", feature = "redis"))]
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(task);
+        return;
+    }
+    drop(task);
+    no_runtime(&a, settle);
 }
 
-#[cfg(not(any(feature = "tower", feature = "actix-web", feature = "redis")))]
-fn settle_in_background(a: Armed, settle: Settle, _delay: Duration) {
-    no_runtime(&a, settle);
+async fn settle_task(a: Arc<Armed>, settle: Settle, delay: Duration) {
+    if !delay.is_zero() {
+        #[cfg(any(feature = "tower", feature = "actix-web", feature = "redis"))]
+        tokio::time::sleep(delay).await;
+        // Without tokio there is no timer (nor a runtime to wait on): never polled past here.
+        #[cfg(not(any(feature = "tower", feature = "actix-web", feature = "redis")))]
+        std::future::pending::<()>().await;
+    }
+    let result = match settle {
+        Settle::Complete => a.store.complete(&a.key, &a.token, a.retention).await,
+        Settle::Release => a.store.release(&a.key, &a.token).await,
+    };
+    match result {
+        Ok(LeaseOutcome::Applied) => tracing::debug!(
+            message_id = a.message_id(),
+            settle = settle.as_str(),
+            "qstash lease settled"
+        ),
+        Ok(LeaseOutcome::NotHeld) if settle == Settle::Complete => tracing::warn!(
+            message_id = a.message_id(),
+            "qstash lease expired before completion: the message may be processed again"
+        ),
+        Ok(LeaseOutcome::NotHeld) => {}
+        Err(error) => tracing::warn!(
+            message_id = a.message_id(),
+            settle = settle.as_str(),
+            %error,
+            "qstash dedup store failed to settle a lease in the background: retries wait \
+             until the lease expires"
+        ),
+    }
 }
 
 fn no_runtime(a: &Armed, settle: Settle) {

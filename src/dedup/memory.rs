@@ -155,35 +155,7 @@ impl MemoryStore {
 }
 
 impl DedupStore for MemoryStore {
-    fn claim_now(
-        &self,
-        key: &str,
-        lease_ttl: Duration,
-    ) -> Option<Result<ClaimOutcome, StoreError>> {
-        Some(self.claim_sync(key, lease_ttl))
-    }
-
-    fn complete_now(
-        &self,
-        key: &str,
-        token: &LeaseToken,
-        retention: Duration,
-    ) -> Option<Result<LeaseOutcome, StoreError>> {
-        Some(self.complete_sync(key, token, retention))
-    }
-
-    fn release_now(
-        &self,
-        key: &str,
-        token: &LeaseToken,
-    ) -> Option<Result<LeaseOutcome, StoreError>> {
-        Some(self.release_sync(key, token))
-    }
-
-    fn remember_now(&self, key: &str, ttl: Duration) -> Option<Result<bool, StoreError>> {
-        Some(self.remember_sync(key, ttl))
-    }
-
+    // Each future is ready at once: the work is done before it is returned.
     fn claim<'a>(&'a self, key: &'a str, lease_ttl: Duration) -> StoreFuture<'a, ClaimOutcome> {
         let result = self.claim_sync(key, lease_ttl);
         Box::pin(async move { result })

@@ -35,9 +35,13 @@ pub trait DedupStore: Send + Sync + 'static {
     /// Deletes the lease on `key`, only if `token` still holds it, so the next claim acquires.
     fn release<'a>(&'a self, key: &'a str, token: &'a LeaseToken) -> StoreFuture<'a, LeaseOutcome>;
 
-    /// [`DedupStore::claim`] answered at once, by a store that never waits (one in this
-    /// process's memory, such as [`MemoryStore`]): `Some` lets [`Dedup`] skip the boxed future.
-    /// It must do exactly what `claim` does. The default, `None`, means "await `claim`".
+    /// Formerly [`DedupStore::claim`] answered at once. No longer called by this crate: every
+    /// operation goes through its future (a store that never waits returns a future that is
+    /// ready at once). The default, `None`, means "await `claim`".
+    #[deprecated(
+        since = "0.2.0",
+        note = "no longer called: implement and call `claim` (a store that never waits returns a ready future)"
+    )]
     fn claim_now(
         &self,
         key: &str,
@@ -47,7 +51,12 @@ pub trait DedupStore: Send + Sync + 'static {
         None
     }
 
-    /// [`DedupStore::complete`] answered at once (see [`DedupStore::claim_now`]).
+    /// Formerly [`DedupStore::complete`] answered at once; no longer called (see
+    /// [`DedupStore::claim_now`]). The default, `None`, means "await `complete`".
+    #[deprecated(
+        since = "0.2.0",
+        note = "no longer called: implement and call `complete` (a store that never waits returns a ready future)"
+    )]
     fn complete_now(
         &self,
         key: &str,
@@ -58,7 +67,12 @@ pub trait DedupStore: Send + Sync + 'static {
         None
     }
 
-    /// [`DedupStore::release`] answered at once (see [`DedupStore::claim_now`]).
+    /// Formerly [`DedupStore::release`] answered at once; no longer called (see
+    /// [`DedupStore::claim_now`]). The default, `None`, means "await `release`".
+    #[deprecated(
+        since = "0.2.0",
+        note = "no longer called: implement and call `release` (a store that never waits returns a ready future)"
+    )]
     fn release_now(
         &self,
         key: &str,
@@ -68,7 +82,12 @@ pub trait DedupStore: Send + Sync + 'static {
         None
     }
 
-    /// [`DedupStore::remember`] answered at once (see [`DedupStore::claim_now`]).
+    /// Formerly [`DedupStore::remember`] answered at once; no longer called (see
+    /// [`DedupStore::claim_now`]). The default, `None`, means "await `remember`".
+    #[deprecated(
+        since = "0.2.0",
+        note = "no longer called: implement and call `remember` (a store that never waits returns a ready future)"
+    )]
     fn remember_now(&self, key: &str, ttl: Duration) -> Option<Result<bool, StoreError>> {
         let _ = (key, ttl);
         None

@@ -69,14 +69,40 @@ fn verified(signed: &crate::test_utils::SignedDelivery) -> (Delivery, Claims) {
     (delivery, claims)
 }
 
-/// [`Dedup::begin_now`] on a new attempt of `id`: `None` when it has to wait.
-fn begin_now(dedup: &Dedup, id: &str) -> Option<Begin> {
-    let (delivery, claims) = attempt(id);
-    dedup.begin_now(&delivery, &claims, SystemTime::now()).ok()
+/// `future` polled once, without a runtime: its output when it is ready at once (a
+/// [`MemoryStore`]'s futures are).
+fn now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
 }
 
-/// A memory store that settles leases only through futures, as a networked one does; it
-/// claims at once or not, and its first `failing_releases` releases fail (a passing outage).
+/// [`Dedup::begin`] on a new attempt of `id`, polled once: `None` when it has to wait.
+fn begin_now(dedup: &Dedup, id: &str) -> Option<Begin> {
+    let (delivery, claims) = attempt(id);
+    now(dedup.begin(&delivery, &claims))
+}
+
+/// Pending once, then ready: a store that waits, as a networked one does.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+/// A memory store whose claims answer at once or not, whose completions wait as a networked
+/// store's do, and whose first `failing_releases` releases fail (a passing outage).
 struct TestStore {
     inner: MemoryStore,
     claims_at_once: bool,
@@ -84,7 +110,7 @@ struct TestStore {
 }
 
 impl TestStore {
-    /// Only futures, nothing fails.
+    /// Every future waits; nothing fails.
     fn async_only() -> Self {
         Self {
             inner: MemoryStore::new(),
@@ -95,21 +121,23 @@ impl TestStore {
 }
 
 impl DedupStore for TestStore {
-    fn claim_now(&self, key: &str, ttl: Duration) -> Option<Result<ClaimOutcome, StoreError>> {
-        self.claims_at_once
-            .then(|| self.inner.claim_now(key, ttl))
-            .flatten()
-    }
     fn claim<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, ClaimOutcome> {
-        self.inner.claim(key, ttl)
-    }
-    fn remember_now(&self, key: &str, ttl: Duration) -> Option<Result<bool, StoreError>> {
-        self.claims_at_once
-            .then(|| self.inner.remember_now(key, ttl))
-            .flatten()
+        let at_once = self.claims_at_once;
+        Box::pin(async move {
+            if !at_once {
+                yield_once().await;
+            }
+            self.inner.claim(key, ttl).await
+        })
     }
     fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
-        self.inner.remember(key, ttl)
+        let at_once = self.claims_at_once;
+        Box::pin(async move {
+            if !at_once {
+                yield_once().await;
+            }
+            self.inner.remember(key, ttl).await
+        })
     }
     fn complete<'a>(
         &'a self,
@@ -117,7 +145,10 @@ impl DedupStore for TestStore {
         token: &'a LeaseToken,
         retention: Duration,
     ) -> StoreFuture<'a, LeaseOutcome> {
-        self.inner.complete(key, token, retention)
+        Box::pin(async move {
+            yield_once().await;
+            self.inner.complete(key, token, retention).await
+        })
     }
     fn release<'a>(&'a self, key: &'a str, token: &'a LeaseToken) -> StoreFuture<'a, LeaseOutcome> {
         let fail = self
@@ -130,8 +161,13 @@ impl DedupStore for TestStore {
             .is_ok();
         if fail {
             Box::pin(async { Err(StoreError::UnexpectedReply("outage")) })
-        } else {
+        } else if self.claims_at_once {
             self.inner.release(key, token)
+        } else {
+            Box::pin(async move {
+                yield_once().await;
+                self.inner.release(key, token).await
+            })
         }
     }
 }
@@ -187,8 +223,8 @@ fn a_store_that_answers_at_once_is_used_without_waiting() {
         Some(Begin::Refuse(Rejection::InProgress { .. }))
     ));
     assert!(matches!(
-        lease.finish_now(200),
-        Ok(Ok(LeaseOutcome::Applied))
+        now(lease.finish(200)),
+        Some(Ok(LeaseOutcome::Applied))
     ));
     assert!(matches!(
         begin_now(&dedup, "m1"),
@@ -199,33 +235,30 @@ fn a_store_that_answers_at_once_is_used_without_waiting() {
         panic!("a new id runs");
     };
     assert!(matches!(
-        lease.finish_now(500),
-        Ok(Ok(LeaseOutcome::Applied))
+        now(lease.finish(500)),
+        Some(Ok(LeaseOutcome::Applied))
     ));
     assert!(matches!(begin_now(&dedup, "m2"), Some(Begin::Run(_))));
     // No message id: refused (400), never run unguarded.
     let (_, claims) = attempt("m3");
     assert!(matches!(
-        dedup.begin_now(&Delivery::default(), &claims, SystemTime::now()),
-        Ok(Begin::Refuse(Rejection::MissingMessageId))
+        now(dedup.begin(&Delivery::default(), &claims)),
+        Some(Begin::Refuse(Rejection::MissingMessageId))
     ));
 }
 
 #[test]
 fn otherwise_the_caller_awaits() {
-    // A store without the at-once answers: `begin`, and the lease comes back to be awaited.
+    // A store that waits: `begin` and `finish` are awaited.
     let store = Arc::new(TestStore::async_only());
     let dedup = Dedup::new(store);
-    assert!(begin_now(&dedup, "m1").is_none());
+    assert!(begin_now(&dedup, "m1").is_none(), "this store waits");
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     let (delivery, claims) = attempt("m1");
     let Begin::Run(lease) = rt.block_on(dedup.begin(&delivery, &claims)) else {
         panic!("a new id runs");
-    };
-    let Err(lease) = lease.finish_now(200) else {
-        panic!("an async-only store cannot settle at once");
     };
     assert!(matches!(
         rt.block_on(lease.finish(200)),
@@ -243,23 +276,23 @@ fn the_replay_guard_is_on_by_default_and_answers_at_once_in_memory() {
     let dedup = Dedup::new(Arc::new(MemoryStore::new()));
     let signed = Signer::new(KEY).delivery_with_id(URL, b"{}", "m1", 0);
     let (delivery, claims) = verified(&signed);
-    let now = SystemTime::now();
-    let Ok(Begin::Run(lease)) = dedup.begin_now(&delivery, &claims, now) else {
+    let at = SystemTime::now();
+    let Some(Begin::Run(lease)) = now(dedup.begin_at(&delivery, &claims, at)) else {
         panic!("a new id runs");
     };
-    assert!(matches!(lease.finish_now(500), Ok(Ok(_))));
+    assert!(matches!(now(lease.finish(500)), Some(Ok(_))));
     // The same token again, even once its message id is free: refused.
     assert!(matches!(
-        dedup.begin_now(&delivery, &claims, now),
-        Ok(Begin::Refuse(Rejection::Replayed))
+        now(dedup.begin_at(&delivery, &claims, at)),
+        Some(Begin::Refuse(Rejection::Replayed))
     ));
     // Explicitly off: the same token runs again.
     let off = Dedup::new(Arc::new(MemoryStore::new())).replay_guard(false);
     for _ in 0..2 {
-        let Ok(Begin::Run(lease)) = off.begin_now(&delivery, &claims, now) else {
+        let Some(Begin::Run(lease)) = now(off.begin_at(&delivery, &claims, at)) else {
             panic!("no guard: runs");
         };
-        assert!(matches!(lease.finish_now(500), Ok(Ok(_))));
+        assert!(matches!(now(lease.finish(500)), Some(Ok(_))));
     }
 }
 
@@ -338,7 +371,7 @@ fn a_receiver_gives_its_verifier_leeway_to_its_dedup() {
     let keys = crate::SigningKeys::new(KEY, "sig_b").unwrap();
     let verifier = crate::Verifier::new(keys).with_leeway(Duration::from_secs(30));
     let receiver = crate::Receiver::new(verifier).dedup(Dedup::new(Arc::new(MemoryStore::new())));
-    let dedup = receiver.deduplication().unwrap();
+    let dedup = receiver.get_dedup().unwrap();
     assert_eq!(
         dedup.replay_guard_ttl(1_000, UNIX_EPOCH + Duration::from_secs(900)),
         Duration::from_secs(131)
@@ -379,15 +412,14 @@ async fn a_completion_dropped_midway_is_written_in_the_background() {
         begin = dedup.begin(&delivery, &claims).await;
     }
     assert!(matches!(begin, Begin::Duplicate { .. }), "{begin:?}");
-    // A lease whose `finish_now(2xx)` had to wait, then dropped: completed too.
+    // A lease whose `finish(2xx)` had to wait, then dropped midway: completed too.
     let (delivery, claims) = attempt("m2");
     let Begin::Run(lease) = dedup.begin(&delivery, &claims).await else {
         panic!("a new id runs");
     };
-    let Err(lease) = lease.finish_now(200) else {
-        panic!("an async-only store cannot settle at once");
-    };
-    drop(lease);
+    let mut finish = Box::pin(lease.finish(200));
+    assert!(now(finish.as_mut()).is_none(), "this store waits");
+    drop(finish);
     tokio::task::yield_now().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (delivery, claims) = attempt("m2");

@@ -16,8 +16,9 @@ use tower_service::Service;
 use super::drain::{ReadBody, check_read};
 use super::layer::Config;
 use super::{BoxError, ResponseBody, VerifiedByLayer};
-use crate::dedup::{Begin, DUPLICATE_HEADER, DUPLICATE_HEADER_VALUE, DUPLICATE_STATUS, Lease};
-use crate::{Delivery, Rejection, VerifiedToken};
+use crate::dedup::{Begin, Lease};
+use crate::head::Answer;
+use crate::{Delivery, NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Rejection, VerifiedToken};
 
 /// The boxed claim of a message id ([`Dedup::begin`](crate::dedup::Dedup::begin)).
 type BeginFuture = Pin<Box<dyn Future<Output = (Begin, Delivery, crate::Claims)> + Send>>;
@@ -74,6 +75,7 @@ pin_project! {
         Calling {
             #[pin]
             future: S::Future,
+            non_retryable: bool,
         },
         /// Deduplication only: claiming the message id before the inner service may run.
         Claiming {
@@ -86,6 +88,7 @@ pin_project! {
             #[pin]
             future: S::Future,
             lease: Option<Lease>,
+            non_retryable: bool,
         },
         /// Deduplication only: the inner service answered; completing (2xx) or releasing the
         /// lease before the response goes out. Dropped here, a 2xx's completion is still
@@ -93,6 +96,7 @@ pin_project! {
         Finishing {
             finish: FinishFuture,
             response: Option<S::Response>,
+            non_retryable: bool,
         },
     }
 }
@@ -135,7 +139,7 @@ where
         let (parts, body) = req.into_parts();
         let drain =
             super::drain::budget_for(parts.version, &parts.headers, config.drain_limit, false);
-        let body = ReadBody::collect(body, config.receiver.limit(), drain);
+        let body = ReadBody::collect(body, config.receiver.get_max_body_bytes(), drain);
         Self {
             state: State::Reading {
                 body,
@@ -177,22 +181,26 @@ fn into_response<ResBody>(response: Response<Bytes>) -> Response<ResponseBody<Re
     response.map(|bytes| ResponseBody::rejection(Full::new(bytes)))
 }
 
-/// The answer to an already completed message: [`DUPLICATE_STATUS`], [`DUPLICATE_HEADER`] and
-/// the JSON of [`duplicate_json_body`](crate::dedup::duplicate_json_body).
-pub(crate) fn duplicate_response(message_id: &str) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::from(crate::dedup::duplicate_json_body(message_id)));
-    *response.status_mut() =
-        http::StatusCode::from_u16(DUPLICATE_STATUS).unwrap_or(http::StatusCode::OK);
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        DUPLICATE_HEADER,
-        http::HeaderValue::from_static(DUPLICATE_HEADER_VALUE),
-    );
-    response
+/// The inner service's response, as it goes out: with
+/// [`Receiver::non_retryable_invalid_payload`](crate::Receiver::non_retryable_invalid_payload),
+/// a payload refusal (400, 415, 422: axum's `Json`, `Form`, `Query` rejections) becomes 489 with
+/// `Upstash-NonRetryable-Error: true`; the body is verified, so retrying cannot help.
+fn passed<ResBody>(
+    mut response: Response<ResBody>,
+    non_retryable: bool,
+) -> Response<ResponseBody<ResBody>> {
+    let status = response.status().as_u16();
+    if non_retryable && crate::head::is_payload_refusal(status) {
+        crate::log::payload_refused_downstream(status);
+        if let Ok(dlq) = http::StatusCode::from_u16(NON_RETRYABLE_STATUS) {
+            *response.status_mut() = dlq;
+        }
+        response.headers_mut().insert(
+            http::HeaderName::from_static(NON_RETRYABLE_HEADER),
+            http::HeaderValue::from_static("true"),
+        );
+    }
+    response.map(ResponseBody::inner)
 }
 
 fn misused<ResBody>() -> Response<ResponseBody<ResBody>> {
@@ -219,15 +227,20 @@ where
     B::Error: Into<BoxError>,
     S: Service<Request<Full<Bytes>>, Response = Response<ResBody>>,
 {
+    let non_retryable = config.receiver.get_non_retryable_invalid_payload();
     match begin {
         Begin::Run(lease) => Ok(State::CallingLeased {
             future: inner.call(verified_request(parts, claims, delivery, bytes, &config)),
             lease: Some(lease),
+            non_retryable,
         }),
         Begin::RunUnguarded { .. } => Ok(State::Calling {
             future: inner.call(verified_request(parts, claims, delivery, bytes, &config)),
+            non_retryable,
         }),
-        Begin::Duplicate { message_id } => Err(into_response(duplicate_response(&message_id))),
+        Begin::Duplicate { message_id } => Err(into_response(super::response(Answer::duplicate(
+            &message_id,
+        )))),
         // `Dedup::begin` logged it (with the message id).
         Begin::Refuse(rejection) => Err(into_response(config.response(&rejection))),
     }
@@ -296,40 +309,26 @@ where
                     let receiver = &config.receiver;
                     let checked = check_read(receiver, token, read);
                     match checked {
-                        Ok((bytes, claims)) => match config.receiver.deduplication() {
+                        Ok((bytes, claims)) => match config.receiver.get_dedup() {
                             // The plain path: no claim, no boxing.
                             None => State::Calling {
+                                non_retryable: receiver.get_non_retryable_invalid_payload(),
                                 future: inner.call(verified_request(
                                     parts, claims, delivery, bytes, &config,
                                 )),
                             },
                             Some(dedup) => {
+                                // The claim borrows the delivery and claims, then hands them
+                                // back for the extensions: no copies.
+                                let dedup = dedup.clone();
                                 let now = std::time::SystemTime::now();
-                                match dedup.begin_now(&delivery, &claims, now) {
-                                    // A store that answers at once (in memory): no boxed claim.
-                                    Ok(begin) => {
-                                        match after_claim(
-                                            begin, delivery, claims, parts, bytes, inner, config,
-                                        ) {
-                                            Ok(state) => state,
-                                            Err(response) => return Poll::Ready(Ok(response)),
-                                        }
-                                    }
-                                    Err(pending) => {
-                                        // The claim borrows the delivery and claims, then hands
-                                        // them back for the extensions: no copies.
-                                        let dedup = dedup.clone();
-                                        let begin: BeginFuture = Box::pin(async move {
-                                            let begin = dedup
-                                                .resume(&delivery, &claims, now, pending)
-                                                .await;
-                                            (begin, delivery, claims)
-                                        });
-                                        State::Claiming {
-                                            begin,
-                                            pending: Some((parts, bytes, inner, config)),
-                                        }
-                                    }
+                                let begin: BeginFuture = Box::pin(async move {
+                                    let begin = dedup.begin_at(&delivery, &claims, now).await;
+                                    (begin, delivery, claims)
+                                });
+                                State::Claiming {
+                                    begin,
+                                    pending: Some((parts, bytes, inner, config)),
                                 }
                             }
                         },
@@ -342,9 +341,12 @@ where
                         }
                     }
                 }
-                StateProj::Calling { future } => {
+                StateProj::Calling {
+                    future,
+                    non_retryable,
+                } => {
                     let response = ready!(future.poll(cx))?;
-                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                    return Poll::Ready(Ok(passed(response, *non_retryable)));
                 }
                 StateProj::Claiming { begin, pending } => {
                     let (begin, delivery, claims) = ready!(begin.as_mut().poll(cx));
@@ -356,34 +358,36 @@ where
                         Err(response) => return Poll::Ready(Ok(response)),
                     }
                 }
-                StateProj::CallingLeased { future, lease } => {
+                StateProj::CallingLeased {
+                    future,
+                    lease,
+                    non_retryable,
+                } => {
                     // An error drops the lease (with this future): released in the background.
                     let response = ready!(future.poll(cx))?;
                     let Some(lease) = lease.take() else {
-                        return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                        return Poll::Ready(Ok(passed(response, *non_retryable)));
                     };
-                    let status = response.status().as_u16();
-                    // Outcomes and store errors are logged by the lease itself.
-                    match lease.finish_now(status) {
-                        // A store that answers at once (in memory): no boxed settlement.
-                        Ok(_) => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
-                        // A 2xx is committed to completing from here: dropped (a timeout above
-                        // the layer, a client gone), the lease still completes.
-                        Err(lease) => State::Finishing {
-                            finish: {
-                                let finish = lease.finish(status);
-                                Box::pin(async move {
-                                    let _ = finish.await;
-                                })
-                            },
-                            response: Some(response),
-                        },
+                    // Outcomes and store errors are logged by the lease itself. A 2xx is
+                    // committed to completing from here: dropped (a timeout above the layer, a
+                    // client gone), the lease still completes.
+                    let finish = lease.finish(response.status().as_u16());
+                    State::Finishing {
+                        finish: Box::pin(async move {
+                            let _ = finish.await;
+                        }),
+                        response: Some(response),
+                        non_retryable: *non_retryable,
                     }
                 }
-                StateProj::Finishing { finish, response } => {
+                StateProj::Finishing {
+                    finish,
+                    response,
+                    non_retryable,
+                } => {
                     ready!(finish.as_mut().poll(cx));
                     return Poll::Ready(Ok(match response.take() {
-                        Some(response) => response.map(ResponseBody::inner),
+                        Some(response) => passed(response, *non_retryable),
                         None => misused(),
                     }));
                 }

@@ -20,7 +20,7 @@ pub(crate) struct Config {
     /// At most this many bytes of a refused request's unread body are drained before the
     /// answer ([`QStashLayer::drain_limit`]); 0: none.
     pub(crate) drain_limit: u64,
-    // Deduplication lives in the receiver (`Receiver::deduplication`): `ResponseFuture`
+    // Deduplication lives in the receiver (`Receiver::get_dedup`): `ResponseFuture`
     // claims the message id before calling the inner service and settles it after.
 }
 
@@ -53,9 +53,15 @@ impl fmt::Debug for Config {
 /// A tower [`Layer`] that verifies every request as a QStash delivery before the inner service
 /// sees it. Wraps services in [`QStash`]. Cheap to clone (one `Arc`).
 ///
-/// Built from a [`Receiver`] (keys, URL policy, body limit); the builder methods below change
-/// that receiver. The URL policy has **no silent default**: until one is chosen (here or on the
-/// `Receiver`), every request is refused with 500 `misconfigured`, which QStash retries.
+/// Built from a [`Receiver`], which holds the whole policy (keys, URL policy, body limit,
+/// deduplication, the answer to an unusable payload); the layer adds only its own knobs:
+/// [`on_rejection`](Self::on_rejection) and [`drain_limit`](Self::drain_limit). The URL policy
+/// has **no silent default**: until one is chosen on the `Receiver`, every request is refused
+/// with 500 `misconfigured`, which QStash retries.
+///
+/// With [`Receiver::non_retryable_invalid_payload`], an answer of 400, 415 or 422 from the inner
+/// service (axum's `Json`, `Form`, `Query` rejections) is sent as 489 with
+/// `Upstash-NonRetryable-Error: true`: QStash dead-letters the message instead of retrying it.
 ///
 /// See the [module docs](super) for what happens to each request.
 #[derive(Clone, Debug)]
@@ -92,49 +98,63 @@ impl QStashLayer {
     }
 
     /// How to decide the URL each delivery must be signed for (see [`UrlPolicy`]).
+    #[deprecated(
+        since = "0.2.0",
+        note = "set it on the receiver: `Receiver::url_policy`"
+    )]
     #[must_use]
     pub fn url_policy(self, policy: UrlPolicy) -> Self {
         self.map_receiver(|r| r.url_policy(policy))
     }
 
     /// Every delivery must be signed for exactly `url` (a layer in front of one route).
+    #[deprecated(
+        since = "0.2.0",
+        note = "set it on the receiver: `Receiver::expected_url`"
+    )]
     #[must_use]
     pub fn expected_url(self, url: impl Into<String>) -> Self {
-        self.url_policy(UrlPolicy::exact(url))
+        self.map_receiver(|r| r.expected_url(url))
     }
 
     /// Every delivery must be signed for `base` followed by the request's original path and
-    /// query ([`UrlPolicy::public_base`]): the app's public URL behind a proxy or a tunnel.
+    /// query ([`UrlPolicy::public_base`]).
     ///
     /// # Errors
     ///
     /// `base` is not an absolute `http://` or `https://` URL without a query.
+    #[deprecated(
+        since = "0.2.0",
+        note = "set it on the receiver: `Receiver::public_url`"
+    )]
     pub fn public_url(self, base: impl Into<String>) -> Result<Self, UrlPolicyError> {
         let policy = UrlPolicy::public_base(base)?;
-        Ok(self.url_policy(policy))
+        Ok(self.map_receiver(|r| r.url_policy(policy)))
     }
 
-    /// The largest body accepted, in bytes; larger ones are answered 413 (see
-    /// [`Receiver::max_body_bytes`]).
+    /// The largest body accepted, in bytes; larger ones are answered 413.
+    #[deprecated(
+        since = "0.2.0",
+        note = "set it on the receiver: `Receiver::max_body_bytes`"
+    )]
     #[must_use]
     pub fn max_body_bytes(self, limit: usize) -> Self {
         self.map_receiver(|r| r.max_body_bytes(limit))
     }
 
-    /// See [`Receiver::non_retryable_invalid_payload`]: this crate's extractors behind this layer
-    /// (`Verified<T>`, `Callback`, `FailureCallback` with the `axum` feature) and
-    /// [`Receiver::invalid_payload`] answer an unparsable verified payload with 489 instead of a
-    /// 4xx. A plain `axum::Json<T>` keeps its own rejection.
+    /// Answer an unusable verified payload with 489 (see
+    /// [`Receiver::non_retryable_invalid_payload`]).
+    #[deprecated(
+        since = "0.2.0",
+        note = "set it on the receiver: `Receiver::non_retryable_invalid_payload`"
+    )]
     #[must_use]
     pub fn non_retryable_invalid_payload(self, enabled: bool) -> Self {
         self.map_receiver(|r| r.non_retryable_invalid_payload(enabled))
     }
 
-    /// Deduplicates deliveries by message id (see [`crate::dedup`] and
-    /// [`Receiver::dedup`]): the inner service runs under a lease, a 2xx completes the id (even
-    /// if the request is dropped while the completion is written), any other answer, an error, a
-    /// panic or a request dropped while the inner service runs releases it; an already completed
-    /// message is answered `200` with `qstash-duplicate: true` without calling the inner service.
+    /// Deduplicates deliveries by message id (see [`Receiver::dedup`]).
+    #[deprecated(since = "0.2.0", note = "set it on the receiver: `Receiver::dedup`")]
     #[must_use]
     pub fn dedup(self, dedup: crate::dedup::Dedup) -> Self {
         self.map_receiver(|r| r.dedup(dedup))

@@ -12,10 +12,11 @@
 //! use qstash_receiver::{Delivery, Receiver, SigningKeys, Verifier, test_utils::Signer};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
-//! let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?));
-//! let service = ServiceBuilder::new()
+//! let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?))
 //!     // The URL QStash delivers to: the public base + each request's path and query.
-//!     .layer(QStashLayer::new(receiver).public_url("https://app.example.com")?)
+//!     .public_url("https://app.example.com")?;
+//! let service = ServiceBuilder::new()
+//!     .layer(QStashLayer::new(receiver))
 //!     .service(service_fn(|req: Request<Full<Bytes>>| async move {
 //!         // Only verified deliveries get here, with the verified bytes as the body.
 //!         let id = req.extensions().get::<Delivery>().and_then(|d| d.message_id()).map(str::to_owned);
@@ -49,9 +50,9 @@
 //!
 //! 1. Before any body byte is read: the `Upstash-Signature` token (keys, issuer, expiry, the
 //!    expected URL from the [`UrlPolicy`](crate::UrlPolicy)) and the delivery headers
-//!    ([`Receiver::check_request`]). The URL policy sees the path and query of axum's
-//!    `OriginalUri` when present (before any `nest` stripped a prefix), else the request URI's,
-//!    the `Host` header and the first `X-Forwarded-Proto` / `X-Forwarded-Host` values.
+//!    ([`Receiver::check_request`]). The URL policy sees the request's original path and query
+//!    (under axum, before any `nest` stripped a prefix), the `Host` header and the first
+//!    `X-Forwarded-Proto` / `X-Forwarded-Host` values.
 //! 2. A `Content-Length` over the limit is answered 413 without buffering; otherwise the body
 //!    is read under the limit (like [`http_body_util::Limited`]), and 413 once it exceeds it
 //!    (chunked bodies too).
@@ -59,8 +60,7 @@
 //!    (extensions kept) with the verified bytes as a [`Full<Bytes>`](http_body_util::Full)
 //!    body, so `Json`, `Bytes` or `String` extractors work downstream, and with
 //!    [`Claims`](crate::Claims) and [`Delivery`] in its extensions.
-//! 4. With deduplication ([`QStashLayer::dedup`] or [`Receiver::dedup`], see
-//!    [`crate::dedup`]): the message id is claimed ([`Dedup::begin`](crate::dedup::Dedup::begin)).
+//! 4. With deduplication ([`Receiver::dedup`], see [`crate::dedup`]): the message id is claimed ([`Dedup::begin`](crate::dedup::Dedup::begin)).
 //!    A new id: the inner service runs under a lease, and once its response head is known a 2xx
 //!    completes the id and anything else releases it, before the response goes out; an `Err`,
 //!    a panic or a dropped request future releases it too. A completed id: `200` with
@@ -82,21 +82,25 @@
 //!    Otherwise hyper would close the connection with the upload unread, the kernel would
 //!    reset it, and a client still sending could lose its answer. HTTP/1 only, and never for
 //!    an unauthenticated request (answered at once); see [`QStashLayer::drain_limit`].
+//! 7. A response of the inner service is passed through as it is, but one: when the receiver
+//!    is configured with [`Receiver::non_retryable_invalid_payload`], an answer of 400, 415 or
+//!    422 (what axum's `Json`, `Form` and `Query` answer a body they cannot use with) becomes
+//!    489 with `Upstash-NonRetryable-Error: true`: the body is verified, so retrying it cannot
+//!    help, and QStash moves the message to the dead-letter queue at once instead of retrying
+//!    it until it gets there.
 //!
 //! The URL policy is the [`Receiver`]'s: **unconfigured by default, which refuses every delivery
 //! signed with the receiver's keys with 500 `misconfigured`** (QStash retries; the check is
 //! never skipped silently; anyone else gets a 401 and no error in the logs). Choose one
-//! with [`QStashLayer::public_url`], [`QStashLayer::expected_url`] or
-//! [`QStashLayer::url_policy`].
+//! with [`Receiver::public_url`], [`Receiver::expected_url`] or [`Receiver::url_policy`].
 
 mod body;
-mod drain;
+pub(crate) mod drain;
 mod future;
 mod layer;
 mod service;
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Uri};
@@ -106,88 +110,93 @@ pub use future::ResponseFuture;
 pub use layer::QStashLayer;
 pub use service::QStash;
 
-#[cfg(feature = "axum")]
-pub(crate) use drain::{ReadBody, check_read};
 pub(crate) use layer::Config;
 
-use crate::url::first_value;
-use crate::{Delivery, MESSAGE_ID_HEADER, Receiver, Rejection, RequestTarget, VerifiedToken};
+use crate::Rejection;
+use crate::head::{Answer, RequestHead};
+#[cfg(doc)]
+use crate::{Delivery, Receiver};
 
 /// The error type the request body's errors must convert into.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Inserted by the layer into the extensions of each request it verified: the axum extractors
-/// trust it instead of verifying twice, and use the layer's receiver. Private: it cannot be
-/// forged by a client or another layer.
+/// Inserted by the layer into the extensions of each request it verified: the extractors above
+/// it trust it instead of verifying twice, and use the layer's receiver. Private: it cannot be
+/// forged by a client or another layer. (Read only by the extractors of a framework above the
+/// layer: without one, nobody reads it.)
 #[derive(Clone, Debug)]
-#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+#[allow(dead_code)]
 pub(crate) struct VerifiedByLayer(pub(crate) Arc<Config>);
 
-/// The shared JSON answer to a rejection: status, headers, `{"error","message"}` body.
-pub(crate) fn json_response(rejection: &Rejection) -> http::Response<Bytes> {
-    let mut response = http::Response::new(Bytes::from(rejection.json_body()));
-    *response.status_mut() = http::StatusCode::from_u16(rejection.status())
+/// An `http` 1 request head, as the core reads it ([`RequestHead`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Head<'a> {
+    pub(crate) uri: &'a Uri,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) extensions: &'a http::Extensions,
+}
+
+impl<'a> Head<'a> {
+    /// The head of `req`.
+    pub(crate) fn of<B>(req: &'a http::Request<B>) -> Self {
+        Self {
+            uri: req.uri(),
+            headers: req.headers(),
+            extensions: req.extensions(),
+        }
+    }
+}
+
+impl RequestHead for Head<'_> {
+    /// The original URI's (before a router above stripped a prefix), else the request's.
+    fn path_and_query(&self) -> Option<&str> {
+        crate::original_uri(self.extensions)
+            .unwrap_or(self.uri)
+            .path_and_query()
+            .map(http::uri::PathAndQuery::as_str)
+    }
+
+    fn scheme(&self) -> Option<&str> {
+        self.uri.scheme_str()
+    }
+
+    fn authority(&self) -> Option<&str> {
+        self.uri.authority().map(http::uri::Authority::as_str)
+    }
+
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(HeaderValue::as_bytes)
+    }
+
+    fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
+    }
+}
+
+/// The core's answer as an `http` 1 response.
+pub(crate) fn response(answer: Answer) -> http::Response<Bytes> {
+    let mut response = http::Response::new(Bytes::from(answer.body));
+    *response.status_mut() = http::StatusCode::from_u16(answer.status)
         .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    for (name, value) in rejection.headers() {
-        if let Ok(value) = HeaderValue::from_str(&value) {
+    for (name, value) in answer.headers {
+        if let Ok(value) = HeaderValue::try_from(value) {
             headers.insert(name, value);
         }
     }
     response
 }
 
-/// The `Upstash-Message-Id` header as sent, for logs (not covered by the signature:
-/// information only; [`crate::log`] escapes and cuts it).
-pub(crate) fn message_id(headers: &HeaderMap) -> Option<&[u8]> {
-    headers.get(MESSAGE_ID_HEADER).map(HeaderValue::as_bytes)
+/// The shared JSON answer to a rejection: status, headers, `{"error","message"}` body.
+pub(crate) fn json_response(rejection: &Rejection) -> http::Response<Bytes> {
+    response(Answer::rejection(rejection))
 }
 
 /// The announced body length, when there is a valid one.
 pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
-    crate::receiver::content_length(
+    crate::head::content_length(
         headers
             .get(http::header::CONTENT_LENGTH)
             .map(HeaderValue::as_bytes),
     )
-}
-
-/// Step 1 for a request head: the token and the delivery headers, against the URL the policy
-/// expects for this request. Only what the policy reads is looked up (an exact URL needs neither
-/// the path nor the headers), and the headers are scanned once.
-pub(crate) fn check_head(
-    receiver: &Receiver,
-    headers: &HeaderMap,
-    uri: &Uri,
-    #[cfg_attr(not(feature = "axum"), allow(unused_variables))] extensions: &http::Extensions,
-    now: SystemTime,
-) -> Result<(VerifiedToken, Delivery), Rejection> {
-    let reads = receiver.policy().reads();
-    let mut target = RequestTarget::new("/");
-    if reads.path {
-        #[cfg(feature = "axum")]
-        let uri = extensions
-            .get::<axum::extract::OriginalUri>()
-            .map_or(uri, |original| &original.0);
-        target.path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    }
-    if reads.headers {
-        let host = headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| uri.authority().map(|a| a.as_str()));
-        target = target
-            .with_scheme(uri.scheme_str())
-            .with_host(host)
-            .with_forwarded(
-                first_value(headers.get("x-forwarded-proto").map(HeaderValue::as_bytes)),
-                first_value(headers.get("x-forwarded-host").map(HeaderValue::as_bytes)),
-            );
-    }
-    let pairs = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
-    receiver.check_request(pairs, &target, now)
 }

@@ -14,6 +14,7 @@ use super::future::ResponseFuture;
 use super::layer::Config;
 use super::{BoxError, ResponseBody};
 use crate::Rejection;
+use crate::head::RequestHead as _;
 
 /// A service that verifies each request as a QStash delivery, then calls the inner service
 /// with the verified body (a [`Full<Bytes>`]) and with [`Claims`](crate::Claims) and
@@ -67,22 +68,11 @@ where
 
         // Everything that can be decided from the head is decided before any body byte is
         // polled: a bad token never costs a body read.
-        let head = super::check_head(
-            receiver,
-            req.headers(),
-            req.uri(),
-            req.extensions(),
-            SystemTime::now(),
-        )
-        .and_then(|checked| {
-            receiver
-                .check_content_length(super::content_length(req.headers()))
-                .map(|()| checked)
-        });
+        let head = crate::head::check_head(receiver, &super::Head::of(&req), SystemTime::now());
         match head {
             Ok((token, delivery)) => ResponseFuture::read_body(req, token, delivery, inner, config),
             Err(rejection) => {
-                crate::log::refusal(&rejection, super::message_id(req.headers()));
+                crate::log::refusal(&rejection, super::Head::of(&req).message_id());
                 let response = config.response(&rejection);
                 // The body is unread. A request whose token verified but whose length is over
                 // the limit (a 413) has it drained before the answer (see `drain.rs`); any

@@ -175,36 +175,6 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
-/// The example binary `cargo test` builds next to the test binaries
-/// (`target/<profile>/examples/<name>`). Refuses a missing or stale one: `cargo test --test NAME`
-/// alone does not rebuild examples.
-pub fn example_binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let path = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo test --all-features`", path.display()));
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(format!("{name}.rs"));
-    let edited = std::fs::metadata(&source)
-        .and_then(|m| m.modified())
-        .expect("example source");
-    assert!(
-        built >= edited,
-        "{} is older than its source: run `cargo test --all-features` (or `cargo build \
-         --all-features --examples`)",
-        path.display()
-    );
-    path
-}
-
 /// This crate's log lines, captured on the current thread while the returned guard lives.
 #[derive(Clone, Default)]
 pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

@@ -1,6 +1,6 @@
-//! examples/axum_server.rs as a black box: the compiled example binary, started on a free
-//! loopback port with environment variables, driven over real HTTP. Checks every route and
-//! status of its contract.
+//! examples/axum_server.rs through its own code: its settings read from a given environment,
+//! its app served on a free loopback port, driven over real HTTP. Checks every route and status
+//! of its contract.
 #![cfg(all(feature = "axum", feature = "test-utils"))]
 #![allow(
     clippy::unwrap_used,
@@ -12,35 +12,26 @@
 mod common;
 mod tower_support;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+#[path = "../examples/axum_server.rs"]
+#[allow(dead_code)]
+mod axum_server;
+
+use std::collections::HashMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::Request;
 use qstash_receiver::test_utils::Signer;
+use qstash_receiver::{KeyError, SigningKeys, Verifier};
 
 use common::{CURRENT_KEY, NEXT_KEY};
 use tower_support::{client, full, read_response};
 
 const PUBLIC_URL: &str = "https://receiver.example";
 
-fn example_binary() -> PathBuf {
-    common::example_binary("axum_server")
-}
-
-/// The running example, killed on drop.
+/// The running example (on a thread of its own, with its own runtime, until the tests end).
 struct Server {
-    child: Child,
     base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start() -> Server {
@@ -49,27 +40,31 @@ fn start() -> Server {
 
 /// The example with more environment variables.
 fn start_with(env: &[(&str, &str)]) -> Server {
-    let mut child = Command::new(example_binary())
-        .envs(env.iter().copied())
-        .env("QSTASH_CURRENT_SIGNING_KEY", CURRENT_KEY)
-        .env("QSTASH_NEXT_SIGNING_KEY", NEXT_KEY)
-        .env("BIND", "127.0.0.1:0")
-        .env("PUBLIC_URL", PUBLIC_URL)
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .strip_prefix("listening on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
-    Server { child, base: addr }
+    let mut env: HashMap<String, String> = env
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+    env.insert("PUBLIC_URL".into(), PUBLIC_URL.into());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let keys = SigningKeys::new(CURRENT_KEY, NEXT_KEY).map(Verifier::new);
+            let settings = axum_server::settings(keys, |name| env.get(name).cloned())
+                .await
+                .unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum_server::serve(listener, settings).await.unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+    Server {
+        base: format!("http://{addr}"),
+    }
 }
 
 async fn post(
@@ -116,18 +111,34 @@ async fn stats(server: &Server) -> serde_json::Value {
     serde_json::from_slice(&body).unwrap()
 }
 
-#[test]
-fn missing_keys_exit_with_status_1_and_a_clear_message() {
-    let output = Command::new(example_binary())
-        .env_remove("QSTASH_CURRENT_SIGNING_KEY")
-        .env_remove("QSTASH_NEXT_SIGNING_KEY")
-        .env("BIND", "127.0.0.1:0")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("QSTASH_CURRENT_SIGNING_KEY"), "{stderr}");
-    assert!(output.stdout.is_empty());
+#[tokio::test]
+async fn missing_keys_and_bad_settings_are_clear_errors() {
+    let missing = KeyError::MissingEnv {
+        var: "QSTASH_CURRENT_SIGNING_KEY".into(),
+    };
+    let Err(e) = axum_server::settings(Err(missing), |_| None).await else {
+        panic!("no keys: no server");
+    };
+    assert!(e.contains("QSTASH_CURRENT_SIGNING_KEY"), "{e}");
+    assert!(e.contains("QSTASH_NEXT_SIGNING_KEY"), "{e}");
+    let keys = || SigningKeys::new(CURRENT_KEY, NEXT_KEY).map(Verifier::new);
+    let Err(e) =
+        axum_server::settings(keys(), |n| (n == "PUBLIC_URL").then(|| "ftp://x".into())).await
+    else {
+        panic!("a bad public url: no server");
+    };
+    assert!(e.starts_with("PUBLIC_URL: "), "{e}");
+    let Err(e) = axum_server::settings(keys(), |n| {
+        (n == "REQUEST_TIMEOUT_SECS").then(|| "0".into())
+    })
+    .await
+    else {
+        panic!("a zero timeout: no server");
+    };
+    assert!(e.contains("REQUEST_TIMEOUT_SECS"), "{e}");
+    // Defaults: listens on 127.0.0.1:3000.
+    let settings = axum_server::settings(keys(), |_| None).await.unwrap();
+    assert_eq!(settings.bind, "127.0.0.1:3000");
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! Black-box checks of `examples/actix_server.rs`: the compiled example (built by `cargo test`)
-//! is started on a free loopback port and driven over real HTTP (hyper-util's legacy client).
+//! examples/actix_server.rs through its own code: its settings read from a given environment,
+//! its server on a free loopback port (on an actix system of its own), driven over real HTTP
+//! (hyper-util's legacy client).
 #![cfg(all(feature = "actix-web", feature = "test-utils"))]
 #![allow(
     clippy::unwrap_used,
@@ -8,11 +9,9 @@
     clippy::panic
 )]
 
-use std::io::{BufRead as _, BufReader};
-use std::path::PathBuf;
-
-mod common;
-use std::process::{Child, Command, Stdio};
+#[path = "../examples/actix_server.rs"]
+#[allow(dead_code)]
+mod actix_server;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -20,61 +19,47 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use qstash_receiver::test_utils::Signer;
+use qstash_receiver::{KeyError, SigningKeys, Verifier};
 use serde_json::{Value, json};
 
 const CURRENT: &str = "sig_exampleCurrent0123456789ab";
 const NEXT: &str = "sig_exampleNext0123456789abcde";
 
-fn example_binary() -> PathBuf {
-    common::example_binary("actix_server")
-}
-
-/// The example, killed when dropped.
+/// The running example; stopped when dropped.
 struct Server {
-    child: Child,
     base: String,
-    _stdout: BufReader<std::process::ChildStdout>,
+    handle: actix_web::dev::ServerHandle,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        drop(self.handle.stop(false));
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// The example on a free loopback port (its `BIND`), with `PUBLIC_URL` when given (else its
+/// default, `http://` + `BIND`).
 fn start(public_url: Option<&str>) -> Server {
-    let bind = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(example_binary());
-    cmd.env("QSTASH_CURRENT_SIGNING_KEY", CURRENT)
-        .env("QSTASH_NEXT_SIGNING_KEY", NEXT)
-        .env("BIND", &bind)
-        .env("RUST_LOG", "warn")
-        .env_remove("PUBLIC_URL")
-        .env_remove("REDIS_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if let Some(url) = public_url {
-        cmd.env("PUBLIC_URL", url);
-    }
-    let mut child = cmd.spawn().unwrap();
-    // The example prints `listening on …` once it is bound.
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert!(line.starts_with("listening on http://"), "{line:?}");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = listener.local_addr().unwrap().to_string();
+    let env = [
+        ("BIND", Some(bind.clone())),
+        ("PUBLIC_URL", public_url.map(str::to_owned)),
+    ];
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let keys = SigningKeys::new(CURRENT, NEXT).map(Verifier::new);
+            let lookup = |name: &str| env.iter().find(|(n, _)| *n == name)?.1.clone();
+            let settings = actix_server::settings(keys, lookup).await.unwrap();
+            let server = actix_server::server(listener, settings).unwrap();
+            tx.send(server.handle()).unwrap();
+            server.await
+        })
+    });
     Server {
-        child,
         base: format!("http://{bind}"),
-        _stdout: stdout,
+        handle: rx.recv().unwrap(),
     }
 }
 
@@ -109,25 +94,21 @@ async fn deliver(server: &Server, path: &str, body: &[u8]) -> (u16, Value) {
     call(server, "POST", path, &headers, body).await
 }
 
-#[test]
-fn missing_keys_are_a_clear_error_and_exit_status_1() {
-    let out = Command::new(example_binary())
-        .env_remove("QSTASH_CURRENT_SIGNING_KEY")
-        .env_remove("QSTASH_NEXT_SIGNING_KEY")
-        .env("BIND", format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("QSTASH_CURRENT_SIGNING_KEY"), "{stderr}");
-
-    let out = Command::new(example_binary())
-        .env("QSTASH_CURRENT_SIGNING_KEY", CURRENT)
-        .env_remove("QSTASH_NEXT_SIGNING_KEY")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("QSTASH_NEXT_SIGNING_KEY"));
+#[actix_web::test]
+async fn missing_keys_are_a_clear_error() {
+    for var in ["QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY"] {
+        let missing = KeyError::MissingEnv { var: var.into() };
+        let Err(e) = actix_server::settings(Err(missing), |_| None).await else {
+            panic!("no keys: no server");
+        };
+        assert!(e.contains(var), "{e}");
+    }
+    let keys = SigningKeys::new(CURRENT, NEXT).map(Verifier::new);
+    let Err(e) = actix_server::settings(keys, |n| (n == "PUBLIC_URL").then(|| "nope".into())).await
+    else {
+        panic!("a bad public url: no server");
+    };
+    assert!(!e.is_empty());
 }
 
 #[tokio::test]
