@@ -1,28 +1,4 @@
 //! Delivery metadata from QStash's request headers.
-//!
-//! None of these headers is covered by the signature (it binds only the URL and the body):
-//! treat them as information, never as proof.
-//!
-//! ```
-//! use qstash_receiver::Delivery;
-//!
-//! let headers = [
-//!     ("upstash-message-id", &b"msg_123"[..]),
-//!     ("upstash-retried", b"2"),
-//!     ("upstash-schedule-id", b"scd_9"),
-//!     ("content-type", b"application/json"),
-//! ];
-//! let delivery = Delivery::from_headers(headers)?;
-//! assert_eq!(delivery.message_id(), Some("msg_123"));
-//! assert_eq!(delivery.retried(), 2);
-//! assert!(delivery.is_retry());
-//! assert_eq!(delivery.schedule_id(), Some("scd_9"));
-//!
-//! // A malformed value is an error, not a silent 0.
-//! let err = Delivery::from_headers([("upstash-retried", &b"abc"[..])]).unwrap_err();
-//! assert_eq!(err.to_string(), "invalid upstash-retried header: not a decimal attempt number");
-//! # Ok::<(), qstash_receiver::DeliveryError>(())
-//! ```
 
 /// `Upstash-Signature`: the JWT.
 pub const SIGNATURE_HEADER: &str = "upstash-signature";
@@ -45,6 +21,30 @@ pub const TOPIC_NAME_HEADER: &str = "upstash-topic-name";
 const MAX_VALUE_LEN: usize = 256;
 
 /// Typed metadata of one delivery, read from its headers.
+///
+/// None of these headers is covered by the signature (it binds only the URL and the body):
+/// treat them as information, never as proof.
+///
+/// ```
+/// use qstash_receiver::Delivery;
+///
+/// let headers = [
+///     ("upstash-message-id", &b"msg_123"[..]),
+///     ("upstash-retried", b"2"),
+///     ("upstash-schedule-id", b"scd_9"),
+///     ("content-type", b"application/json"),
+/// ];
+/// let delivery = Delivery::from_headers(headers)?;
+/// assert_eq!(delivery.message_id(), Some("msg_123"));
+/// assert_eq!(delivery.retried(), 2);
+/// assert!(delivery.is_retry());
+/// assert_eq!(delivery.schedule_id(), Some("scd_9"));
+///
+/// // A malformed value is an error, not a silent 0.
+/// let err = Delivery::from_headers([("upstash-retried", &b"abc"[..])]).unwrap_err();
+/// assert_eq!(err.to_string(), "invalid upstash-retried header: not a decimal attempt number");
+/// # Ok::<(), qstash_receiver::DeliveryError>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivery {
     message_id: Option<String>,
