@@ -1,8 +1,16 @@
-//! Cost of deduplication: a claim + complete of a new message id in the `MemoryStore`, beside
-//! baselines measured in the same run (a `Mutex<HashMap>` insert, SHA-256 of a 1 KiB body, as
-//! verifying a delivery does); and, with feature `redis` and `redis-server` installed, claim +
-//! complete against a real redis-server on loopback (two round trips). Compare the figures as
-//! ratios: absolute times depend on the machine.
+//! Cost of deduplication in the `MemoryStore`, through the store's own async methods (`claim`,
+//! `complete`, `release`, `remember`), beside baselines measured in the same run: a
+//! `Mutex<HashMap>` insert (what a hand-kept set of message ids costs), a lease token
+//! (`LeaseToken::generate`, 128 bits from the OS generator), and SHA-256 of a 1 KiB body (as
+//! verifying a delivery does). With feature `redis` and `redis-server` installed: claim +
+//! complete against a real redis-server on loopback (two round trips).
+//!
+//! After criterion's report, each memory-store operation is measured *paired* with the
+//! `Mutex<HashMap>` insert (alternating blocks, the order swapped every round, the median of the
+//! per-round ratios) and the ratios are printed: absolute times depend on the machine and its
+//! load. Nothing here asserts a timing.
+//!
+//! `cargo bench --bench dedup` (add `--features redis` for the Redis figure)
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -17,10 +25,10 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
-use qstash_receiver::dedup::{ClaimOutcome, DedupStore, LeaseOutcome, MemoryStore};
+use criterion::Criterion;
+use qstash_receiver::dedup::{ClaimOutcome, DedupStore, LeaseOutcome, LeaseToken, MemoryStore};
 use sha2::{Digest, Sha256};
 
 #[cfg(feature = "redis")]
@@ -30,6 +38,7 @@ mod redis_server;
 
 const LEASE: Duration = Duration::from_secs(60);
 const RETENTION: Duration = Duration::from_secs(3600);
+const GUARD_TTL: Duration = Duration::from_millis(1);
 
 /// The memory store's futures are ready at once: poll them without a runtime.
 fn ready<F: Future>(future: F) -> F::Output {
@@ -43,6 +52,43 @@ fn ready<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// One insert of a new key into a hand-kept `Mutex<HashMap>` (cleared every 100 000 keys).
+fn hashmap_insert(map: &Mutex<HashMap<String, u64>>, i: u64) {
+    let key = format!("msg:bench_{i}");
+    let mut map = map.lock().unwrap();
+    if map.len() >= 100_000 {
+        map.clear();
+    }
+    map.insert(black_box(key), i);
+}
+
+/// Claims a new key and completes it: a delivery run once, to success.
+fn claim_complete(store: &MemoryStore, i: u64) {
+    let key = format!("msg:bench_{i}");
+    let ClaimOutcome::Acquired(token) = ready(store.claim(&key, LEASE)).unwrap() else {
+        panic!("not acquired");
+    };
+    let done = ready(store.complete(&key, &token, RETENTION)).unwrap();
+    assert_eq!(done, LeaseOutcome::Applied);
+}
+
+/// Claims a new key and releases it: a delivery whose handler failed.
+fn claim_release(store: &MemoryStore, i: u64) {
+    let key = format!("rel:bench_{i}");
+    let ClaimOutcome::Acquired(token) = ready(store.claim(&key, LEASE)).unwrap() else {
+        panic!("not acquired");
+    };
+    let done = ready(store.release(&key, &token)).unwrap();
+    assert_eq!(done, LeaseOutcome::Applied);
+}
+
+/// Remembers a new token id (the replay guard), with a short TTL so that the entries expire
+/// and the store never fills.
+fn remember(store: &MemoryStore, i: u64) {
+    let key = format!("jti:bench_{i}");
+    assert!(ready(store.remember(&key, GUARD_TTL)).unwrap());
+}
+
 fn baselines(c: &mut Criterion) {
     let mut group = c.benchmark_group("dedup");
     let map: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::new());
@@ -50,13 +96,11 @@ fn baselines(c: &mut Criterion) {
     group.bench_function("baseline_mutex_hashmap_insert", |b| {
         b.iter(|| {
             i += 1;
-            let key = format!("msg:bench_{i}");
-            let mut map = map.lock().unwrap();
-            if map.len() >= 100_000 {
-                map.clear();
-            }
-            map.insert(black_box(key), i);
+            hashmap_insert(&map, i);
         })
+    });
+    group.bench_function("baseline_lease_token", |b| {
+        b.iter(|| LeaseToken::generate().unwrap())
     });
     let body = vec![0x5au8; 1024];
     group.bench_function("baseline_sha256_1KiB", |b| {
@@ -68,12 +112,21 @@ fn baselines(c: &mut Criterion) {
     group.bench_function("memory_claim_complete", |b| {
         b.iter(|| {
             i += 1;
-            let key = format!("msg:bench_{i}");
-            let ClaimOutcome::Acquired(token) = ready(store.claim(&key, LEASE)).unwrap() else {
-                panic!("not acquired");
-            };
-            let done = ready(store.complete(&key, &token, RETENTION)).unwrap();
-            assert_eq!(done, LeaseOutcome::Applied);
+            claim_complete(&store, i);
+        })
+    });
+    let mut i = 0u64;
+    group.bench_function("memory_claim_release", |b| {
+        b.iter(|| {
+            i += 1;
+            claim_release(&store, i);
+        })
+    });
+    let mut i = 0u64;
+    group.bench_function("memory_remember", |b| {
+        b.iter(|| {
+            i += 1;
+            remember(&store, i);
         })
     });
     let mut i = 0u64;
@@ -85,6 +138,56 @@ fn baselines(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// Each memory-store operation against the `Mutex<HashMap>` insert, paired: blocks of the two
+/// alternate (41 rounds, the order swapped every round); the median per-round ratio is printed.
+fn paired_ratios() {
+    const ROUNDS: usize = 41;
+    const BLOCK: u64 = 2000;
+    let map: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::new());
+    let store = MemoryStore::new();
+    let mut next = 0u64;
+    let mut time = |op: &dyn Fn(u64)| {
+        let start = Instant::now();
+        for _ in 0..BLOCK {
+            next += 1;
+            op(next);
+        }
+        start.elapsed().as_secs_f64()
+    };
+    let baseline = |i| hashmap_insert(&map, i);
+    let ops: [(&str, &dyn Fn(u64)); 4] = [
+        ("memory claim + complete", &|i| claim_complete(&store, i)),
+        ("memory claim + release", &|i| claim_release(&store, i)),
+        ("memory remember (replay guard)", &|i| remember(&store, i)),
+        ("LeaseToken::generate", &|_| {
+            black_box(LeaseToken::generate().unwrap());
+        }),
+    ];
+    println!(
+        "\ndedup: paired ratios to a Mutex<HashMap> insert (median of {ROUNDS} alternating rounds of {BLOCK})\n"
+    );
+    println!("| operation | ratio | per operation (median round) |");
+    println!("|---|---:|---:|");
+    for (name, op) in ops {
+        let mut rounds: Vec<(f64, f64)> = (0..ROUNDS)
+            .map(|round| {
+                let (a, b) = if round % 2 == 0 {
+                    let a = time(op);
+                    (a, time(&baseline))
+                } else {
+                    let b = time(&baseline);
+                    (time(op), b)
+                };
+                (a / b, a)
+            })
+            .collect();
+        rounds.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let (ratio, a) = rounds[ROUNDS / 2];
+        let per_op = Duration::from_secs_f64(a / BLOCK as f64);
+        println!("| {name} | {ratio:.2}x | {per_op:?} |");
+    }
 }
 
 #[cfg(feature = "redis")]
@@ -122,5 +225,13 @@ fn redis(c: &mut Criterion) {
 #[cfg(not(feature = "redis"))]
 fn redis(_: &mut Criterion) {}
 
-criterion_group!(benches, baselines, redis);
-criterion_main!(benches);
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    baselines(&mut criterion);
+    redis(&mut criterion);
+    criterion.final_summary();
+    let listing_or_testing = std::env::args().any(|a| a == "--test" || a == "--list");
+    if !listing_or_testing {
+        paired_ratios();
+    }
+}

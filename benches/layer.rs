@@ -1,6 +1,21 @@
-//! The layer's overhead in-process: the same axum router (a `Json` handler) with and without
-//! `QStashLayer`, a 1 KiB JSON body, through `oneshot`. Criterion reports both; the ratio
-//! layered / plain is then measured again in the same run, interleaved, and printed.
+//! The layer's in-process cost, as ratios against the same route written by hand.
+//!
+//! Four axum routes, each a `Json` handler on a 1 KiB JSON body, called through `oneshot`:
+//!
+//! - `layer`: the route behind `QStashLayer` (no deduplication);
+//! - `by_hand`: the same route reading the body (`Bytes`) and calling `Verifier::verify` itself,
+//!   then parsing the JSON: the baseline of `layer` (bar: layer / by hand ≤ 1.25×);
+//! - `layer_dedup`: the route behind `QStashLayer` with
+//!   `Receiver::dedup(Dedup::new(Arc::new(MemoryStore::new())))` (replay guard on, the default);
+//! - `by_hand_dedup`: `by_hand` that also keeps the message ids it ran in a
+//!   `Mutex<HashSet<String>>` (a duplicate is answered without running the handler): the
+//!   baseline of `layer_dedup` (bar: ≤ 1.3×).
+//!
+//! Every request carries a fresh delivery (its own token and message id), signed before the
+//! clock starts. Criterion reports each route; then each ratio is measured *paired*: blocks of
+//! the two routes alternate (41 rounds, the order swapped every round) and the median of the
+//! per-round ratios is printed beside its bar. On shared, noisy cores the load drifts between
+//! separate measurements; pairing cancels the drift. Nothing here asserts a timing.
 //!
 //! `cargo bench --bench layer --features axum,test-utils`
 #![allow(
@@ -10,22 +25,31 @@
     missing_docs
 )]
 
+use std::collections::HashSet;
 use std::hint::black_box;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::Request;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Request, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
+use qstash_receiver::dedup::{Dedup, MemoryStore};
 use qstash_receiver::test_utils::Signer;
 use qstash_receiver::tower::QStashLayer;
 use qstash_receiver::{Receiver, SigningKeys, UrlPolicy, Verifier};
+use tokio::runtime::Runtime;
 use tower::ServiceExt;
 
 const CURRENT: &str = "sig_benchCurrentKey0123456789a";
+const NEXT: &str = "sig_benchNextKey0123456789abcd";
+const BASE: &str = "https://bench.example";
 const URL: &str = "https://bench.example/jobs";
+/// Requests per block of the paired measurement.
+const BLOCK: usize = 300;
+const ROUNDS: usize = 41;
 
 #[derive(serde::Deserialize)]
 struct Job {
@@ -33,8 +57,106 @@ struct Job {
     payload: String,
 }
 
-async fn handler(Json(job): Json<Job>) -> String {
+fn run_job(job: &Job) -> String {
     format!("{} {}", job.task, job.payload.len())
+}
+
+/// The handler behind the layer.
+async fn layered(Json(job): Json<Job>) -> String {
+    run_job(&job)
+}
+
+#[derive(Clone)]
+struct ByHand {
+    verifier: Verifier,
+    /// `Some` for the route that deduplicates by hand.
+    seen: Option<Arc<Mutex<HashSet<String>>>>,
+}
+
+/// The same route without the layer: read the body, verify, parse, (deduplicate,) run.
+async fn by_hand(
+    State(state): State<ByHand>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<String, StatusCode> {
+    let signature = headers
+        .get("upstash-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or(StatusCode::UNAUTHORIZED)?;
+    state
+        .verifier
+        .verify(signature, &body, Some(URL))
+        .map_err(|_| StatusCode::UNAUTHORIZED)?;
+    let Json(job) = Json::<Job>::from_bytes(&body).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let Some(seen) = &state.seen else {
+        return Ok(run_job(&job));
+    };
+    let id = headers
+        .get("upstash-message-id")
+        .and_then(|v| v.to_str().ok())
+        .ok_or(StatusCode::BAD_REQUEST)?;
+    if seen.lock().unwrap().contains(id) {
+        return Ok("duplicate".to_owned());
+    }
+    let answer = run_job(&job);
+    seen.lock().unwrap().insert(id.to_owned());
+    Ok(answer)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Route {
+    Layer,
+    ByHand,
+    LayerDedup,
+    ByHandDedup,
+}
+
+impl Route {
+    const ALL: [Route; 4] = [
+        Route::Layer,
+        Route::ByHand,
+        Route::LayerDedup,
+        Route::ByHandDedup,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Route::Layer => "layer",
+            Route::ByHand => "by_hand",
+            Route::LayerDedup => "layer_dedup",
+            Route::ByHandDedup => "by_hand_dedup",
+        }
+    }
+
+    /// A new router (with an empty store or set: made for each block, never timed).
+    fn router(self) -> Router {
+        let verifier = Verifier::new(SigningKeys::new(CURRENT, NEXT).unwrap());
+        let receiver =
+            || Receiver::new(verifier.clone()).url_policy(UrlPolicy::public_base(BASE).unwrap());
+        let by_hand_state = |seen| ByHand {
+            verifier: verifier.clone(),
+            seen,
+        };
+        // As `axum::serve` does: the routes (and the layer) are made once, not on every call.
+        match self {
+            Route::Layer => Router::new()
+                .route("/jobs", post(layered))
+                .route_layer(QStashLayer::new(receiver())),
+            Route::LayerDedup => {
+                Router::new()
+                    .route("/jobs", post(layered))
+                    .route_layer(QStashLayer::new(
+                        receiver().dedup(Dedup::new(Arc::new(MemoryStore::new()))),
+                    ))
+            }
+            Route::ByHand => Router::new()
+                .route("/jobs", post(by_hand))
+                .with_state(by_hand_state(None)),
+            Route::ByHandDedup => Router::new()
+                .route("/jobs", post(by_hand))
+                .with_state(by_hand_state(Some(Arc::default()))),
+        }
+    }
 }
 
 fn body_1kib() -> Bytes {
@@ -44,45 +166,34 @@ fn body_1kib() -> Bytes {
     Bytes::from(body)
 }
 
-struct Fixture {
-    plain: Router,
-    layered: Router,
-    headers: Vec<(String, String)>,
-    body: Bytes,
+/// `n` requests, each a fresh delivery (own token, own message id) of `body`.
+fn requests(n: u64, body: &Bytes) -> Vec<Request<Body>> {
+    let signer = Signer::new(CURRENT);
+    (0..n)
+        .map(|_| {
+            let delivery = signer.delivery(URL, body);
+            let mut builder = Request::post("/jobs").header("content-type", "application/json");
+            for (name, value) in &delivery.headers {
+                builder = builder.header(name, value);
+            }
+            builder.body(Body::from(body.clone())).unwrap()
+        })
+        .collect()
 }
 
-fn fixture() -> Fixture {
-    let receiver = Receiver::new(Verifier::new(
-        SigningKeys::new(CURRENT, "sig_benchNextKey0123456789abcd").unwrap(),
-    ))
-    .url_policy(UrlPolicy::public_base("https://bench.example").unwrap());
-    let plain = Router::new().route("/jobs", post(handler));
-    let layered = plain.clone().route_layer(QStashLayer::new(receiver));
-    // As `axum::serve` does: the routes (and the layer) are made once, not on every call.
-    let (plain, layered) = (plain.with_state(()), layered.with_state(()));
-    let body = body_1kib();
-    // One token for the whole run (valid 300 s; the layer does not deduplicate).
-    let headers = Signer::new(CURRENT).delivery(URL, &body).headers;
-    Fixture {
-        plain,
-        layered,
-        headers,
-        body,
-    }
-}
-
-fn request(f: &Fixture) -> Request<Body> {
-    let mut builder = Request::post("/jobs").header("content-type", "application/json");
-    for (name, value) in &f.headers {
-        builder = builder.header(name, value);
-    }
-    builder.body(Body::from(f.body.clone())).unwrap()
-}
-
-async fn once(router: &Router, req: Request<Body>) {
-    let response = router.clone().oneshot(req).await.unwrap();
-    assert_eq!(response.status(), 200);
-    black_box(response);
+/// The time `route` takes to answer `n` requests (a new router, requests signed beforehand).
+fn timed(rt: &Runtime, route: Route, n: u64, body: &Bytes) -> Duration {
+    let router = route.router();
+    let requests = requests(n, body);
+    rt.block_on(async {
+        let start = Instant::now();
+        for request in requests {
+            let response = router.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), 200, "{}", route.name());
+            black_box(response);
+        }
+        start.elapsed()
+    })
 }
 
 fn bench(c: &mut Criterion) {
@@ -90,42 +201,57 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let f = fixture();
-
+    let body = body_1kib();
     let mut group = c.benchmark_group("axum_1kib_json");
-    group.bench_function("plain", |b| {
-        b.iter(|| rt.block_on(once(&f.plain, request(&f))))
-    });
-    group.bench_function("qstash_layer", |b| {
-        b.iter(|| rt.block_on(once(&f.layered, request(&f))))
-    });
+    for route in Route::ALL {
+        group.bench_function(route.name(), |b| {
+            b.iter_custom(|iters| timed(&rt, route, iters, &body))
+        });
+    }
     group.finish();
 
-    // The ratio, interleaved rounds in this same run; the median round is printed.
-    let mut ratios = Vec::new();
-    let mut per_request = Vec::new();
-    for _ in 0..7 {
-        let time = |router: &Router| {
-            let start = Instant::now();
-            for _ in 0..2000 {
-                rt.block_on(once(router, request(&f)));
-            }
-            start.elapsed()
-        };
-        let plain = time(&f.plain);
-        let layered = time(&f.layered);
-        ratios.push(layered.as_secs_f64() / plain.as_secs_f64());
-        per_request.push((plain / 2000, layered / 2000));
+    let listing_or_testing = std::env::args().any(|a| a == "--test" || a == "--list");
+    if !listing_or_testing {
+        paired_ratios(&rt, &body);
     }
-    let mut sorted = ratios.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    let (plain, layered) = per_request[ratios.iter().position(|r| *r == median).unwrap_or(0)];
+}
+
+/// Each guard's ratio measured paired: blocks of the two routes alternate, the order swapped
+/// every round; the median of the per-round ratios is kept.
+fn paired_ratios(rt: &Runtime, body: &Bytes) {
+    let pairs = [
+        (Route::Layer, Route::ByHand, 1.25),
+        (Route::LayerDedup, Route::ByHandDedup, 1.3),
+    ];
     println!(
-        "layer overhead: layered/plain = {median:.2} (median of 7 interleaved rounds of 2000; \
-         that round: plain {plain:?}, layered {layered:?} per request, extra {:?})",
-        layered.saturating_sub(plain)
+        "\nlayer: paired ratios (median of {ROUNDS} alternating rounds of {BLOCK} requests)\n"
     );
+    println!("| guard | ratio | bar | per request (median round) |");
+    println!("|---|---:|---:|---:|");
+    for (ours, baseline, bar) in pairs {
+        let mut rounds: Vec<(f64, Duration, Duration)> = (0..ROUNDS)
+            .map(|round| {
+                let (a, b) = if round % 2 == 0 {
+                    let a = timed(rt, ours, BLOCK as u64, body);
+                    (a, timed(rt, baseline, BLOCK as u64, body))
+                } else {
+                    let b = timed(rt, baseline, BLOCK as u64, body);
+                    (timed(rt, ours, BLOCK as u64, body), b)
+                };
+                (a.as_secs_f64() / b.as_secs_f64(), a, b)
+            })
+            .collect();
+        rounds.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let (median, a, b) = rounds[rounds.len() / 2];
+        let verdict = if median <= bar { "ok" } else { "MISSED" };
+        println!(
+            "| {} / {} | {median:.2}x {verdict} | {bar}x | {:?} / {:?} |",
+            ours.name(),
+            baseline.name(),
+            a / BLOCK as u32,
+            b / BLOCK as u32,
+        );
+    }
 }
 
 criterion_group! {

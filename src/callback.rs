@@ -1,24 +1,4 @@
 //! Typed callback and failure-callback events.
-//!
-//! A publisher may set `Upstash-Callback` and `Upstash-Failure-Callback`; QStash then delivers a
-//! new, signed message to that URL whose JSON body describes the original delivery. Verify it
-//! like any delivery, then parse the verified body:
-//!
-//! ```
-//! use qstash_receiver::CallbackEvent;
-//!
-//! let body = br#"{"status":200,"header":{"Content-Type":["text/plain"]},"body":"b2s=",
-//!     "retried":0,"maxRetries":3,"sourceMessageId":"msg_1","url":"https://example.com/jobs",
-//!     "method":"POST","sourceHeader":{"X-Id":"7"},"sourceBody":"e30=","callerIP":"203.0.113.9",
-//!     "notBefore":"1767225600000","createdAt":1767225600000}"#;
-//! let event: CallbackEvent = serde_json::from_slice(body)?;
-//! assert!(event.is_success());
-//! assert_eq!(event.body_text(), Ok("ok"));
-//! assert_eq!(event.source_body, b"{}");
-//! assert_eq!(event.source_header["X-Id"], ["7"]);
-//! assert_eq!(event.not_before, Some(1767225600000));
-//! # Ok::<(), serde_json::Error>(())
-//! ```
 
 use std::collections::HashMap;
 use std::fmt;
@@ -38,6 +18,26 @@ use serde::{Deserialize, Serialize};
 /// both in base64 (4/3 of their size). A callback about a message of about 750 KiB or more is
 /// larger than the receiver's default 1 MiB limit; give the callback route's receiver a larger
 /// one ([`Receiver::max_body_bytes`](crate::Receiver::max_body_bytes)).
+///
+/// A publisher may set `Upstash-Callback` and `Upstash-Failure-Callback`; QStash then delivers a
+/// new, signed message to that URL whose JSON body describes the original delivery. Verify it
+/// like any delivery, then parse the verified body:
+///
+/// ```
+/// use qstash_receiver::CallbackEvent;
+///
+/// let body = br#"{"status":200,"header":{"Content-Type":["text/plain"]},"body":"b2s=",
+///     "retried":0,"maxRetries":3,"sourceMessageId":"msg_1","url":"https://example.com/jobs",
+///     "method":"POST","sourceHeader":{"X-Id":"7"},"sourceBody":"e30=","callerIP":"203.0.113.9",
+///     "notBefore":"1767225600000","createdAt":1767225600000}"#;
+/// let event: CallbackEvent = serde_json::from_slice(body)?;
+/// assert!(event.is_success());
+/// assert_eq!(event.body_text(), Ok("ok"));
+/// assert_eq!(event.source_body, b"{}");
+/// assert_eq!(event.source_header["X-Id"], ["7"]);
+/// assert_eq!(event.not_before, Some(1767225600000));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]

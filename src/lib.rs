@@ -147,3 +147,8 @@ pub use receiver::{DEFAULT_MAX_BODY_BYTES, Receiver};
 pub use rejection::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Rejection};
 pub use url::{RequestTarget, UrlPolicy, UrlPolicyError};
 pub use verify::{VerifiedToken, Verifier};
+
+/// The README's code, compiled as doctests so that it stays true.
+#[cfg(all(doctest, feature = "axum", feature = "actix-web"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

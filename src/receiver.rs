@@ -1,31 +1,6 @@
 //! The framework-free steps every adapter runs, in one place, so that axum, tower and actix-web
 //! make the same decisions: which URL to expect, when to refuse before reading the body, the
 //! body limit, and the final check.
-//!
-//! ```
-//! # #[cfg(feature = "test-utils")] {
-//! use std::time::SystemTime;
-//! use qstash_receiver::{Receiver, RequestTarget, SigningKeys, UrlPolicy, Verifier, test_utils::Signer};
-//!
-//! let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?))
-//!     .url_policy(UrlPolicy::public_base("https://app.example.com")?)
-//!     .max_body_bytes(64 * 1024);
-//!
-//! let body = br#"{"task":"mail"}"#;
-//! let delivery = Signer::new("sig_current").delivery("https://app.example.com/jobs", body);
-//! let headers = delivery.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
-//!
-//! // 1. Headers and token, before reading the body: refuses a bad token early.
-//! let (token, meta) = receiver.check_request(headers, &RequestTarget::new("/jobs"), SystemTime::now())?;
-//! // 2. The announced length against the limit (413 without reading).
-//! receiver.check_content_length(Some(body.len() as u64))?;
-//! // 3. Read at most `receiver.get_max_body_bytes()` bytes, then check the body.
-//! let claims = receiver.check_body(token, body)?;
-//! assert_eq!(claims.url(), "https://app.example.com/jobs");
-//! assert_eq!(meta.message_id(), Some(delivery.message_id.as_str()));
-//! # }
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 use std::time::SystemTime;
 
@@ -52,6 +27,36 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 ///
 /// Each option is set with a builder method named after it and read with `get_` and the same
 /// name, as [`std::process::Command`] does.
+///
+/// Its `check_*` methods are the framework-free steps every adapter runs, so that axum, tower
+/// and actix-web make the same decisions: which URL to expect, when to refuse before reading
+/// the body, the body limit, and the final check. With them, another framework needs only a
+/// thin adapter:
+///
+/// ```
+/// # #[cfg(feature = "test-utils")] {
+/// use std::time::SystemTime;
+/// use qstash_receiver::{Receiver, RequestTarget, SigningKeys, UrlPolicy, Verifier, test_utils::Signer};
+///
+/// let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?))
+///     .url_policy(UrlPolicy::public_base("https://app.example.com")?)
+///     .max_body_bytes(64 * 1024);
+///
+/// let body = br#"{"task":"mail"}"#;
+/// let delivery = Signer::new("sig_current").delivery("https://app.example.com/jobs", body);
+/// let headers = delivery.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+///
+/// // 1. Headers and token, before reading the body: refuses a bad token early.
+/// let (token, meta) = receiver.check_request(headers, &RequestTarget::new("/jobs"), SystemTime::now())?;
+/// // 2. The announced length against the limit (413 without reading).
+/// receiver.check_content_length(Some(body.len() as u64))?;
+/// // 3. Read at most `receiver.get_max_body_bytes()` bytes, then check the body.
+/// let claims = receiver.check_body(token, body)?;
+/// assert_eq!(claims.url(), "https://app.example.com/jobs");
+/// assert_eq!(meta.message_id(), Some(delivery.message_id.as_str()));
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Receiver {
     verifier: Verifier,

@@ -1,17 +1,5 @@
 //! Why a receiver refused a request, and how to answer it: shared by every adapter, so axum,
 //! tower and actix-web answer the same delivery with the same status and the same JSON body.
-//!
-//! ```
-//! use qstash_receiver::{Rejection, VerifyError};
-//!
-//! let rejection = Rejection::from(VerifyError::BodyMismatch);
-//! assert_eq!(rejection.status(), 401);
-//! assert_eq!(rejection.code(), "body_mismatch");
-//! assert_eq!(
-//!     rejection.json_body(),
-//!     r#"{"error":"body_mismatch","message":"body hash mismatch: the body is not the one that was signed"}"#
-//! );
-//! ```
 
 use std::fmt;
 
@@ -41,6 +29,20 @@ pub const NON_RETRYABLE_HEADER: &str = "upstash-nonretryable-error";
 /// | [`Misconfigured`](Rejection::Misconfigured) | 500 | yes |
 ///
 /// Messages never contain a key, a token or a body.
+///
+/// # Example
+///
+/// ```
+/// use qstash_receiver::{Rejection, VerifyError};
+///
+/// let rejection = Rejection::from(VerifyError::BodyMismatch);
+/// assert_eq!(rejection.status(), 401);
+/// assert_eq!(rejection.code(), "body_mismatch");
+/// assert_eq!(
+///     rejection.json_body(),
+///     r#"{"error":"body_mismatch","message":"body hash mismatch: the body is not the one that was signed"}"#
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Rejection {

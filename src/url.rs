@@ -1,31 +1,4 @@
 //! Which URL a delivery must have been signed for (the token's `sub`), per receiver.
-//!
-//! QStash signs the URL it delivers to. A receiver compares it **exactly** with the URL it
-//! expects, so that a token captured for one endpoint cannot be replayed against another.
-//! Behind a proxy, a tunnel or a preview deployment, the URL the app sees is not the public one:
-//! say what the public URL is.
-//!
-//! ```
-//! use qstash_receiver::{RequestTarget, UrlPolicy};
-//!
-//! let target = RequestTarget::new("/jobs?x=1");
-//!
-//! // The public base of this app, joined with each request's path and query:
-//! let policy = UrlPolicy::public_base("https://app.example.com/")?;
-//! assert_eq!(policy.expected_url(&target)?.as_deref(), Some("https://app.example.com/jobs?x=1"));
-//!
-//! // One exact URL, a closure, or an explicit "don't check":
-//! assert_eq!(
-//!     UrlPolicy::exact("https://app.example.com/jobs").expected_url(&target)?.as_deref(),
-//!     Some("https://app.example.com/jobs")
-//! );
-//! assert_eq!(UrlPolicy::skip().expected_url(&target)?, None);
-//!
-//! // The default checks nothing silently: it refuses every request as misconfigured (500,
-//! // which QStash retries) until a policy is chosen.
-//! assert!(UrlPolicy::default().expected_url(&target).is_err());
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 use std::fmt;
 use std::sync::Arc;
@@ -123,6 +96,33 @@ enum Kind {
 ///   control overwrites them;
 /// - [`UrlPolicy::skip`]: explicitly no URL check (the MAC and body are still checked, but a
 ///   token for any of your QStash endpoints is accepted at every other one).
+///
+/// QStash signs the URL it delivers to. A receiver compares it **exactly** with the URL it
+/// expects, so that a token captured for one endpoint cannot be replayed against another.
+/// Behind a proxy, a tunnel or a preview deployment, the URL the app sees is not the public one:
+/// say what the public URL is.
+///
+/// ```
+/// use qstash_receiver::{RequestTarget, UrlPolicy};
+///
+/// let target = RequestTarget::new("/jobs?x=1");
+///
+/// // The public base of this app, joined with each request's path and query:
+/// let policy = UrlPolicy::public_base("https://app.example.com/")?;
+/// assert_eq!(policy.expected_url(&target)?.as_deref(), Some("https://app.example.com/jobs?x=1"));
+///
+/// // One exact URL, a closure, or an explicit "don't check":
+/// assert_eq!(
+///     UrlPolicy::exact("https://app.example.com/jobs").expected_url(&target)?.as_deref(),
+///     Some("https://app.example.com/jobs")
+/// );
+/// assert_eq!(UrlPolicy::skip().expected_url(&target)?, None);
+///
+/// // The default checks nothing silently: it refuses every request as misconfigured (500,
+/// // which QStash retries) until a policy is chosen.
+/// assert!(UrlPolicy::default().expected_url(&target).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Default)]
 pub struct UrlPolicy(Kind);
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::{Ready, ready};
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 
 use actix_web::body::BoxBody;
 use actix_web::error::{JsonPayloadError, PayloadError};
@@ -160,12 +160,6 @@ impl<T> Deref for Verified<T> {
     type Target = T;
     fn deref(&self) -> &T {
         &self.0
-    }
-}
-
-impl<T> DerefMut for Verified<T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.0
     }
 }
 
