@@ -95,7 +95,7 @@ mod error;
 mod head;
 mod keys;
 mod keyset;
-#[cfg(any(feature = "tower", feature = "actix-web"))]
+#[cfg_attr(not(any(feature = "tower", feature = "actix-web")), allow(dead_code))]
 mod log;
 mod receiver;
 mod rejection;
@@ -107,6 +107,7 @@ mod verify;
 pub mod test_utils;
 
 pub mod dedup;
+pub mod observe;
 
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
@@ -132,6 +133,17 @@ pub(crate) fn original_uri(extensions: &http::Extensions) -> Option<&http::Uri> 
         let _ = extensions;
         None
     }
+}
+
+/// Lets a framework's own body extractors behind the tower layer read the whole verified body
+/// (at most the receiver's `limit`): axum's `DefaultBodyLimit` (2 MB unless configured) would
+/// otherwise refuse a verified delivery between it and the receiver's limit with 413.
+#[cfg(feature = "tower")]
+pub(crate) fn allow_verified_body<B>(req: &mut http::Request<B>, limit: usize) {
+    #[cfg(feature = "axum")]
+    ::axum::extract::DefaultBodyLimit::max(limit).apply(req);
+    #[cfg(not(feature = "axum"))]
+    let _ = (req, limit);
 }
 
 pub use callback::{CallbackEvent, FailureCallbackEvent};
