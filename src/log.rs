@@ -63,7 +63,9 @@ pub(crate) fn refusal(rejection: &Rejection, message_id: Option<&[u8]>) {
 }
 
 /// How to raise the limit a verified delivery exceeded.
-const RAISE_LIMIT: &str = "raise it with Receiver::max_body_bytes      (Receiver::callback_max_body_bytes for callbacks), and the framework's own limit if lower      (axum DefaultBodyLimit, actix-web PayloadConfig / JsonConfig)";
+const RAISE_LIMIT: &str = "raise it with Receiver::max_body_bytes \
+     (Receiver::callback_max_body_bytes for callbacks), and the framework's own limit if lower \
+     (axum DefaultBodyLimit, actix-web PayloadConfig / JsonConfig)";
 
 /// A verified delivery over the body limit (413): `error`, since QStash retries it and then
 /// dead-letters it. Says the limit and how to raise it.
@@ -74,7 +76,8 @@ fn too_large(limit: usize, message_id: Option<&[u8]>) {
         status = 413u16,
         limit,
         message_id = %message_id,
-        "qstash delivery refused: its body is over the limit of {limit} bytes; QStash retries          it, then moves it to the dead-letter queue: {RAISE_LIMIT}"
+        "qstash delivery refused: its body is over the limit of {limit} bytes; QStash retries \
+         it, then moves it to the dead-letter queue: {RAISE_LIMIT}"
     );
 }
 
@@ -85,7 +88,9 @@ pub(crate) fn handler_too_large() {
     tracing::error!(
         code = "payload_too_large",
         status = 413u16,
-        "qstash delivery refused by the handler with 413 although it verified: a limit of the          framework's extractors is lower than the receiver's; QStash retries it, then moves it to          the dead-letter queue: {RAISE_LIMIT}"
+        "qstash delivery refused by the handler with 413 although it verified: a limit of the \
+         framework's extractors is lower than the receiver's; QStash retries it, then moves it \
+         to the dead-letter queue: {RAISE_LIMIT}"
     );
 }
 
