@@ -334,3 +334,37 @@ async fn the_testing_kit_carries_every_method_in_process() {
         }
     }
 }
+
+/// Behind the layer, axum's own body extractors take the whole verified body up to the
+/// receiver's limit: axum's `DefaultBodyLimit` (2 MB by default) no longer refuses a verified
+/// 3 MiB delivery with 413.
+#[tokio::test]
+async fn behind_the_layer_axum_extractors_take_bodies_up_to_the_receivers_limit() {
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::routing::any;
+    use http_body_util::BodyExt as _;
+    use qstash_receiver::tower::QStashLayer;
+    use tower::ServiceExt as _;
+
+    async fn length(body: Bytes) -> String {
+        body.len().to_string()
+    }
+    let app = Router::new()
+        .route("/jobs", any(length))
+        .route_layer(QStashLayer::new(common::receiver().max_body_bytes(8 << 20)));
+    let body = vec![b'a'; 3 << 20];
+    for method in ["POST", "PUT"] {
+        let delivery = Signer::new(CURRENT_KEY)
+            .delivery(&format!("{PUBLIC_BASE}/jobs"), &body)
+            .with_method(method);
+        let res = app
+            .clone()
+            .oneshot(delivery.to_http_request().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{method}");
+        let answer = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(answer, (3usize << 20).to_string(), "{method}");
+    }
+}
