@@ -30,6 +30,10 @@
 //! - `POST /callbacks` (a callback event): 200 `{"source_message_id", "status", "body"}`;
 //! - `POST /failures` (a failure callback event): 200 `{"source_message_id", "dlq_id"}`;
 //! - `GET /stats`, not verified: `{"runs": {"<task>": n, …}}`.
+//!
+//! Limits: `/jobs` takes bodies up to the receiver's limit (10 MiB by default, QStash's
+//! pay-as-you-go maximum); `/callbacks` and `/failures` up to its callback limit (3 × that:
+//! a callback carries the message's body and its answer in base64).
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -149,9 +153,7 @@ pub(crate) async fn settings(
         None => (Dedup::new(Arc::new(MemoryStore::new())), "memory"),
         Some(url) => (redis_dedup(&url).await?, "redis"),
     };
-    let receiver = Receiver::new(verifier)
-        .url_policy(policy)
-        .dedup(dedup);
+    let receiver = Receiver::new(verifier).url_policy(policy).dedup(dedup);
     Ok(Settings {
         bind,
         store,
@@ -166,6 +168,10 @@ pub(crate) fn server(
 ) -> std::io::Result<actix_web::dev::Server> {
     let receiver = settings.receiver;
     let qstash = QStashMiddleware::new(receiver.clone());
+    // Callbacks carry the message's body and its answer in base64: their routes take the
+    // receiver's callback limit (3 × the body limit), so that the callback of any message the
+    // receiver accepts is accepted too.
+    let qstash_callbacks = QStashMiddleware::new(receiver.clone().for_callbacks());
     // `web::Bytes` (in `Verified<web::Bytes>`) applies actix-web's own `PayloadConfig` limit,
     // 256 KiB by default, after the middleware's: match it to the receiver's.
     let payload_limit = web::PayloadConfig::new(receiver.get_max_body_bytes());
@@ -183,12 +189,12 @@ pub(crate) fn server(
             )
             .service(
                 web::resource("/callbacks")
-                    .wrap(qstash.clone())
+                    .wrap(qstash_callbacks.clone())
                     .route(web::post().to(callbacks)),
             )
             .service(
                 web::resource("/failures")
-                    .wrap(qstash.clone())
+                    .wrap(qstash_callbacks.clone())
                     .route(web::post().to(failures)),
             )
             .route("/stats", web::get().to(stats))

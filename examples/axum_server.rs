@@ -35,6 +35,10 @@
 //!   else 200 `{"task", "message_id", "retried"}`;
 //! - `POST /callbacks` (a callback event): 200 `{"source_message_id", "status", "body"}`;
 //! - `POST /failures` (a failure callback event): 200 `{"source_message_id", "dlq_id"}`;
+//!
+//! Limits: `/jobs` takes bodies up to the receiver's limit (10 MiB by default, QStash's
+//! pay-as-you-go maximum); `/callbacks` and `/failures` up to its callback limit (3 × that:
+//! a callback carries the message's body and its answer in base64).
 //! - `GET /stats` (not verified): `{"runs": {"<task>": n, …}}`.
 
 use std::collections::BTreeMap;
@@ -155,22 +159,30 @@ fn app(state: AppState, timeout: Duration) -> Router {
     // The timeout wraps the QStash layer: a client trickling its body, or an oversized upload
     // being drained, cannot hold a connection longer than the timeout (the layer bounds the
     // drain in bytes, not in time). A request dropped by it releases its lease.
-    let layer = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: BoxError| async {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(RETRY_AFTER, "10")],
-                Json(json!({"error": "timeout", "message": "the request took too long"})),
-            )
-        }))
-        .timeout(timeout)
-        .layer(QStashLayer::new(state.receiver.clone()));
-    Router::new()
-        .route("/jobs", post(jobs))
+    let layer = |receiver: Receiver| {
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|_: BoxError| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(RETRY_AFTER, "10")],
+                    Json(json!({"error": "timeout", "message": "the request took too long"})),
+                )
+            }))
+            .timeout(timeout)
+            .layer(QStashLayer::new(receiver))
+    };
+    // Callbacks carry the message's body and its answer in base64: their routes take the
+    // receiver's callback limit (3 × the body limit), so that the callback of any message the
+    // receiver accepts is accepted too.
+    let callbacks = Router::new()
         .route("/callbacks", post(callbacks))
         .route("/failures", post(failures))
+        .route_layer(layer(state.receiver.clone().for_callbacks()));
+    Router::new()
+        .route("/jobs", post(jobs))
+        .route_layer(layer(state.receiver.clone()))
+        .merge(callbacks)
         // Only the routes above are verified; /stats is not.
-        .route_layer(layer)
         .route("/stats", get(stats))
         .with_state(state)
 }
@@ -213,9 +225,7 @@ pub(crate) async fn settings(
             return Err("REQUEST_TIMEOUT_SECS must be a positive number of seconds".to_owned());
         }
     };
-    let receiver = Receiver::new(verifier)
-        .url_policy(policy)
-        .dedup(dedup);
+    let receiver = Receiver::new(verifier).url_policy(policy).dedup(dedup);
     Ok(Settings {
         bind,
         public_url,

@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 /// numbers or numeric strings; header maps accept arrays of strings or plain strings.
 ///
 /// Size: a callback carries the original message's body and the destination's response body,
-/// both in base64 (4/3 of their size). A callback about a message of about 750 KiB or more is
-/// larger than the receiver's default 1 MiB limit; give the callback route's receiver a larger
-/// one ([`Receiver::max_body_bytes`](crate::Receiver::max_body_bytes)).
+/// both in base64 (4/3 of their size), so it is up to about 2.7 times the message. The callback
+/// extractors read up to the receiver's callback limit
+/// ([`Receiver::get_callback_max_body_bytes`](crate::Receiver::get_callback_max_body_bytes), 3 ×
+/// its body limit by default); a layer or middleware in front of a callback route takes
+/// [`Receiver::for_callbacks`](crate::Receiver::for_callbacks).
 ///
 /// A publisher may set `Upstash-Callback` and `Upstash-Failure-Callback`; QStash then delivers a
 /// new, signed message to that URL whose JSON body describes the original delivery. Verify it

@@ -14,6 +14,8 @@ use crate::{Delivery, MESSAGE_ID_HEADER, Receiver, Rejection, RequestTarget, Ver
 
 /// A request head as the receiver reads it, whatever the framework.
 pub(crate) trait RequestHead {
+    /// The request method (`GET`, `POST`…).
+    fn method(&self) -> &str;
     /// The path and query as received (the original one, before a router stripped a prefix).
     fn path_and_query(&self) -> Option<&str>;
     /// The scheme the server knows for sure (`https` when it terminated TLS itself), if any.
@@ -36,6 +38,13 @@ pub(crate) trait RequestHead {
     fn content_length(&self) -> Option<u64> {
         content_length(self.header("content-length"))
     }
+}
+
+/// The span of the delivery `head` carries ([`crate::observe`]): enter it while the request is
+/// processed.
+#[cfg_attr(not(any(feature = "tower", feature = "actix-web")), allow(dead_code))]
+pub(crate) fn span(head: &impl RequestHead) -> tracing::Span {
+    crate::observe::delivery_span(head.method(), head.header(MESSAGE_ID_HEADER))
 }
 
 /// A `Content-Length` value, when it is a readable number.
@@ -81,6 +90,7 @@ pub(crate) fn check_head(
 ) -> Result<(VerifiedToken, Delivery), Rejection> {
     let target = request_target(receiver, head);
     let checked = receiver.check_request(head.headers(), &target, now)?;
+    crate::observe::delivery(&checked.1);
     receiver.check_content_length(head.content_length())?;
     Ok(checked)
 }
@@ -176,6 +186,9 @@ mod tests {
     struct Head(Vec<(&'static str, &'static str)>, &'static str);
 
     impl RequestHead for Head {
+        fn method(&self) -> &str {
+            "POST"
+        }
         fn path_and_query(&self) -> Option<&str> {
             Some(self.1)
         }

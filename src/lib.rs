@@ -36,6 +36,7 @@
 //! | `actix-web` | [`actix::QStashMiddleware`], extractors, [`actix::QStashGuard`] (actix-web 4) |
 //! | `redis` | `dedup::RedisStore`: deduplication shared by several instances through Redis |
 //! | `test-utils` | [`test_utils`]: tokens, deliveries, retries and callback events signed exactly as QStash makes them, turned into axum/tower or actix-web test requests in one call |
+//! | `metrics` | counters of deliveries (verified, refused by code, duplicates, store errors, handler answers) through the `metrics` facade: see [`observe`] |
 //! | `cli` | the `qstash-receiver` command: `sign` a delivery, `explain` why a token is refused (`cargo install qstash-receiver --features cli`) |
 //!
 //! # Verification policy
@@ -58,12 +59,15 @@
 //!
 //! - `debug`: refused before the token verified (no, malformed or invalid signature, expired or
 //!   not yet valid): anyone can send those, and scanners must not fill the logs.
-//! - `warn`: a verified token, refused for its URL, its body, a delivery header, the size or
-//!   the payload; `info`: the body could not be read, or the message is being processed
-//!   elsewhere.
+//! - `warn`: a verified token, refused for its URL, its body, a delivery header or the
+//!   payload; `info`: the body could not be read, or the message is being processed elsewhere.
 //! - `error`: the receiver is misconfigured (reported only once a token signed with its keys
-//!   arrived: the URL policy runs after the MAC and time checks), or the deduplication store is
-//!   down.
+//!   arrived: the URL policy runs after the MAC and time checks), the deduplication store is
+//!   down, or a verified body is over the limit (QStash would retry it, then dead-letter it: the
+//!   line says the limit and how to raise it).
+//!
+//! Each delivery runs in a `qstash.delivery` span with OpenTelemetry field names (message id,
+//! attempt, region, matched key, status, refusal code); see [`observe`].
 //!
 //! # Why not `jsonwebtoken`
 //!
@@ -95,7 +99,7 @@ mod error;
 mod head;
 mod keys;
 mod keyset;
-#[cfg(any(feature = "tower", feature = "actix-web"))]
+#[cfg_attr(not(any(feature = "tower", feature = "actix-web")), allow(dead_code))]
 mod log;
 mod receiver;
 mod rejection;
@@ -107,6 +111,7 @@ mod verify;
 pub mod test_utils;
 
 pub mod dedup;
+pub mod observe;
 
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
@@ -132,6 +137,17 @@ pub(crate) fn original_uri(extensions: &http::Extensions) -> Option<&http::Uri> 
         let _ = extensions;
         None
     }
+}
+
+/// Lets a framework's own body extractors behind the tower layer read the whole verified body
+/// (at most the receiver's `limit`): axum's `DefaultBodyLimit` (2 MB unless configured) would
+/// otherwise refuse a verified delivery between it and the receiver's limit with 413.
+#[cfg(feature = "tower")]
+pub(crate) fn allow_verified_body<B>(req: &mut http::Request<B>, limit: usize) {
+    #[cfg(feature = "axum")]
+    ::axum::extract::DefaultBodyLimit::max(limit).apply(req);
+    #[cfg(not(feature = "axum"))]
+    let _ = (req, limit);
 }
 
 pub use callback::{CallbackEvent, FailureCallbackEvent};

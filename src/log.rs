@@ -3,9 +3,12 @@
 //! | refusal | level |
 //! |---|---|
 //! | before the token verified: no, malformed or invalid signature, expired or not yet valid | `debug` (anyone can send these: scanners must not fill the logs) |
-//! | a verified token: URL or body mismatch, wrong claims, a bad delivery header, a body over the limit, a payload the handler refuses, a replayed token | `warn` |
+//! | a verified token: URL or body mismatch, wrong claims, a bad delivery header, a payload the handler refuses, a replayed token | `warn` |
 //! | a verified token: the body could not be read (client gone), the message is being processed elsewhere | `info` |
-//! | a verified token: the receiver is misconfigured, the deduplication store is down | `error` |
+//! | a verified token: the receiver is misconfigured, the deduplication store is down, a body over the limit (with the limit and how to raise it), a handler that answered 413 | `error` |
+//!
+//! A body over the limit is an `error` because the message is lost unless someone acts: QStash
+//! retries the 413 and then moves the message to the dead-letter queue.
 //!
 //! The URL policy runs only once the token's MAC and time window passed
 //! ([`Receiver::check_request`](crate::Receiver::check_request)), so a misconfiguration is
@@ -41,15 +44,54 @@ pub(crate) fn level(rejection: &Rejection) -> Level {
             | VerifyError::NotYetValid { .. },
         ) => Level::DEBUG,
         Rejection::BodyRead(_) | Rejection::InProgress { .. } => Level::INFO,
-        Rejection::Misconfigured(_) | Rejection::StoreUnavailable { .. } => Level::ERROR,
+        Rejection::Misconfigured(_)
+        | Rejection::StoreUnavailable { .. }
+        | Rejection::PayloadTooLarge { .. } => Level::ERROR,
         _ => Level::WARN,
     }
 }
 
 /// Logs a refusal at its [`level`]: its code, status, the message id (as sent: escaped and
-/// cut) and its text.
+/// cut) and its text; a body over the limit with the limit and how to raise it.
 pub(crate) fn refusal(rejection: &Rejection, message_id: Option<&[u8]>) {
+    crate::observe::refused(rejection);
+    if let Rejection::PayloadTooLarge { limit } = rejection {
+        too_large(*limit, message_id);
+        return;
+    }
     emit(level(rejection), rejection, message_id);
+}
+
+/// How to raise the limit a verified delivery exceeded.
+const RAISE_LIMIT: &str = "raise it with Receiver::max_body_bytes \
+     (Receiver::callback_max_body_bytes for callbacks), and the framework's own limit if lower \
+     (axum DefaultBodyLimit, actix-web PayloadConfig / JsonConfig)";
+
+/// A verified delivery over the body limit (413): `error`, since QStash retries it and then
+/// dead-letters it. Says the limit and how to raise it.
+fn too_large(limit: usize, message_id: Option<&[u8]>) {
+    let message_id = Escaped::bytes(message_id.unwrap_or(b"-"), MAX_VALUE);
+    tracing::error!(
+        code = "payload_too_large",
+        status = 413u16,
+        limit,
+        message_id = %message_id,
+        "qstash delivery refused: its body is over the limit of {limit} bytes; QStash retries \
+         it, then moves it to the dead-letter queue: {RAISE_LIMIT}"
+    );
+}
+
+/// The handler behind the layer or the middleware answered 413 to a verified delivery: a limit
+/// of the framework's own extractors is lower than the receiver's. `error`, as a body over the
+/// receiver's limit.
+pub(crate) fn handler_too_large() {
+    tracing::error!(
+        code = "payload_too_large",
+        status = 413u16,
+        "qstash delivery refused by the handler with 413 although it verified: a limit of the \
+         framework's extractors is lower than the receiver's; QStash retries it, then moves it \
+         to the dead-letter queue: {RAISE_LIMIT}"
+    );
 }
 
 /// Logs a misconfiguration found before any token could be checked (an extractor without its
@@ -58,6 +100,7 @@ pub(crate) fn refusal(rejection: &Rejection, message_id: Option<&[u8]>) {
 #[cfg(any(feature = "axum", feature = "actix-web"))]
 pub(crate) fn unchecked_misconfiguration(rejection: &Rejection, message_id: Option<&[u8]>) {
     use std::sync::atomic::{AtomicBool, Ordering};
+    crate::observe::refused(rejection);
     static REPORTED: AtomicBool = AtomicBool::new(false);
     let level = if REPORTED.swap(true, Ordering::Relaxed) {
         Level::DEBUG
@@ -267,7 +310,7 @@ mod tests {
                 Level::DEBUG,
             ),
             (Rejection::Verify(VerifyError::BodyMismatch), Level::WARN),
-            (Rejection::PayloadTooLarge { limit: 1 }, Level::WARN),
+            (Rejection::PayloadTooLarge { limit: 1 }, Level::ERROR),
             (Rejection::BodyRead("gone".into()), Level::INFO),
             (
                 Rejection::InProgress {

@@ -9,9 +9,23 @@ use crate::{
     VerifyError,
 };
 
-/// The default body limit: 1 MiB, QStash's maximum message size on its default (free) plan.
-/// Paid plans allow larger messages: raise it with [`Receiver::max_body_bytes`].
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The default body limit: 10 MiB, the largest message QStash accepts on its pay-as-you-go plan
+/// (the free plan's limit is 1 MB, fixed plans' 50 MB).
+///
+/// Why this size: a message over the limit is answered 413, which QStash retries and then moves
+/// to the dead-letter queue, so a limit below the plan's message size loses legitimate messages
+/// (each such refusal is logged at `error`). The cost is memory: a delivery's body is buffered
+/// whole, at most the limit per request in flight. It is read only once its token verified
+/// (signature, time window, URL: see [`Receiver::check_request`]), so only requests signed with
+/// your keys can make the server buffer up to 10 MiB; others are refused before a byte of their
+/// body is read. A server that only receives free-plan messages can lower it to 1 MiB; one on a
+/// fixed plan raises it to 50 MiB. Set it with [`Receiver::max_body_bytes`]; callbacks have
+/// their own, larger limit ([`Receiver::get_callback_max_body_bytes`]).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// A callback's default limit, in multiples of the body limit (see
+/// [`Receiver::get_callback_max_body_bytes`]).
+const CALLBACK_FACTOR: usize = 3;
 
 /// A configured receiver: the whole verification policy, in one place. Cheap to clone. The
 /// adapters (the tower layer, the axum extractors, the actix-web middleware, extractors and
@@ -21,7 +35,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// |---|---|---|---|
 /// | keys, leeway, regions | [`Receiver::new`]`(verifier)` | [`Receiver::verifier`] | |
 /// | expected URL | [`url_policy`](Receiver::url_policy), [`public_url`](Receiver::public_url), [`expected_url`](Receiver::expected_url) | [`get_url_policy`](Receiver::get_url_policy) | unconfigured: refused with 500 `misconfigured` |
-/// | body limit | [`max_body_bytes`](Receiver::max_body_bytes) | [`get_max_body_bytes`](Receiver::get_max_body_bytes) | [`DEFAULT_MAX_BODY_BYTES`] |
+/// | body limit | [`max_body_bytes`](Receiver::max_body_bytes) | [`get_max_body_bytes`](Receiver::get_max_body_bytes) | [`DEFAULT_MAX_BODY_BYTES`] (10 MiB) |
+/// | callback body limit | [`callback_max_body_bytes`](Receiver::callback_max_body_bytes) | [`get_callback_max_body_bytes`](Receiver::get_callback_max_body_bytes) | 3 × the body limit |
 /// | deduplication and replay guard | [`dedup`](Receiver::dedup) | [`get_dedup`](Receiver::get_dedup) | none |
 /// | answer to an unusable payload | [`non_retryable_invalid_payload`](Receiver::non_retryable_invalid_payload) | [`get_non_retryable_invalid_payload`](Receiver::get_non_retryable_invalid_payload) | 400, retried |
 ///
@@ -62,6 +77,8 @@ pub struct Receiver {
     verifier: Verifier,
     url_policy: UrlPolicy,
     max_body_bytes: usize,
+    /// `None`: [`CALLBACK_FACTOR`] × `max_body_bytes`.
+    callback_max_body_bytes: Option<usize>,
     non_retryable_invalid_payload: bool,
     dedup: Option<crate::dedup::Dedup>,
 }
@@ -75,6 +92,7 @@ impl Receiver {
             verifier,
             url_policy: UrlPolicy::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            callback_max_body_bytes: None,
             non_retryable_invalid_payload: false,
             dedup: None,
         }
@@ -93,10 +111,68 @@ impl Receiver {
         self.url_policy(UrlPolicy::exact(url))
     }
 
-    /// The largest body accepted, in bytes; larger ones are answered 413.
+    /// The largest body accepted, in bytes; larger ones are answered 413 (default
+    /// [`DEFAULT_MAX_BODY_BYTES`], 10 MiB).
+    ///
+    /// Choose it from your QStash plan's largest message: 1 MB on the free plan, 10 MB on
+    /// pay-as-you-go, 50 MB on fixed plans. A message over the limit is answered 413 on every
+    /// attempt, so QStash retries it and then dead-letters it; each such refusal is logged at
+    /// `error` with the limit. The body is buffered whole (at most this many bytes per request
+    /// in flight), and only once the request's token verified: callers without your keys cannot
+    /// make the server buffer anything.
+    ///
+    /// Callbacks about a message of this size are larger (they carry the message's body and the
+    /// response's body in base64): their limit follows, at 3 × this one, unless set with
+    /// [`Receiver::callback_max_body_bytes`].
+    ///
+    /// Behind the tower layer, the framework's own limits no longer apply to the verified body
+    /// (axum's `DefaultBodyLimit`, 2 MB by default, is raised to this limit for the request);
+    /// behind the actix-web middleware, register `web::PayloadConfig::new(limit)` (and
+    /// `web::JsonConfig` for `web::Json`) so that actix-web's extractors accept as much.
     #[must_use]
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
         self.max_body_bytes = limit;
+        self
+    }
+
+    /// The largest callback body accepted, in bytes (default: 3 × [`Receiver::max_body_bytes`]).
+    ///
+    /// A callback (`Upstash-Callback`, `Upstash-Failure-Callback`) carries the original
+    /// message's body and the destination's response body, both in base64 (4/3 of their size),
+    /// plus headers: the callback of a message of `n` bytes whose answer is at most as large is
+    /// at most about 2.7 × `n`. 3 × the body limit fits the callback of any message the
+    /// receiver accepts.
+    ///
+    /// The callback extractors (axum [`Callback`](crate::axum::Callback) and
+    /// [`FailureCallback`](crate::axum::FailureCallback), and actix-web's) apply it when they
+    /// verify by themselves. The tower layer and the actix-web middleware read the body before
+    /// any extractor runs, with their receiver's [`max_body_bytes`](Receiver::max_body_bytes):
+    /// give the layer of callback routes [`Receiver::for_callbacks`].
+    #[must_use]
+    pub fn callback_max_body_bytes(mut self, limit: usize) -> Self {
+        self.callback_max_body_bytes = Some(limit);
+        self
+    }
+
+    /// This receiver for callback routes: its body limit becomes its callback limit
+    /// ([`Receiver::get_callback_max_body_bytes`]). For the tower layer or the actix-web
+    /// middleware in front of `Upstash-Callback` / `Upstash-Failure-Callback` routes.
+    ///
+    /// ```
+    /// use qstash_receiver::{Receiver, SigningKeys, Verifier};
+    ///
+    /// let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?))
+    ///     .expected_url("https://app.example.com/callbacks")
+    ///     .max_body_bytes(10 * 1024 * 1024);
+    /// let callbacks = receiver.clone().for_callbacks();
+    /// assert_eq!(callbacks.get_max_body_bytes(), 30 * 1024 * 1024);
+    /// # Ok::<(), qstash_receiver::KeyError>(())
+    /// ```
+    #[must_use]
+    pub fn for_callbacks(mut self) -> Self {
+        let limit = self.get_callback_max_body_bytes();
+        self.max_body_bytes = limit;
+        self.callback_max_body_bytes = Some(limit);
         self
     }
 
@@ -160,6 +236,13 @@ impl Receiver {
     /// The body limit in bytes, set with [`Receiver::max_body_bytes`].
     pub fn get_max_body_bytes(&self) -> usize {
         self.max_body_bytes
+    }
+
+    /// The callback body limit in bytes: set with [`Receiver::callback_max_body_bytes`], else
+    /// 3 × [`Receiver::get_max_body_bytes`].
+    pub fn get_callback_max_body_bytes(&self) -> usize {
+        self.callback_max_body_bytes
+            .unwrap_or_else(|| self.max_body_bytes.saturating_mul(CALLBACK_FACTOR))
     }
 
     /// The deduplication, when set with [`Receiver::dedup`].
@@ -270,7 +353,9 @@ impl Receiver {
         if body.len() > self.max_body_bytes {
             return Err(self.too_large());
         }
-        token.verify_body(body).map_err(Rejection::from)
+        let claims = token.verify_body(body)?;
+        crate::observe::verified(&claims);
+        Ok(claims)
     }
 }
 

@@ -656,13 +656,35 @@ async fn callbacks_read_under_the_receivers_limit_not_payload_configs() {
             "{how}"
         );
     }
-    // The receiver's limit still holds: over 1 MiB is a 413.
+    // Standalone, the callback limit (3 × the body limit) applies: a 2 MiB callback (about a
+    // message of 1.5 MiB, over the body limit) is accepted; over 3 MiB is a 413.
     let res = test::call_service(
         &standalone,
-        signed(&callback_body(1024 * 1024)).to_request(),
+        signed(&callback_body(2 * 1024 * 1024)).to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let res = test::call_service(
+        &standalone,
+        signed(&callback_body(3 * 1024 * 1024 + 1)).to_request(),
     )
     .await;
     assert_eq!(res.status(), 413);
+    // Under the middleware, the middleware's receiver's limit applies: one made
+    // `for_callbacks` takes callbacks up to the callback limit.
+    let callbacks_middleware = test::init_service(
+        App::new().service(
+            web::resource("/jobs")
+                .wrap(QStashMiddleware::new(receiver().for_callbacks()))
+                .route(web::post().to(on_callback)),
+        ),
+    )
+    .await;
+    for (app, status) in [(&with_middleware, 413), (&callbacks_middleware, 200)] {
+        let res =
+            test::call_service(app, signed(&callback_body(2 * 1024 * 1024)).to_request()).await;
+        assert_eq!(res.status(), status);
+    }
 }
 
 /// gzip of `{"task":"mail"}` (mtime 0).

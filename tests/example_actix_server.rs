@@ -18,8 +18,9 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use qstash_receiver::test_utils::CallbackBuilder;
 use qstash_receiver::test_utils::Signer;
-use qstash_receiver::{KeyError, SigningKeys, Verifier};
+use qstash_receiver::{DEFAULT_MAX_BODY_BYTES, KeyError, SigningKeys, Verifier};
 use serde_json::{Value, json};
 
 const CURRENT: &str = "sig_exampleCurrent0123456789ab";
@@ -171,7 +172,7 @@ async fn jobs_retries_callbacks_failures_and_stats() {
         (status, json["error"].as_str()),
         (400, Some("invalid_payload"))
     );
-    let big = vec![b' '; 2 * 1024 * 1024];
+    let big = vec![b' '; DEFAULT_MAX_BODY_BYTES + 1];
     let (status, json) = deliver(&server, "/jobs", &big).await;
     assert_eq!(
         (status, json["error"].as_str()),
@@ -230,13 +231,20 @@ async fn public_url_decides_the_expected_url() {
 #[tokio::test]
 async fn bodies_up_to_the_receivers_limit_are_accepted_and_not_quoted_back() {
     let server = start(None);
-    // 300 KiB: over actix-web's default `PayloadConfig` (256 KiB), under the receiver's 1 MiB.
-    let big = format!(r#"{{"task":"big","pad":"{}"}}"#, "x".repeat(300 * 1024));
+    // 3 MiB: over actix-web's default `PayloadConfig` (256 KiB) and `JsonConfig` (2 MiB), under
+    // the receiver's default limit (10 MiB).
+    let big = format!(
+        r#"{{"task":"big","pad":"{}"}}"#,
+        "x".repeat(3 * 1024 * 1024)
+    );
     let (status, json) = deliver(&server, "/jobs", big.as_bytes()).await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["task"], "big");
-    // Over 1 MiB: the receiver's 413.
-    let huge = format!(r#"{{"task":"huge","pad":"{}"}}"#, "x".repeat(1024 * 1024));
+    // Over the default limit: the receiver's 413.
+    let huge = format!(
+        r#"{{"task":"huge","pad":"{}"}}"#,
+        "x".repeat(DEFAULT_MAX_BODY_BYTES)
+    );
     let (status, json) = deliver(&server, "/jobs", huge.as_bytes()).await;
     assert_eq!(status, 413);
     assert_eq!(json["error"], "payload_too_large");
@@ -250,4 +258,39 @@ async fn bodies_up_to_the_receivers_limit_are_accepted_and_not_quoted_back() {
         "{message}"
     );
     assert!(!message.contains("SECRET"), "{message}");
+}
+
+/// The callback of a message of nearly the default body limit (its body and its answer, each
+/// about 10 MiB, in base64: about 27 MiB) is accepted by `/callbacks` and `/failures`: their
+/// middleware takes the receiver's callback limit.
+#[tokio::test]
+async fn callbacks_of_a_message_at_the_limit_are_accepted() {
+    let server = start(None);
+    let message = vec![b'm'; DEFAULT_MAX_BODY_BYTES - 1024];
+    let source = Signer::new(CURRENT).delivery(&format!("{}/jobs", server.base), &message);
+    let answer = vec![b'a'; DEFAULT_MAX_BODY_BYTES - 1024];
+    let callback = CallbackBuilder::callback(&source)
+        .status(200)
+        .response_body(answer)
+        .to_json();
+    assert!(
+        callback.len() > 2 * DEFAULT_MAX_BODY_BYTES,
+        "{}",
+        callback.len()
+    );
+    let (status, json) = deliver(&server, "/callbacks", &callback).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["source_message_id"], source.message_id.as_str());
+    let failure = CallbackBuilder::failure_callback(&source)
+        .response_body(vec![b'a'; DEFAULT_MAX_BODY_BYTES - 1024])
+        .to_json();
+    let (status, json) = deliver(&server, "/failures", &failure).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["source_message_id"], source.message_id.as_str());
+    // The job route keeps the body limit.
+    let (status, json) = deliver(&server, "/jobs", &callback).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (413, Some("payload_too_large"))
+    );
 }

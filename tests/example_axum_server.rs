@@ -351,3 +351,72 @@ async fn a_request_over_the_timeout_is_answered_503_and_its_message_runs_again()
     assert_eq!(status, 200);
     assert_eq!(json["task"], "quick");
 }
+
+/// The callback of a message of nearly the default body limit (its body and its answer, each
+/// about 10 MiB, in base64: about 27 MiB) is accepted by `/callbacks` and `/failures`: their
+/// layer takes the receiver's callback limit; `/jobs` keeps the body limit.
+#[tokio::test]
+async fn callbacks_of_a_message_at_the_limit_are_accepted() {
+    use qstash_receiver::DEFAULT_MAX_BODY_BYTES;
+    use qstash_receiver::test_utils::CallbackBuilder;
+
+    let server = start();
+    let signer = Signer::new(CURRENT_KEY);
+    let source = signer.delivery(
+        &format!("{PUBLIC_URL}/jobs"),
+        &vec![b'm'; DEFAULT_MAX_BODY_BYTES - 1024],
+    );
+    let answer = vec![b'a'; DEFAULT_MAX_BODY_BYTES - 1024];
+    let callback = CallbackBuilder::callback(&source)
+        .response_body(answer.clone())
+        .to_json();
+    assert!(
+        callback.len() > 2 * DEFAULT_MAX_BODY_BYTES,
+        "{}",
+        callback.len()
+    );
+    let callback = String::from_utf8(callback).unwrap();
+    let (status, json) = post(
+        &server,
+        &signer,
+        "/callbacks",
+        "/callbacks",
+        &callback,
+        "msg_big",
+        0,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(json["source_message_id"], source.message_id.as_str());
+    assert_eq!(json["body"].as_str().map(str::len), Some(answer.len()));
+    let failure = CallbackBuilder::failure_callback(&source)
+        .response_body(answer)
+        .to_json();
+    let failure = String::from_utf8(failure).unwrap();
+    let (status, json) = post(
+        &server,
+        &signer,
+        "/failures",
+        "/failures",
+        &failure,
+        "msg_big_f",
+        0,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(json["source_message_id"], source.message_id.as_str());
+    let (status, json) = post(
+        &server,
+        &signer,
+        "/jobs",
+        "/jobs",
+        &callback,
+        "msg_big_j",
+        0,
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+}

@@ -29,18 +29,7 @@ const DEFAULT_NEXT: &str = "sig_defaultNext0123456789abcde";
 const DEV_CURRENT: &str = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r";
 const DEV_NEXT: &str = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs";
 
-/// [`Logs::capture`], with a global subscriber interested in this crate's events installed
-/// first: tests that run in parallel without a subscriber of their own would otherwise race
-/// to cache a callsite as uninteresting (tracing's interest cache is global).
-fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-    static GLOBAL: std::sync::Once = std::sync::Once::new();
-    GLOBAL.call_once(|| {
-        let sink = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("qstash_receiver=trace"))
-            .with_writer(std::io::sink)
-            .finish();
-        tracing::subscriber::set_global_default(sink).unwrap();
-    });
+fn capture() -> (Logs, common::CaptureGuard) {
     Logs::capture()
 }
 

@@ -374,30 +374,9 @@ async fn poll_ready_is_forwarded_and_the_ready_service_is_called() {
     assert_eq!(polled.load(Ordering::SeqCst), 3);
 }
 
-/// Collects everything the `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn rejections_are_logged_with_code_and_message_id_never_token_or_body() {
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = common::Logs::capture_with_spans();
 
     let service = ServiceBuilder::new()
         .layer(QStashLayer::new(common::receiver()))
@@ -434,7 +413,7 @@ async fn rejections_are_logged_with_code_and_message_id_never_token_or_body() {
         .unwrap();
     assert_eq!(response.status(), 401);
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.take().join("\n");
     assert!(logs.contains("WARN"), "{logs}");
     assert!(
         logs.contains("body_mismatch") && logs.contains("msg_logged"),

@@ -13,6 +13,7 @@ use actix_web::{
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
+use tracing::Instrument as _;
 
 use super::body::{payload_error, read_limited};
 use super::{
@@ -174,7 +175,7 @@ where
         let req = req.clone();
         let payload = payload.take();
         Box::pin(async move {
-            let (mut payload, receiver, handler) = verified_payload(&req, payload).await?;
+            let (mut payload, receiver, handler) = verified_payload(&req, payload, false).await?;
             match T::from_request(&req, &mut payload).await {
                 Ok(inner) => Ok(Verified(inner)),
                 Err(e) => {
@@ -189,6 +190,12 @@ where
 /// A verified [`CallbackEvent`]: the body of a delivery to an `Upstash-Callback` URL, verified
 /// like [`Verified<T>`] (with or without the middleware), then parsed from JSON whatever its
 /// `Content-Type`. A body that is not a callback event is [`Receiver::invalid_payload`].
+///
+/// Size: a callback carries the message's body and the response's body in base64, so it is
+/// larger than the message. Alone, this extractor reads up to the receiver's
+/// [callback limit](Receiver::get_callback_max_body_bytes) (3 × its body limit unless set);
+/// `web::PayloadConfig` does not apply. Under the middleware, the middleware's receiver limit
+/// applies: wrap callback routes in a middleware built with [`Receiver::for_callbacks`].
 ///
 /// ```
 /// use actix_web::HttpResponse;
@@ -293,10 +300,11 @@ async fn verified_json<T: DeserializeOwned>(
     payload: dev::Payload,
     what: &'static str,
 ) -> Result<T, QStashRejection> {
-    let (mut payload, receiver, handler) = verified_payload(&req, payload).await?;
-    // The verified body under the receiver's limit, not `web::PayloadConfig`'s (256 KiB by
-    // default): a callback carries the original message's body in base64, so a callback about a
-    // message of ~190 KiB or more is larger than that, and would be refused on every attempt.
+    let (mut payload, receiver, handler) = verified_payload(&req, payload, true).await?;
+    // The verified body under the receiver's callback limit, not `web::PayloadConfig`'s
+    // (256 KiB by default): a callback carries the original message's body in base64, so a
+    // callback about a message of ~190 KiB or more is larger than that, and would be refused on
+    // every attempt.
     let parsed = match read_limited(&mut payload, &receiver, None).await {
         Ok(body) => serde_json::from_slice(&body)
             .map_err(|e| receiver.invalid_payload(json_error_summary(what, &e))),
@@ -310,6 +318,7 @@ async fn verified_json<T: DeserializeOwned>(
 async fn verified_payload(
     req: &HttpRequest,
     payload: dev::Payload,
+    callback: bool,
 ) -> Result<(dev::Payload, Receiver, Option<RejectionHandler>), QStashRejection> {
     let verdict = req.extensions().get::<Verdict>().cloned();
     if let Some(Verdict(setup)) = verdict {
@@ -322,7 +331,13 @@ async fn verified_payload(
         return Ok((payload, setup.receiver.clone(), handler));
     }
     let handler = RejectionHandler::from_app_data(req);
-    let Some(receiver) = receiver_from_app_data(req) else {
+    let Some(receiver) = receiver_from_app_data(req).map(|receiver| {
+        if callback {
+            receiver.for_callbacks()
+        } else {
+            receiver
+        }
+    }) else {
         let rejection = Rejection::Misconfigured(
             "no Receiver in app data: register web::Data<Receiver> or wrap the route in \
              QStashMiddleware"
@@ -330,10 +345,15 @@ async fn verified_payload(
         );
         return Err(QStashRejection::misconfigured(rejection, req, handler));
     };
-    match verify_here(req, payload, &receiver).await {
-        Ok(body) => Ok((dev::Payload::from(body), receiver, handler)),
-        Err(rejection) => Err(QStashRejection::new(rejection, req, handler)),
+    let span = crate::head::span(&super::Head::of(req));
+    async {
+        match verify_here(req, payload, &receiver).await {
+            Ok(body) => Ok((dev::Payload::from(body), receiver, handler)),
+            Err(rejection) => Err(QStashRejection::new(rejection, req, handler)),
+        }
     }
+    .instrument(span)
+    .await
 }
 
 fn receiver_from_app_data(req: &HttpRequest) -> Option<Receiver> {

@@ -85,6 +85,7 @@ impl Guard for QStashGuard {
         // The receiver's own reading of the head: one signature, the first `Upstash-Region`;
         // the guard cannot see the server's TLS setting.
         let head = Head {
+            method: &head.method,
             uri: &head.uri,
             headers: &head.headers,
             secure: None,

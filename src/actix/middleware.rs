@@ -152,47 +152,52 @@ where
     dev::forward_ready!(service);
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
+        use tracing::Instrument as _;
         let service = Rc::clone(&self.service);
         let config = Arc::clone(&self.config);
-        Box::pin(async move {
-            match verify(&config.receiver, &mut req).await {
-                Ok((claims, delivery)) => {
-                    let lease = match config.receiver.get_dedup() {
-                        None => None,
-                        Some(dedup) => match dedup.begin(&delivery, &claims).await {
-                            Begin::Run(lease) => Some(lease),
-                            Begin::RunUnguarded { .. } => None,
-                            Begin::Duplicate { message_id } => {
-                                let response = super::response(Answer::duplicate(&message_id));
-                                return Ok(req.into_response(response).map_into_right_body());
-                            }
-                            // `Dedup::begin` logged it (with the message id).
-                            Begin::Refuse(rejection) => {
-                                let response = respond(&rejection, config.handler.as_ref());
-                                return Ok(req.into_response(response).map_into_right_body());
-                            }
-                        },
-                    };
-                    {
-                        let mut extensions = req.extensions_mut();
-                        extensions.insert(claims);
-                        extensions.insert(delivery);
-                        extensions.insert(Verdict(Arc::clone(&config)));
+        let span = crate::head::span(&super::Head::of(req.request()));
+        Box::pin(
+            async move {
+                match verify(&config.receiver, &mut req).await {
+                    Ok((claims, delivery)) => {
+                        let lease = match config.receiver.get_dedup() {
+                            None => None,
+                            Some(dedup) => match dedup.begin(&delivery, &claims).await {
+                                Begin::Run(lease) => Some(lease),
+                                Begin::RunUnguarded { .. } => None,
+                                Begin::Duplicate { message_id } => {
+                                    let response = super::response(Answer::duplicate(&message_id));
+                                    return Ok(req.into_response(response).map_into_right_body());
+                                }
+                                // `Dedup::begin` logged it (with the message id).
+                                Begin::Refuse(rejection) => {
+                                    let response = respond(&rejection, config.handler.as_ref());
+                                    return Ok(req.into_response(response).map_into_right_body());
+                                }
+                            },
+                        };
+                        {
+                            let mut extensions = req.extensions_mut();
+                            extensions.insert(claims);
+                            extensions.insert(delivery);
+                            extensions.insert(Verdict(Arc::clone(&config)));
+                        }
+                        let response = match lease {
+                            None => call_verified(&*service, req).await?,
+                            Some(lease) => call_leased(&*service, req, lease).await?,
+                        };
+                        let non_retryable = config.receiver.get_non_retryable_invalid_payload();
+                        Ok(passed(response, non_retryable).map_into_left_body())
                     }
-                    let response = match lease {
-                        None => call_verified(&*service, req).await?,
-                        Some(lease) => call_leased(&*service, req, lease).await?,
-                    };
-                    let non_retryable = config.receiver.get_non_retryable_invalid_payload();
-                    Ok(passed(response, non_retryable).map_into_left_body())
-                }
-                Err(rejection) => {
-                    log_rejection(&rejection, req.headers());
-                    let response = respond(&rejection, config.handler.as_ref());
-                    Ok(req.into_response(response).map_into_right_body())
+                    Err(rejection) => {
+                        log_rejection(&rejection, req.headers());
+                        let response = respond(&rejection, config.handler.as_ref());
+                        Ok(req.into_response(response).map_into_right_body())
+                    }
                 }
             }
-        })
+            .instrument(span),
+        )
     }
 }
 
@@ -258,6 +263,10 @@ where
 /// body is verified, so retrying cannot help.
 fn passed<B>(mut response: ServiceResponse<B>, non_retryable: bool) -> ServiceResponse<B> {
     let status = response.status().as_u16();
+    crate::observe::handled(status);
+    if status == 413 {
+        crate::log::handler_too_large();
+    }
     if non_retryable && crate::head::is_payload_refusal(status) {
         crate::log::payload_refused_downstream(status);
         let head = response.response_mut().head_mut();

@@ -210,6 +210,7 @@ fn message_id(headers: &HeaderMap) -> Option<&[u8]> {
 
 /// An actix-web (`http` 0.2) request head, as the core reads it ([`RequestHead`]).
 struct Head<'a> {
+    method: &'a actix_web::http::Method,
     uri: &'a actix_web::http::Uri,
     headers: &'a HeaderMap,
     /// Whether this server terminated TLS itself; `None`: unknown (the guard).
@@ -219,6 +220,7 @@ struct Head<'a> {
 impl<'a> Head<'a> {
     fn of(req: &'a HttpRequest) -> Self {
         Self {
+            method: req.method(),
             uri: req.uri(),
             headers: req.headers(),
             secure: Some(req.app_config().secure()),
@@ -227,6 +229,10 @@ impl<'a> Head<'a> {
 }
 
 impl RequestHead for Head<'_> {
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+
     fn path_and_query(&self) -> Option<&str> {
         self.uri.path_and_query().map(|pq| pq.as_str())
     }

@@ -13,6 +13,14 @@ use crate::{CallbackEvent, FailureCallbackEvent, Rejection};
 /// callback event is answered with
 /// [`Receiver::invalid_payload`](crate::Receiver::invalid_payload): 400, or 489 when configured
 /// non-retryable.
+///
+/// Size: a callback carries the message's body and the response's body in base64, so it is
+/// larger than the message. Verifying by itself, this extractor reads up to the receiver's
+/// [callback limit](crate::Receiver::get_callback_max_body_bytes) (3 × its body limit unless
+/// set), still under axum's `DefaultBodyLimit` (2 MB unless configured: raise it on callback
+/// routes, e.g. `DefaultBodyLimit::max(receiver.get_callback_max_body_bytes())`). Behind the
+/// layer, the layer's receiver limit applies: build the layer of callback routes with
+/// [`Receiver::for_callbacks`](crate::Receiver::for_callbacks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Callback(pub CallbackEvent);
 
@@ -26,7 +34,7 @@ where
     T: DeserializeOwned,
     S: ReceiverState + Send + Sync,
 {
-    let (req, receiver) = verified_request(req, state).await?;
+    let (req, receiver) = verified_request(req, state, true).await?;
     let bytes = axum::body::to_bytes(req.into_body(), receiver.get_max_body_bytes())
         .await
         .map_err(|_| Rejection::BodyRead("the verified body could not be read".to_owned()))?;

@@ -7,6 +7,7 @@ use axum::RequestExt as _;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument as _;
 
 use super::ReceiverState;
 use crate::head::RequestHead as _;
@@ -153,7 +154,7 @@ where
     type Rejection = VerifiedRejection<T::Rejection>;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (req, receiver) = verified_request(req, state)
+        let (req, receiver) = verified_request(req, state, false)
             .await
             .map_err(VerifiedRejection::Rejected)?;
         let non_retryable = receiver.get_non_retryable_invalid_payload();
@@ -168,10 +169,12 @@ where
 }
 
 /// The request with a verified body, and the receiver that answers for it: the layer's when the
-/// layer verified it, else a verification with the state's receiver.
+/// layer verified it, else a verification with the state's receiver (for a callback: with its
+/// callback limit, [`Receiver::for_callbacks`]).
 pub(crate) async fn verified_request<S>(
     req: Request,
     state: &S,
+    callback: bool,
 ) -> Result<(Request, Receiver), Rejection>
 where
     S: ReceiverState + Send + Sync,
@@ -183,6 +186,17 @@ where
     let Some(receiver) = state.receiver() else {
         return Err(no_receiver(&req));
     };
+    let receiver = if callback {
+        receiver.for_callbacks()
+    } else {
+        receiver
+    };
+    let span = crate::head::span(&Head::of(&req));
+    verify_alone(req, receiver).instrument(span).await
+}
+
+/// The standalone verification (no layer in front), inside the delivery's span.
+async fn verify_alone(req: Request, receiver: Receiver) -> Result<(Request, Receiver), Rejection> {
     let head = crate::head::check_head(&receiver, &Head::of(&req), SystemTime::now());
     let (token, delivery) = match head {
         Ok(checked) => checked,

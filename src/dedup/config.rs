@@ -285,6 +285,7 @@ impl Dedup {
             Ok(true) => None,
             Ok(false) => {
                 tracing::warn!(message_id, "qstash token replayed: refused");
+                crate::observe::refused(&Rejection::Replayed);
                 Some(Begin::Refuse(Rejection::Replayed))
             }
             Err(error) => match self.store_failed(message_id, &error) {
@@ -311,6 +312,7 @@ impl Dedup {
             })),
             Ok(ClaimOutcome::Completed) => {
                 tracing::info!(message_id, "qstash duplicate: message already completed");
+                crate::observe::duplicate();
                 Begin::Duplicate {
                     message_id: message_id.to_owned(),
                 }
@@ -322,7 +324,9 @@ impl Dedup {
                     retry_after_secs,
                     "qstash message in progress elsewhere: refused with 409"
                 );
-                Begin::Refuse(Rejection::InProgress { retry_after_secs })
+                let rejection = Rejection::InProgress { retry_after_secs };
+                crate::observe::refused(&rejection);
+                Begin::Refuse(rejection)
             }
             Err(error) => self.store_failed(message_id, &error),
         }
@@ -330,12 +334,15 @@ impl Dedup {
 
     fn store_failed(&self, message_id: &str, error: &StoreError) -> Begin {
         let c = &*self.config;
+        crate::observe::store_error("claim");
         match c.on_store_error {
             OnStoreError::FailClosed => {
                 tracing::error!(message_id, %error, "qstash dedup store failed: refused with 503");
-                Begin::Refuse(Rejection::StoreUnavailable {
+                let rejection = Rejection::StoreUnavailable {
                     retry_after_secs: retry_after_secs(c.store_retry_after),
-                })
+                };
+                crate::observe::refused(&rejection);
+                Begin::Refuse(rejection)
             }
             OnStoreError::FailOpen => {
                 tracing::warn!(
@@ -373,5 +380,6 @@ pub(super) fn claim_key(message_id: &str, body_hash: &str) -> String {
 
 fn refuse_without_id() -> Begin {
     tracing::warn!("qstash delivery without upstash-message-id: refused with 400");
+    crate::observe::refused(&Rejection::MissingMessageId);
     Begin::Refuse(Rejection::MissingMessageId)
 }

@@ -152,16 +152,20 @@ fn log_completed(a: &Armed, result: &Result<LeaseOutcome, StoreError>) {
             message_id = a.message_id(),
             "qstash lease expired before completion: the message may be processed again"
         ),
-        Err(error) => tracing::warn!(
-            message_id = a.message_id(),
-            %error,
-            "qstash dedup store failed to complete: tried once more in the background"
-        ),
+        Err(error) => {
+            crate::observe::store_error("complete");
+            tracing::warn!(
+                message_id = a.message_id(),
+                %error,
+                "qstash dedup store failed to complete: tried once more in the background"
+            );
+        }
     }
 }
 
 fn log_released(a: &Armed, result: &Result<LeaseOutcome, StoreError>) {
     if let Err(error) = result {
+        crate::observe::store_error("release");
         tracing::warn!(
             message_id = a.message_id(),
             %error,
@@ -263,13 +267,16 @@ async fn settle_task(a: Arc<Armed>, settle: Settle, delay: Duration) {
             "qstash lease expired before completion: the message may be processed again"
         ),
         Ok(LeaseOutcome::NotHeld) => {}
-        Err(error) => tracing::warn!(
-            message_id = a.message_id(),
-            settle = settle.as_str(),
-            %error,
-            "qstash dedup store failed to settle a lease in the background: retries wait \
-             until the lease expires"
-        ),
+        Err(error) => {
+            crate::observe::store_error(settle.as_str());
+            tracing::warn!(
+                message_id = a.message_id(),
+                settle = settle.as_str(),
+                %error,
+                "qstash dedup store failed to settle a lease in the background: retries wait \
+                 until the lease expires"
+            );
+        }
     }
 }
 

@@ -35,6 +35,8 @@ pin_project! {
     {
         #[pin]
         state: State<B, S>,
+        // The delivery's span, entered at each poll (the inner service's included).
+        span: tracing::Span,
     }
 }
 
@@ -112,6 +114,7 @@ where
             state: State::Rejected {
                 response: Some(response),
             },
+            span: tracing::Span::none(),
         }
     }
 
@@ -126,6 +129,7 @@ where
                 body: ReadBody::drain(body, budget),
                 response: Some(response),
             },
+            span: tracing::Span::none(),
         }
     }
 
@@ -151,7 +155,14 @@ where
                     config,
                 }),
             },
+            span: tracing::Span::none(),
         }
+    }
+
+    /// This future, polled inside `span` (the delivery's).
+    pub(crate) fn in_span(mut self, span: tracing::Span) -> Self {
+        self.span = span;
+        self
     }
 }
 
@@ -190,6 +201,10 @@ fn passed<ResBody>(
     non_retryable: bool,
 ) -> Response<ResponseBody<ResBody>> {
     let status = response.status().as_u16();
+    crate::observe::handled(status);
+    if status == 413 {
+        crate::log::handler_too_large();
+    }
     if non_retryable && crate::head::is_payload_refusal(status) {
         crate::log::payload_refused_downstream(status);
         if let Ok(dlq) = http::StatusCode::from_u16(NON_RETRYABLE_STATUS) {
@@ -258,7 +273,9 @@ fn verified_request(
     parts.extensions.insert(claims);
     parts.extensions.insert(delivery);
     parts.extensions.insert(VerifiedByLayer(Arc::clone(config)));
-    Request::from_parts(parts, Full::new(bytes))
+    let mut req = Request::from_parts(parts, Full::new(bytes));
+    crate::allow_verified_body(&mut req, config.receiver.get_max_body_bytes());
+    req
 }
 
 impl<B, S, ResBody> Future for ResponseFuture<B, S>
@@ -271,6 +288,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         loop {
             let next = match this.state.as_mut().project() {
                 StateProj::Rejected { response } => {

@@ -131,6 +131,7 @@ pub(crate) struct VerifiedByLayer(pub(crate) Arc<Config>);
 /// An `http` 1 request head, as the core reads it ([`RequestHead`]).
 #[derive(Clone, Copy)]
 pub(crate) struct Head<'a> {
+    pub(crate) method: &'a http::Method,
     pub(crate) uri: &'a Uri,
     pub(crate) headers: &'a HeaderMap,
     pub(crate) extensions: &'a http::Extensions,
@@ -140,6 +141,7 @@ impl<'a> Head<'a> {
     /// The head of `req`.
     pub(crate) fn of<B>(req: &'a http::Request<B>) -> Self {
         Self {
+            method: req.method(),
             uri: req.uri(),
             headers: req.headers(),
             extensions: req.extensions(),
@@ -148,6 +150,10 @@ impl<'a> Head<'a> {
 }
 
 impl RequestHead for Head<'_> {
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+
     /// The original URI's (before a router above stripped a prefix), else the request's.
     fn path_and_query(&self) -> Option<&str> {
         crate::original_uri(self.extensions)

@@ -64,12 +64,14 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let config = Arc::clone(&self.config);
+        let span = crate::head::span(&super::Head::of(&req));
+        let entered = span.enter();
         let receiver = &config.receiver;
 
         // Everything that can be decided from the head is decided before any body byte is
         // polled: a bad token never costs a body read.
         let head = crate::head::check_head(receiver, &super::Head::of(&req), SystemTime::now());
-        match head {
+        let future = match head {
             Ok((token, delivery)) => ResponseFuture::read_body(req, token, delivery, inner, config),
             Err(rejection) => {
                 crate::log::refusal(&rejection, super::Head::of(&req).message_id());
@@ -90,6 +92,8 @@ where
                 };
                 ResponseFuture::rejected_draining(response, req.into_body(), budget)
             }
-        }
+        };
+        drop(entered);
+        future.in_span(span)
     }
 }

@@ -176,12 +176,44 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// This crate's log lines, captured on the current thread while the returned guard lives.
+///
+/// Deterministic: one global subscriber, installed once per test binary before the first
+/// capture, takes every event of this crate and writes it to the capture of the thread it
+/// happens on (if any). No test installs a subscriber of its own, so tracing's global
+/// callsite-interest cache never sees a callsite through a thread without a subscriber (which
+/// made scoped `set_default` captures miss events when tests ran in parallel).
 #[derive(Clone, Default)]
-pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+pub struct Logs {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// Whether closed spans are written too (`SPAN name{fields}` lines).
+    spans: bool,
+}
 
-impl std::io::Write for Logs {
+thread_local! {
+    /// The capture of this thread, if any.
+    static CAPTURE: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Restores the previous capture of its thread when dropped.
+pub struct CaptureGuard(Option<Logs>);
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        CAPTURE.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// Writes to the capture of the current thread, or nowhere.
+struct ThreadWriter;
+
+impl std::io::Write for ThreadWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CAPTURE.with(|c| {
+            if let Some(logs) = &*c.borrow() {
+                logs.lines.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -189,23 +221,118 @@ impl std::io::Write for Logs {
     }
 }
 
+/// The fields of a span, as `name=value` pairs in the order recorded.
+struct SpanFields(String);
+
+struct FieldsVisitor<'a>(&'a mut String);
+
+impl tracing::field::Visit for FieldsVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        write!(self.0, " {}={:?}", field.name(), value).unwrap();
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        use std::fmt::Write as _;
+        write!(self.0, " {}={}", field.name(), value).unwrap();
+    }
+}
+
+/// Writes each closed span, with every field recorded on it, to the capture of the thread the
+/// span closes on when that capture asked for spans.
+struct SpanLines;
+
+impl<S> tracing_subscriber::Layer<S> for SpanLines
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = String::new();
+        attrs.record(&mut FieldsVisitor(&mut fields));
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(SpanFields(fields));
+        }
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let Some(span) = ctx.span(id) {
+            if let Some(fields) = span.extensions_mut().get_mut::<SpanFields>() {
+                values.record(&mut FieldsVisitor(&mut fields.0));
+            }
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let extensions = span.extensions();
+        let fields = extensions.get::<SpanFields>().map_or("", |f| f.0.as_str());
+        let line = format!("SPAN {}{{{}}}\n", span.name(), fields.trim_start());
+        CAPTURE.with(|c| {
+            if let Some(logs) = c.borrow().as_ref().filter(|l| l.spans) {
+                logs.lines
+                    .lock()
+                    .unwrap()
+                    .extend_from_slice(line.as_bytes());
+            }
+        });
+    }
+}
+
+/// Installs the global subscriber once: every level of `qstash_receiver`'s events (not other
+/// crates'), written to the current thread's capture.
+fn install_global_subscriber() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new("qstash_receiver=trace"))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .without_time()
+                    .with_writer(|| ThreadWriter),
+            )
+            .with(SpanLines);
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in a test binary that captures logs");
+    });
+}
+
 impl Logs {
-    /// Captures every level of `qstash_receiver`'s events (not other crates').
-    pub fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
-        let logs = Self::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("qstash_receiver=trace"))
-            .with_ansi(false)
-            .without_time()
-            .with_writer(move || writer.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+    /// Captures every level of `qstash_receiver`'s events (not other crates') logged on the
+    /// current thread while the guard lives.
+    pub fn capture() -> (Self, CaptureGuard) {
+        Self::start(false)
+    }
+
+    /// [`Logs::capture`], and each span closed on this thread as a line
+    /// `SPAN name{field=value …}` with every field recorded on it.
+    pub fn capture_with_spans() -> (Self, CaptureGuard) {
+        Self::start(true)
+    }
+
+    fn start(spans: bool) -> (Self, CaptureGuard) {
+        install_global_subscriber();
+        let logs = Self {
+            lines: Default::default(),
+            spans,
+        };
+        let previous = CAPTURE.with(|c| c.borrow_mut().replace(logs.clone()));
+        (logs, CaptureGuard(previous))
     }
 
     /// The lines logged so far, and clears them.
     pub fn take(&self) -> Vec<String> {
-        let bytes = std::mem::take(&mut *self.0.lock().unwrap());
+        let bytes = std::mem::take(&mut *self.lines.lock().unwrap());
         String::from_utf8(bytes)
             .unwrap()
             .lines()
