@@ -9,13 +9,14 @@
 //!
 //! ```
 //! # #[cfg(feature = "test-utils")] {
-//! use qstash_receiver::{SigningKeys, Verifier};
+//! use qstash_receiver::Verifier;
 //! # use qstash_receiver::test_utils::Signer;
 //! # unsafe { std::env::set_var("QSTASH_CURRENT_SIGNING_KEY", "sig_current");
 //! #          std::env::set_var("QSTASH_NEXT_SIGNING_KEY", "sig_next"); }
 //!
-//! // Keys from QSTASH_CURRENT_SIGNING_KEY / QSTASH_NEXT_SIGNING_KEY; missing keys are an error.
-//! let verifier = Verifier::new(SigningKeys::from_env()?);
+//! // Keys from QSTASH_CURRENT_SIGNING_KEY / QSTASH_NEXT_SIGNING_KEY (or QStash's multi-region
+//! // variables); missing keys are an error, never a disabled check.
+//! let verifier = Verifier::from_env()?;
 //!
 //! # let body = br#"{"task":"mail"}"#;
 //! # let signature = Signer::new("sig_current").sign("https://example.com/api/jobs", body);
