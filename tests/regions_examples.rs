@@ -36,14 +36,24 @@ const US_NEXT: &str = "sig_usNext0123456789abcdefghijk";
 fn environment(bind: &str) -> impl Fn(&str) -> Option<String> + Clone + use<> {
     let vars = [
         ("QSTASH_REGION", "EU_CENTRAL_1".to_owned()),
-        ("EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY", EU_CURRENT.to_owned()),
+        (
+            "EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY",
+            EU_CURRENT.to_owned(),
+        ),
         ("EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY", EU_NEXT.to_owned()),
-        ("US_EAST_1_QSTASH_CURRENT_SIGNING_KEY", US_CURRENT.to_owned()),
+        (
+            "US_EAST_1_QSTASH_CURRENT_SIGNING_KEY",
+            US_CURRENT.to_owned(),
+        ),
         ("US_EAST_1_QSTASH_NEXT_SIGNING_KEY", US_NEXT.to_owned()),
         ("BIND", bind.to_owned()),
         ("PUBLIC_URL", PUBLIC_URL.to_owned()),
     ];
-    move |name: &str| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+    move |name: &str| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+    }
 }
 
 /// The running example: its base URL (it runs on a thread of its own until the tests end).

@@ -6,7 +6,10 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{ClaimOutcome, DedupStore, LeaseOutcome, LeaseToken, MAX_TTL, StoreError, StoreFuture};
+use super::{
+    ClaimOutcome, DedupStore, GuardedClaim, LeaseOutcome, LeaseToken, MAX_TTL, StoreError,
+    StoreFuture,
+};
 
 /// Default capacity of a [`MemoryStore`]: 100 000 message ids (a few tens of MiB at most).
 pub const DEFAULT_MEMORY_CAPACITY: usize = 100_000;
@@ -178,6 +181,23 @@ impl DedupStore for MemoryStore {
 
     fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         let result = self.remember_sync(key, ttl);
+        Box::pin(async move { result })
+    }
+
+    // One call and one future for both (the guard key and the message key are in shards of
+    // their own: locked one after the other, as two operations would).
+    fn claim_guarded<'a>(
+        &'a self,
+        guard_key: &'a str,
+        guard_ttl: Duration,
+        key: &'a str,
+        lease_ttl: Duration,
+    ) -> StoreFuture<'a, GuardedClaim> {
+        let result = match self.remember_sync(guard_key, guard_ttl) {
+            Ok(true) => self.claim_sync(key, lease_ttl).map(GuardedClaim::Claimed),
+            Ok(false) => Ok(GuardedClaim::Replayed),
+            Err(error) => Err(error),
+        };
         Box::pin(async move { result })
     }
 }

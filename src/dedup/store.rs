@@ -109,6 +109,42 @@ pub trait DedupStore: Send + Sync + 'static {
             }
         })
     }
+
+    /// The replay guard and the claim as one operation: records `guard_key` for `guard_ttl` if
+    /// it is absent (as [`DedupStore::remember`]) and then, only if it was absent, claims `key`
+    /// for `lease_ttl` (as [`DedupStore::claim`]). Answers [`GuardedClaim::Replayed`], having
+    /// claimed nothing, when `guard_key` is already there.
+    ///
+    /// On an error, the guard key may have been recorded; a lease the store may have taken
+    /// without learning it (a lost reply) is the store's to release, as [`RedisStore`] does.
+    ///
+    /// [`Dedup`] calls it for each delivery whose token has a `jti` while the replay guard is
+    /// on and store errors fail closed (the default). The default calls `remember`, then `claim`;
+    /// [`MemoryStore`] does both in one call and [`RedisStore`] in one script (one round trip).
+    fn claim_guarded<'a>(
+        &'a self,
+        guard_key: &'a str,
+        guard_ttl: Duration,
+        key: &'a str,
+        lease_ttl: Duration,
+    ) -> StoreFuture<'a, GuardedClaim> {
+        Box::pin(async move {
+            if !self.remember(guard_key, guard_ttl).await? {
+                return Ok(GuardedClaim::Replayed);
+            }
+            Ok(GuardedClaim::Claimed(self.claim(key, lease_ttl).await?))
+        })
+    }
+}
+
+/// What a [`DedupStore::claim_guarded`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GuardedClaim {
+    /// The guard key was already recorded (a replayed token): nothing was claimed.
+    Replayed,
+    /// The guard key was absent and is now recorded; the claim of the message key found this.
+    Claimed(ClaimOutcome),
 }
 
 /// What a [`DedupStore::claim`] found.
