@@ -1,5 +1,5 @@
 //! Cost of deduplication in the `MemoryStore`, through the store's own async methods (`claim`,
-//! `complete`, `release`, `remember`), beside baselines measured in the same run: a
+//! `complete`, `release`, `remember`, `claim_guarded`), beside baselines measured in the same run: a
 //! `Mutex<HashMap>` insert (what a hand-kept set of message ids costs), a lease token
 //! (`LeaseToken::generate`, 128 bits from the OS generator), and SHA-256 of a 1 KiB body (as
 //! verifying a delivery does). With feature `redis` and `redis-server` installed: claim +
@@ -28,7 +28,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use qstash_receiver::dedup::{ClaimOutcome, DedupStore, LeaseOutcome, LeaseToken, MemoryStore};
+use qstash_receiver::dedup::{
+    ClaimOutcome, DedupStore, GuardedClaim, LeaseOutcome, LeaseToken, MemoryStore,
+};
 use sha2::{Digest, Sha256};
 
 #[cfg(feature = "redis")]
@@ -70,6 +72,30 @@ fn claim_complete(store: &MemoryStore, i: u64) {
     };
     let done = ready(store.complete(&key, &token, RETENTION)).unwrap();
     assert_eq!(done, LeaseOutcome::Applied);
+}
+
+/// What one new delivery costs the store with the replay guard on (the default): its token's
+/// `jti` recorded and its message key claimed in one call, then completed. Keys as long as
+/// QStash's (`jti:jwt_` + 20 characters; `msg:msg_` + 26, `:` and a 43-character body hash).
+fn guarded_claim_complete(store: &MemoryStore, i: u64) {
+    let guard = format!("jti:jwt_{i:020}");
+    let key = format!("msg:msg_{i:026}:47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU");
+    let Ok(GuardedClaim::Claimed(ClaimOutcome::Acquired(token))) =
+        ready(store.claim_guarded(&guard, GUARD_TTL, &key, LEASE))
+    else {
+        panic!("not acquired");
+    };
+    let done = ready(store.complete(&key, &token, RETENTION)).unwrap();
+    assert_eq!(done, LeaseOutcome::Applied);
+}
+
+/// [`guarded_claim_complete`] on a store that starts empty every 300 deliveries, as the layer
+/// bench's routes do.
+fn guarded_claim_complete_fresh(store: &std::cell::RefCell<MemoryStore>, i: u64) {
+    if i % 300 == 0 {
+        *store.borrow_mut() = MemoryStore::new();
+    }
+    guarded_claim_complete(&store.borrow(), i);
 }
 
 /// Claims a new key and releases it: a delivery whose handler failed.
@@ -116,6 +142,21 @@ fn baselines(c: &mut Criterion) {
         })
     });
     let mut i = 0u64;
+    group.bench_function("memory_guarded_claim_complete", |b| {
+        b.iter(|| {
+            i += 1;
+            guarded_claim_complete(&store, i);
+        })
+    });
+    let fresh = std::cell::RefCell::new(MemoryStore::new());
+    let mut i = 0u64;
+    group.bench_function("memory_guarded_claim_complete_fresh", |b| {
+        b.iter(|| {
+            i += 1;
+            guarded_claim_complete_fresh(&fresh, i);
+        })
+    });
+    let mut i = 0u64;
     group.bench_function("memory_claim_release", |b| {
         b.iter(|| {
             i += 1;
@@ -157,8 +198,15 @@ fn paired_ratios() {
         start.elapsed().as_secs_f64()
     };
     let baseline = |i| hashmap_insert(&map, i);
-    let ops: [(&str, &dyn Fn(u64)); 4] = [
+    let fresh = std::cell::RefCell::new(MemoryStore::new());
+    let ops: [(&str, &dyn Fn(u64)); 6] = [
         ("memory claim + complete", &|i| claim_complete(&store, i)),
+        ("memory guarded claim + complete (a delivery)", &|i| {
+            guarded_claim_complete(&store, i)
+        }),
+        ("the same, a new store every 300", &|i| {
+            guarded_claim_complete_fresh(&fresh, i)
+        }),
         ("memory claim + release", &|i| claim_release(&store, i)),
         ("memory remember (replay guard)", &|i| remember(&store, i)),
         ("LeaseToken::generate", &|_| {
