@@ -149,9 +149,7 @@ pub(crate) async fn settings(
         None => (Dedup::new(Arc::new(MemoryStore::new())), "memory"),
         Some(url) => (redis_dedup(&url).await?, "redis"),
     };
-    let receiver = Receiver::new(verifier)
-        .url_policy(policy)
-        .dedup(dedup);
+    let receiver = Receiver::new(verifier).url_policy(policy).dedup(dedup);
     Ok(Settings {
         bind,
         store,

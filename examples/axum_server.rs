@@ -213,9 +213,7 @@ pub(crate) async fn settings(
             return Err("REQUEST_TIMEOUT_SECS must be a positive number of seconds".to_owned());
         }
     };
-    let receiver = Receiver::new(verifier)
-        .url_policy(policy)
-        .dedup(dedup);
+    let receiver = Receiver::new(verifier).url_policy(policy).dedup(dedup);
     Ok(Settings {
         bind,
         public_url,

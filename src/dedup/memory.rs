@@ -121,7 +121,15 @@ impl MemoryStore {
     }
 
     fn claim_sync(&self, key: &str, lease_ttl: Duration) -> Result<ClaimOutcome, StoreError> {
-        let now = Instant::now();
+        self.claim_at(key, lease_ttl, Instant::now())
+    }
+
+    fn claim_at(
+        &self,
+        key: &str,
+        lease_ttl: Duration,
+        now: Instant,
+    ) -> Result<ClaimOutcome, StoreError> {
         let (mut shard, key) = self.shard(key)?;
         if let Some(found) = shard.live(key, now) {
             return Ok(found);
@@ -158,7 +166,10 @@ impl MemoryStore {
     }
 
     fn remember_sync(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let now = Instant::now();
+        self.remember_at(key, ttl, Instant::now())
+    }
+
+    fn remember_at(&self, key: &str, ttl: Duration, now: Instant) -> Result<bool, StoreError> {
         let (mut shard, key) = self.shard(key)?;
         if shard.live(key, now).is_some() {
             return Ok(false);
@@ -205,8 +216,9 @@ impl DedupStore for MemoryStore {
         key: &'a str,
         lease_ttl: Duration,
     ) -> StoreFuture<'a, GuardedClaim> {
-        let result = match self.remember_sync(guard_key, guard_ttl) {
-            Ok(true) => self.claim_sync(key, lease_ttl).map(GuardedClaim::Claimed),
+        let now = Instant::now();
+        let result = match self.remember_at(guard_key, guard_ttl, now) {
+            Ok(true) => self.claim_at(key, lease_ttl, now).map(GuardedClaim::Claimed),
             Ok(false) => Ok(GuardedClaim::Replayed),
             Err(error) => Err(error),
         };
