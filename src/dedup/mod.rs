@@ -110,6 +110,7 @@
 mod config;
 mod lease;
 mod memory;
+mod order;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 mod redis;
