@@ -1,16 +1,20 @@
 //! Cost of deduplication in the `MemoryStore`, through the store's own async methods (`claim`,
-//! `complete`, `release`, `remember`), beside baselines measured in the same run: a
+//! `complete`, `release`, `remember`, `claim_guarded`), beside baselines measured in the same run: a
 //! `Mutex<HashMap>` insert (what a hand-kept set of message ids costs), a lease token
 //! (`LeaseToken::generate`, 128 bits from the OS generator), and SHA-256 of a 1 KiB body (as
-//! verifying a delivery does). With feature `redis` and `redis-server` installed: claim +
-//! complete against a real redis-server on loopback (two round trips).
+//! verifying a delivery does). With feature `test-utils`: a delivery through `Dedup` (`begin`,
+//! `finish`). With feature `redis` and `redis-server` installed, against a real redis-server on
+//! loopback: claim + complete (two round trips), a guarded delivery (guard and claim in one
+//! script, then complete: two round trips) and the same as three (`remember`, `claim`,
+//! `complete`).
 //!
 //! After criterion's report, each memory-store operation is measured *paired* with the
 //! `Mutex<HashMap>` insert (alternating blocks, the order swapped every round, the median of the
 //! per-round ratios) and the ratios are printed: absolute times depend on the machine and its
 //! load. Nothing here asserts a timing.
 //!
-//! `cargo bench --bench dedup` (add `--features redis` for the Redis figure)
+//! `cargo bench --bench dedup` (add `--features test-utils,redis` for the `Dedup` and Redis
+//! figures)
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -28,7 +32,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use qstash_receiver::dedup::{ClaimOutcome, DedupStore, LeaseOutcome, LeaseToken, MemoryStore};
+use qstash_receiver::dedup::{
+    ClaimOutcome, DedupStore, GuardedClaim, LeaseOutcome, LeaseToken, MemoryStore,
+};
 use sha2::{Digest, Sha256};
 
 #[cfg(feature = "redis")]
@@ -70,6 +76,30 @@ fn claim_complete(store: &MemoryStore, i: u64) {
     };
     let done = ready(store.complete(&key, &token, RETENTION)).unwrap();
     assert_eq!(done, LeaseOutcome::Applied);
+}
+
+/// What one new delivery costs the store with the replay guard on (the default): its token's
+/// `jti` recorded and its message key claimed in one call, then completed. Keys as long as
+/// QStash's (`jti:jwt_` + 20 characters; `msg:msg_` + 26, `:` and a 43-character body hash).
+fn guarded_claim_complete(store: &MemoryStore, i: u64) {
+    let guard = format!("jti:jwt_{i:020}");
+    let key = format!("msg:msg_{i:026}:47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU");
+    let Ok(GuardedClaim::Claimed(ClaimOutcome::Acquired(token))) =
+        ready(store.claim_guarded(&guard, GUARD_TTL, &key, LEASE))
+    else {
+        panic!("not acquired");
+    };
+    let done = ready(store.complete(&key, &token, RETENTION)).unwrap();
+    assert_eq!(done, LeaseOutcome::Applied);
+}
+
+/// [`guarded_claim_complete`] on a store that starts empty every 300 deliveries, as the layer
+/// bench's routes do.
+fn guarded_claim_complete_fresh(store: &std::cell::RefCell<MemoryStore>, i: u64) {
+    if i % 300 == 0 {
+        *store.borrow_mut() = MemoryStore::new();
+    }
+    guarded_claim_complete(&store.borrow(), i);
 }
 
 /// Claims a new key and releases it: a delivery whose handler failed.
@@ -116,6 +146,21 @@ fn baselines(c: &mut Criterion) {
         })
     });
     let mut i = 0u64;
+    group.bench_function("memory_guarded_claim_complete", |b| {
+        b.iter(|| {
+            i += 1;
+            guarded_claim_complete(&store, i);
+        })
+    });
+    let fresh = std::cell::RefCell::new(MemoryStore::new());
+    let mut i = 0u64;
+    group.bench_function("memory_guarded_claim_complete_fresh", |b| {
+        b.iter(|| {
+            i += 1;
+            guarded_claim_complete_fresh(&fresh, i);
+        })
+    });
+    let mut i = 0u64;
     group.bench_function("memory_claim_release", |b| {
         b.iter(|| {
             i += 1;
@@ -157,8 +202,15 @@ fn paired_ratios() {
         start.elapsed().as_secs_f64()
     };
     let baseline = |i| hashmap_insert(&map, i);
-    let ops: [(&str, &dyn Fn(u64)); 4] = [
+    let fresh = std::cell::RefCell::new(MemoryStore::new());
+    let ops: [(&str, &dyn Fn(u64)); 6] = [
         ("memory claim + complete", &|i| claim_complete(&store, i)),
+        ("memory guarded claim + complete (a delivery)", &|i| {
+            guarded_claim_complete(&store, i)
+        }),
+        ("the same, a new store every 300", &|i| {
+            guarded_claim_complete_fresh(&fresh, i)
+        }),
         ("memory claim + release", &|i| claim_release(&store, i)),
         ("memory remember (replay guard)", &|i| remember(&store, i)),
         ("LeaseToken::generate", &|_| {
@@ -190,6 +242,53 @@ fn paired_ratios() {
     }
 }
 
+/// A delivery through `Dedup` (replay guard on): `begin`, then `finish(200)`, on a store new
+/// every 300 deliveries (as the layer bench's routes have), deliveries signed and verified
+/// beforehand. With feature `test-utils` (it signs them).
+#[cfg(feature = "test-utils")]
+fn through_dedup(c: &mut Criterion) {
+    use qstash_receiver::dedup::{Begin, Dedup};
+    use qstash_receiver::test_utils::Signer;
+    use qstash_receiver::{Delivery, SigningKeys, Verifier};
+    use std::sync::Arc;
+    const URL: &str = "https://bench.example/jobs";
+    let verifier = Verifier::new(SigningKeys::new("sig_benchCurrent", "sig_benchNext").unwrap());
+    let signer = Signer::new("sig_benchCurrent");
+    let deliveries: Vec<_> = (0..300)
+        .map(|_| {
+            let d = signer.delivery(URL, b"{}");
+            let claims = verifier.verify(&d.signature, b"{}", Some(URL)).unwrap();
+            let headers = d.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+            (Delivery::from_headers(headers).unwrap(), claims)
+        })
+        .collect();
+    let mut group = c.benchmark_group("dedup");
+    group.bench_function("dedup_begin_finish_fresh", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(300);
+                left -= n;
+                let dedup = Dedup::new(Arc::new(MemoryStore::new()));
+                let start = Instant::now();
+                for (delivery, claims) in &deliveries[..n as usize] {
+                    let Begin::Run(lease) = ready(dedup.begin(delivery, claims)) else {
+                        panic!("not run");
+                    };
+                    black_box(ready(lease.finish(200)).unwrap());
+                }
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+#[cfg(not(feature = "test-utils"))]
+fn through_dedup(_: &mut Criterion) {}
+
 #[cfg(feature = "redis")]
 fn redis(c: &mut Criterion) {
     use qstash_receiver::dedup::RedisStore;
@@ -218,6 +317,37 @@ fn redis(c: &mut Criterion) {
             })
         })
     });
+    // A delivery with the replay guard (the default): guard and claim in one script, then
+    // complete (two round trips), beside the same as three (the guard's own `SET NX PX`).
+    let mut i = 0u64;
+    group.bench_function("redis_loopback_guarded_claim_complete", |b| {
+        b.iter(|| {
+            i += 1;
+            let (guard, key) = (format!("jti:bench_{i}"), format!("msg:guarded_{i}"));
+            rt.block_on(async {
+                let Ok(GuardedClaim::Claimed(ClaimOutcome::Acquired(token))) =
+                    store.claim_guarded(&guard, LEASE, &key, LEASE).await
+                else {
+                    panic!("not acquired");
+                };
+                store.complete(&key, &token, RETENTION).await.unwrap()
+            })
+        })
+    });
+    let mut i = 0u64;
+    group.bench_function("redis_loopback_remember_claim_complete", |b| {
+        b.iter(|| {
+            i += 1;
+            let (guard, key) = (format!("jti:three_{i}"), format!("msg:three_{i}"));
+            rt.block_on(async {
+                assert!(store.remember(&guard, LEASE).await.unwrap());
+                let ClaimOutcome::Acquired(token) = store.claim(&key, LEASE).await.unwrap() else {
+                    panic!("not acquired");
+                };
+                store.complete(&key, &token, RETENTION).await.unwrap()
+            })
+        })
+    });
     group.finish();
     drop(server);
 }
@@ -228,6 +358,7 @@ fn redis(_: &mut Criterion) {}
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     baselines(&mut criterion);
+    through_dedup(&mut criterion);
     redis(&mut criterion);
     criterion.final_summary();
     let listing_or_testing = std::env::args().any(|a| a == "--test" || a == "--list");

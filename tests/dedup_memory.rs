@@ -10,12 +10,13 @@
 
 mod support;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use qstash_receiver::Rejection;
 use qstash_receiver::dedup::{
-    Begin, ClaimOutcome, Dedup, DedupStore, InProgressRetryAfter, LeaseOutcome, MemoryStore,
-    OnStoreError, UnguardedReason,
+    Begin, ClaimOutcome, Dedup, DedupStore, GuardedClaim, InProgressRetryAfter, LeaseOutcome,
+    LeaseToken, MemoryStore, OnStoreError, StoreFuture, UnguardedReason,
 };
 use support::*;
 
@@ -53,6 +54,178 @@ async fn completed_ids_expire_after_retention() {
 #[tokio::test]
 async fn replay_guard_refuses_the_same_token() {
     replay_guard(store()).await;
+}
+
+#[tokio::test]
+async fn the_guard_and_the_claim_in_one_call() {
+    guarded_claim(store()).await;
+}
+
+/// A memory store that records which of its operations are called.
+#[derive(Default)]
+struct Recorder {
+    inner: MemoryStore,
+    calls: Mutex<Vec<&'static str>>,
+}
+
+impl Recorder {
+    fn calls(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+    fn record(&self, call: &'static str) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+/// Keeps the trait's default `claim_guarded` (a store written before it existed).
+impl DedupStore for Recorder {
+    fn claim<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, ClaimOutcome> {
+        self.record("claim");
+        self.inner.claim(key, ttl)
+    }
+    fn complete<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a LeaseToken,
+        retention: Duration,
+    ) -> StoreFuture<'a, LeaseOutcome> {
+        self.record("complete");
+        self.inner.complete(key, token, retention)
+    }
+    fn release<'a>(&'a self, key: &'a str, token: &'a LeaseToken) -> StoreFuture<'a, LeaseOutcome> {
+        self.record("release");
+        self.inner.release(key, token)
+    }
+    fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        self.record("remember");
+        self.inner.remember(key, ttl)
+    }
+}
+
+/// Overrides `claim_guarded`, as `MemoryStore` and `RedisStore` do.
+#[derive(Default)]
+struct CombinedRecorder(Recorder);
+
+impl DedupStore for CombinedRecorder {
+    fn claim<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, ClaimOutcome> {
+        self.0.claim(key, ttl)
+    }
+    fn complete<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a LeaseToken,
+        retention: Duration,
+    ) -> StoreFuture<'a, LeaseOutcome> {
+        self.0.complete(key, token, retention)
+    }
+    fn release<'a>(&'a self, key: &'a str, token: &'a LeaseToken) -> StoreFuture<'a, LeaseOutcome> {
+        self.0.release(key, token)
+    }
+    fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        self.0.remember(key, ttl)
+    }
+    fn claim_guarded<'a>(
+        &'a self,
+        guard_key: &'a str,
+        guard_ttl: Duration,
+        key: &'a str,
+        lease_ttl: Duration,
+    ) -> StoreFuture<'a, GuardedClaim> {
+        self.0.record("claim_guarded");
+        self.0
+            .inner
+            .claim_guarded(guard_key, guard_ttl, key, lease_ttl)
+    }
+}
+
+#[tokio::test]
+async fn a_store_without_the_combined_operation_gets_the_guard_then_the_claim() {
+    let recorder = Arc::new(Recorder::default());
+    let dedup = Dedup::new(Arc::clone(&recorder) as Arc<dyn DedupStore>);
+    guarded_claim(Arc::clone(&recorder) as Arc<dyn DedupStore>).await;
+    recorder.calls();
+    // A new delivery: remember, claim; then complete.
+    let first = signed(&new_id(), 0);
+    let (delivery, claims) = verified(&first);
+    expect_run(dedup.begin(&delivery, &claims).await)
+        .complete()
+        .await
+        .unwrap();
+    assert_eq!(recorder.calls(), ["remember", "claim", "complete"]);
+    // Its token replayed under another message id: refused after the guard, nothing claimed.
+    let (delivery, claims) = verified(&with_message_id(&first, Some(&new_id())));
+    assert!(matches!(
+        dedup.begin(&delivery, &claims).await,
+        Begin::Refuse(Rejection::Replayed)
+    ));
+    assert_eq!(recorder.calls(), ["remember"]);
+}
+
+#[tokio::test]
+async fn a_delivery_is_one_guarded_claim_and_two_operations_when_failing_open() {
+    let recorder = Arc::new(CombinedRecorder::default());
+    let store = Arc::clone(&recorder) as Arc<dyn DedupStore>;
+    let closed = Dedup::new(Arc::clone(&store));
+    let first = signed(&new_id(), 0);
+    let (delivery, claims) = verified(&first);
+    expect_run(closed.begin(&delivery, &claims).await)
+        .complete()
+        .await
+        .unwrap();
+    assert_eq!(recorder.0.calls(), ["claim_guarded", "complete"]);
+    // A replay: refused by the one call, the other message id not claimed.
+    let other = new_id();
+    let (delivery, claims) = verified(&with_message_id(&first, Some(&other)));
+    assert!(matches!(
+        closed.begin(&delivery, &claims).await,
+        Begin::Refuse(Rejection::Replayed)
+    ));
+    assert_eq!(recorder.0.calls(), ["claim_guarded"]);
+    expect_run(begin(&closed.clone().replay_guard(false), &other).await)
+        .release()
+        .await
+        .unwrap();
+    assert_eq!(recorder.0.calls(), ["claim", "release"]);
+    // Failing open, a failing guard must not keep the claim from being tried: two operations.
+    let open = Dedup::new(store).on_store_error(OnStoreError::FailOpen);
+    expect_run(begin(&open, &new_id()).await)
+        .complete()
+        .await
+        .unwrap();
+    assert_eq!(recorder.0.calls(), ["remember", "claim", "complete"]);
+}
+
+#[tokio::test]
+async fn a_token_without_jti_is_claimed_without_the_guard() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+    use qstash_receiver::test_utils::Signer;
+    use sha2::Digest as _;
+
+    let recorder = Arc::new(CombinedRecorder::default());
+    let dedup = Dedup::new(Arc::clone(&recorder) as Arc<dyn DedupStore>);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let payload = serde_json::json!({
+        "iss": "Upstash", "sub": URL, "iat": now, "exp": now + 300,
+        "body": URL_SAFE.encode(sha2::Sha256::digest(BODY)),
+    });
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+    let token = Signer::new(KEY).sign_raw(&header, &URL_SAFE_NO_PAD.encode(payload.to_string()));
+    let mut d = signed(&new_id(), 0);
+    d.signature = token;
+    let (delivery, claims) = verified(&d);
+    assert_eq!(claims.jwt_id(), None);
+    for _ in 0..2 {
+        // Run, released, run again: no guard, each time a claim of the message id alone.
+        expect_run(dedup.begin(&delivery, &claims).await)
+            .release()
+            .await
+            .unwrap();
+        assert_eq!(recorder.0.calls(), ["claim", "release"]);
+    }
 }
 
 #[cfg(any(feature = "tower", feature = "actix-web", feature = "redis"))]

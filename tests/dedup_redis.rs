@@ -314,43 +314,60 @@ impl Monitor {
 }
 
 #[tokio::test]
-async fn a_new_delivery_costs_three_round_trips_two_without_the_guard() {
+async fn a_new_delivery_costs_two_round_trips_with_the_guard_or_without() {
     let Some(server) = RedisServer::start() else {
         return;
     };
     let dedup = Dedup::new(store(&server).await);
     let mut monitor = Monitor::start(&server).await;
 
-    // New delivery: the replay guard's one SET NX PX, claim, complete.
-    let id = new_id();
-    expect_run(begin(&dedup, &id).await)
+    // New delivery: the replay guard and the claim in one script, then complete.
+    let first = signed(&new_id(), 0);
+    let id = first.message_id.clone();
+    let (delivery, claims) = verified(&first);
+    expect_run(dedup.begin(&delivery, &claims).await)
         .finish(200)
         .await
         .unwrap();
     let commands = monitor.commands().await;
-    assert_eq!(commands.len(), 3, "{commands:#?}");
+    assert_eq!(commands.len(), 2, "{commands:#?}");
     assert!(
-        commands[0].contains("\"SET\"")
-            && commands[0].contains("\"NX\"")
-            && commands[0].contains("\"PX\""),
+        commands.iter().all(|c| c.contains("\"EVALSHA\"")),
         "{commands:#?}"
     );
+    let jti = claims.jwt_id().unwrap();
     assert!(
-        commands[1..].iter().all(|c| c.contains("\"EVALSHA\"")),
+        commands[0].contains(&format!("\"qstash:jti:{jti}\""))
+            && commands[0].contains(&format!("\"qstash:{}\"", msg_key(&id))),
         "{commands:#?}"
     );
 
-    // Duplicate: guard + claim.
+    // Duplicate: one script.
     expect_duplicate(begin(&dedup, &id).await, &id);
-    assert_eq!(monitor.commands().await.len(), 2);
+    assert_eq!(monitor.commands().await.len(), 1);
 
-    // Failed handler: guard + claim + release.
+    // The token replayed under another id: one script, refused, nothing claimed.
+    let other = new_id();
+    let (delivery, claims) = verified(&with_message_id(&first, Some(&other)));
+    assert!(matches!(
+        dedup.begin(&delivery, &claims).await,
+        Begin::Refuse(qstash_receiver::Rejection::Replayed)
+    ));
+    assert_eq!(monitor.commands().await.len(), 1);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(format!("qstash:{}", msg_key(&other)))
+        .query(&mut raw(&server))
+        .unwrap();
+    assert!(!exists, "the replay claimed {other}");
+    monitor.commands().await; // the test's own EXISTS
+
+    // Failed handler: guarded claim + release.
     let id = new_id();
     expect_run(begin(&dedup, &id).await)
         .finish(500)
         .await
         .unwrap();
-    assert_eq!(monitor.commands().await.len(), 3);
+    assert_eq!(monitor.commands().await.len(), 2);
 
     // Without the replay guard: claim + complete.
     let unguarded = dedup.clone().replay_guard(false);
@@ -361,10 +378,34 @@ async fn a_new_delivery_costs_three_round_trips_two_without_the_guard() {
     let commands = monitor.commands().await;
     assert_eq!(commands.len(), 2, "{commands:#?}");
     assert!(
-        commands.iter().all(|c| c.contains("\"EVALSHA\"")),
+        commands
+            .iter()
+            .all(|c| c.contains("\"EVALSHA\"") && !c.contains("qstash:jti:")),
+        "{commands:#?}"
+    );
+
+    // Failing open: the guard's SET NX PX on its own (a failing guard lets the claim be tried),
+    // then claim + complete.
+    let open = dedup.clone().on_store_error(OnStoreError::FailOpen);
+    expect_run(begin(&open, &new_id()).await)
+        .finish(200)
+        .await
+        .unwrap();
+    let commands = monitor.commands().await;
+    assert_eq!(commands.len(), 3, "{commands:#?}");
+    assert!(
+        commands[0].contains("\"SET\"") && commands[0].contains("\"NX\""),
         "{commands:#?}"
     );
     drop(monitor.child.kill().await);
+}
+
+#[tokio::test]
+async fn the_guard_and_the_claim_in_one_script() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    guarded_claim(store(&server).await).await;
 }
 
 /// Two stores (two instances) on one Redis: a token accepted by one is refused by the other,

@@ -40,9 +40,10 @@
 //!   `Retry-After` is whole seconds, at least 1 and at most [`MAX_RETRY_AFTER`] (1 day, the
 //!   longest QStash honours), whatever duration is configured.
 //! - The replay guard is **on**: a message id is not signed, a token's `jti` is. Each accepted
-//!   `jti` is remembered (one `SET NX PX` in Redis, shared by every instance) until its token
-//!   can no longer verify: its `exp` plus the verifier's leeway (which [`Receiver::dedup`]
-//!   passes on; see [`Dedup::verifier_leeway`]) plus a second. A second request with the same
+//!   `jti` is remembered (in Redis by the same script as the claim, shared by every instance;
+//!   see [`DedupStore::claim_guarded`]) until its token can no longer verify: its `exp` plus
+//!   the verifier's leeway (which [`Receiver::dedup`] passes on; see
+//!   [`Dedup::verifier_leeway`]) plus a second. A second request with the same
 //!   token is refused, under any message id, so whoever holds a captured delivery (request logs
 //!   that keep headers, a proxy you do not control) cannot run the handler again. QStash signs
 //!   every attempt with a new token, so it is never refused. [`MemoryStore`] never evicts a
@@ -109,6 +110,7 @@
 mod config;
 mod lease;
 mod memory;
+mod order;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 mod redis;
@@ -127,7 +129,9 @@ pub use memory::{DEFAULT_MEMORY_CAPACITY, MemoryStore};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{DEFAULT_KEY_PREFIX, RECONNECT_RETRIES, RedisStore};
-pub use store::{ClaimOutcome, DedupStore, LeaseOutcome, LeaseToken, StoreError, StoreFuture};
+pub use store::{
+    ClaimOutcome, DedupStore, GuardedClaim, LeaseOutcome, LeaseToken, StoreError, StoreFuture,
+};
 
 /// The response header that marks an answer to an already completed message: `qstash-duplicate`.
 pub const DUPLICATE_HEADER: &str = "qstash-duplicate";

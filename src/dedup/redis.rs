@@ -8,7 +8,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, ErrorKind, RedisWrite, Script, ServerErrorKind, ToRedisArgs};
 
-use super::{ClaimOutcome, DedupStore, LeaseOutcome, LeaseToken, MAX_TTL, StoreError, StoreFuture};
+use super::{
+    ClaimOutcome, DedupStore, GuardedClaim, LeaseOutcome, LeaseToken, MAX_TTL, StoreError,
+    StoreFuture,
+};
 
 /// The default key prefix of a [`RedisStore`]: `qstash:` (keys are `qstash:msg:<message id>`
 /// and `qstash:jti:<token id>`).
@@ -20,9 +23,12 @@ pub const RECONNECT_RETRIES: usize = 1;
 /// The value of a completed key. A lease's value is `lease:<token>`.
 const COMPLETED: &str = "done";
 
-/// Claim in one round trip: free → lease it; completed → say so; leased → its remaining TTL.
-/// Returns `{0, 0}` acquired, `{1, pttl}` completed, `{2, pttl}` in progress.
-const CLAIM: &str = r"
+/// The claim of `KEYS[1]`: free → lease it (`ARGV[1]`, for `ARGV[2]` ms); completed
+/// (`ARGV[3]`) → say so; leased → its remaining TTL. Returns `{0, 0}` acquired, `{1, pttl}`
+/// completed, `{2, pttl}` in progress.
+macro_rules! claim_script {
+    () => {
+        r"
 local v = redis.call('GET', KEYS[1])
 if not v then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -32,7 +38,22 @@ if v == ARGV[3] then
   return {1, redis.call('PTTL', KEYS[1])}
 end
 return {2, redis.call('PTTL', KEYS[1])}
-";
+"
+    };
+}
+
+/// Claim in one round trip (see `claim_script!`).
+const CLAIM: &str = claim_script!();
+
+/// The replay guard and the claim in one round trip: `KEYS[2]` (the token's guard key) is set
+/// for `ARGV[4]` ms if absent, else `{3, 0}` (replayed, nothing claimed); then the claim.
+const GUARDED_CLAIM: &str = concat!(
+    r"
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then
+  return {3, 0}
+end",
+    claim_script!()
+);
 
 /// Complete, only for the lease's holder: `1` applied, `0` not held.
 const COMPLETE: &str = r"
@@ -55,11 +76,14 @@ return 0
 /// A deduplication store in Redis, shared by every instance that uses the same Redis and key
 /// prefix. Cheap to clone.
 ///
-/// One round trip per operation: a claim is one Lua script (`EVALSHA`), complete and release
-/// are Lua scripts that check the lease token, the replay guard is one `SET NX PX`; a new
-/// delivery costs two round trips (claim, complete). Every command and script touches a single
-/// key, a layout Redis Cluster accepts (this store takes a single-node [`ConnectionManager`]; a
-/// cluster connection is not offered yet). Leases and retention are Redis TTLs (`PX`).
+/// One round trip per operation: a claim is one Lua script (`EVALSHA`), and so is the replay
+/// guard's check together with the claim; complete and release are Lua scripts that check the
+/// lease token. A new delivery costs two round trips (guarded claim, complete), or three with
+/// [`OnStoreError::FailOpen`](super::OnStoreError::FailOpen) (the guard's `SET NX PX` on its
+/// own, so that a failing guard lets the claim be tried). The guarded claim's script touches two
+/// keys (the token's and the message's), every other command one; this store takes a
+/// single-node [`ConnectionManager`] (a cluster connection is not offered). Leases and
+/// retention are Redis TTLs (`PX`).
 ///
 /// A claim whose reply is lost (Redis answered after the reply timeout, the connection failed
 /// after sending, or the claiming request was dropped) may still have taken its lease: that
@@ -91,6 +115,7 @@ pub struct RedisStore {
 
 struct Scripts {
     claim: Script,
+    guarded_claim: Script,
     complete: Script,
     release: Script,
 }
@@ -136,6 +161,7 @@ impl RedisStore {
             prefix: Arc::from(DEFAULT_KEY_PREFIX),
             scripts: Arc::new(Scripts {
                 claim: Script::new(CLAIM),
+                guarded_claim: Script::new(GUARDED_CLAIM),
                 complete: Script::new(COMPLETE),
                 release: Script::new(RELEASE),
             }),
@@ -156,6 +182,7 @@ impl RedisStore {
         let mut connection = self.connection.clone();
         for script in [
             &self.scripts.claim,
+            &self.scripts.guarded_claim,
             &self.scripts.complete,
             &self.scripts.release,
         ] {
@@ -168,7 +195,8 @@ impl RedisStore {
         Ok(())
     }
 
-    /// `EVALSHA <script> 1 <prefix><key> [args…]`, built straight into one [`Cmd`] (no
+    /// `EVALSHA <script> 1 <prefix><key> [args…]` (`2 <prefix><key> <prefix><second>` with a
+    /// second key), built straight into one [`Cmd`] (no
     /// `ScriptInvocation`, whose keys and arguments are each a `Vec` of their own), then sent;
     /// `NOSCRIPT` (Redis restarted or its scripts flushed) loads the script and sends it again,
     /// as `ScriptInvocation::invoke_async` does.
@@ -176,13 +204,18 @@ impl RedisStore {
         &self,
         script: &Script,
         key: &str,
+        second: Option<&str>,
         args: impl FnOnce(&mut Cmd),
     ) -> Result<T, StoreError> {
-        let mut cmd = Cmd::with_capacity(8, 128 + self.prefix.len() + key.len());
+        let extra = second.map_or(0, |k| self.prefix.len() + k.len());
+        let mut cmd = Cmd::with_capacity(9, 128 + self.prefix.len() + key.len() + extra);
         cmd.arg("EVALSHA")
             .arg(script.get_hash())
-            .arg(1)
+            .arg(1 + usize::from(second.is_some()))
             .arg(PrefixedKey(&self.prefix, key));
+        if let Some(second) = second {
+            cmd.arg(PrefixedKey(&self.prefix, second));
+        }
         args(&mut cmd);
         let mut connection = self.connection.clone();
         match cmd.query_async(&mut connection).await {
@@ -199,7 +232,13 @@ impl RedisStore {
         .map_err(StoreError::backend)
     }
 
-    async fn claim_once(&self, key: &str, ttl: Duration) -> Result<ClaimOutcome, StoreError> {
+    /// Claims `key`, behind the replay guard's `guard` key and TTL when given (one script).
+    async fn claim_once(
+        &self,
+        key: &str,
+        ttl: Duration,
+        guard: Option<(&str, Duration)>,
+    ) -> Result<GuardedClaim, StoreError> {
         // Until the reply is read, the lease may be taken without the caller knowing it.
         let pending = PendingClaim {
             store: self,
@@ -207,22 +246,31 @@ impl RedisStore {
             token: LeaseToken::generate()?,
             armed: true,
         };
+        let script = match guard {
+            Some(_) => &self.scripts.guarded_claim,
+            None => &self.scripts.claim,
+        };
         let (kind, pttl): (i64, i64) = self
-            .eval(&self.scripts.claim, key, |cmd| {
+            .eval(script, key, guard.map(|(k, _)| k), |cmd| {
                 cmd.arg(LeaseValue(&pending.token))
                     .arg(millis(ttl))
                     .arg(COMPLETED);
+                if let Some((_, guard_ttl)) = guard {
+                    cmd.arg(millis(guard_ttl));
+                }
             })
             .await?;
-        match kind {
-            0 => Ok(ClaimOutcome::Acquired(pending.taken())),
-            1 => Ok(pending.not_taken(ClaimOutcome::Completed)),
-            2 => Ok(pending.not_taken(ClaimOutcome::InProgress {
+        let claimed = match kind {
+            0 => ClaimOutcome::Acquired(pending.taken()),
+            1 => pending.not_taken(ClaimOutcome::Completed),
+            2 => pending.not_taken(ClaimOutcome::InProgress {
                 // PTTL is -1 (no TTL) or -2 (gone) in odd cases: say 0, the caller retries soon.
                 remaining: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
-            })),
-            _ => Err(StoreError::UnexpectedReply("claim script")),
-        }
+            }),
+            3 if guard.is_some() => return Ok(pending.not_taken(GuardedClaim::Replayed)),
+            _ => return Err(StoreError::UnexpectedReply("claim script")),
+        };
+        Ok(GuardedClaim::Claimed(claimed))
     }
 
     async fn settle(
@@ -233,7 +281,7 @@ impl RedisStore {
         retention: Option<Duration>,
     ) -> Result<LeaseOutcome, StoreError> {
         let applied: i64 = self
-            .eval(script, key, |cmd| {
+            .eval(script, key, None, |cmd| {
                 cmd.arg(LeaseValue(token));
                 if let Some(retention) = retention {
                     cmd.arg(COMPLETED).arg(millis(retention));
@@ -264,7 +312,12 @@ impl RedisStore {
 
 impl DedupStore for RedisStore {
     fn claim<'a>(&'a self, key: &'a str, lease_ttl: Duration) -> StoreFuture<'a, ClaimOutcome> {
-        Box::pin(self.claim_once(key, lease_ttl))
+        Box::pin(async move {
+            match self.claim_once(key, lease_ttl, None).await? {
+                GuardedClaim::Claimed(outcome) => Ok(outcome),
+                GuardedClaim::Replayed => Err(StoreError::UnexpectedReply("claim script")),
+            }
+        })
     }
 
     fn complete<'a>(
@@ -282,6 +335,16 @@ impl DedupStore for RedisStore {
 
     fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         Box::pin(self.remember_once(key, ttl))
+    }
+
+    fn claim_guarded<'a>(
+        &'a self,
+        guard_key: &'a str,
+        guard_ttl: Duration,
+        key: &'a str,
+        lease_ttl: Duration,
+    ) -> StoreFuture<'a, GuardedClaim> {
+        Box::pin(self.claim_once(key, lease_ttl, Some((guard_key, guard_ttl))))
     }
 }
 
@@ -309,7 +372,7 @@ impl PendingClaim<'_> {
     }
 
     /// Redis answered that the script took nothing: nothing to release.
-    fn not_taken(mut self, outcome: ClaimOutcome) -> ClaimOutcome {
+    fn not_taken<T>(mut self, outcome: T) -> T {
         self.armed = false;
         outcome
     }

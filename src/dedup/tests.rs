@@ -45,6 +45,25 @@ fn duplicate_body_and_token_debug() {
     assert_eq!(format!("{token:?}"), "LeaseToken(..)");
 }
 
+#[test]
+fn lease_tokens_drawn_in_batches_are_each_handed_out_once() {
+    // Several batches of the per-thread pool, on two threads: no token twice.
+    let draw = || {
+        (0..200)
+            .map(|_| LeaseToken::generate().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let other = std::thread::spawn(draw);
+    let mut all: Vec<LeaseToken> = draw();
+    all.extend(other.join().unwrap());
+    let distinct: std::collections::HashSet<&str> = all.iter().map(LeaseToken::as_str).collect();
+    assert_eq!(distinct.len(), 400);
+    assert!(
+        all.iter()
+            .all(|t| t.as_str().len() == 32 && t.as_str() != "0".repeat(32))
+    );
+}
+
 const KEY: &str = "sig_a";
 const URL: &str = "https://x.example/jobs";
 

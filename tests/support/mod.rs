@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qstash_receiver::dedup::{
-    Begin, ClaimOutcome, DUPLICATE_HEADER, Dedup, DedupStore, LeaseOutcome, LeaseToken, StoreError,
-    StoreFuture, duplicate_json_body,
+    Begin, ClaimOutcome, DUPLICATE_HEADER, Dedup, DedupStore, GuardedClaim, LeaseOutcome,
+    LeaseToken, StoreError, StoreFuture, duplicate_json_body,
 };
 use qstash_receiver::test_utils::{SignedDelivery, Signer};
 use qstash_receiver::{Claims, Delivery, Rejection, SigningKeys, Verifier};
@@ -396,6 +396,54 @@ pub async fn dropped_lease_is_released(store: Arc<dyn DedupStore>) {
     handler.abort();
     assert!(handler.await.unwrap_err().is_cancelled());
     eventually_runs(&dedup, &id).await.complete().await.unwrap();
+}
+
+/// `claim_guarded`: a new guard key records it and claims; a guard key already recorded
+/// answers `Replayed` and claims nothing; the guard key is recorded whatever the claim finds.
+pub async fn guarded_claim(store: Arc<dyn DedupStore>) {
+    let (ttl, lease) = (Duration::from_secs(60), Duration::from_secs(600));
+    let (guard, a, b) = (
+        format!("jti:{}", new_id()),
+        msg_key(&new_id()),
+        msg_key(&new_id()),
+    );
+    let Ok(GuardedClaim::Claimed(ClaimOutcome::Acquired(token))) =
+        store.claim_guarded(&guard, ttl, &a, lease).await
+    else {
+        panic!("a new guard key and a new message key: acquired");
+    };
+    // The guard key is written, the message key claimed.
+    assert!(!store.remember(&guard, ttl).await.unwrap());
+    assert!(matches!(
+        store.claim(&a, lease).await.unwrap(),
+        ClaimOutcome::InProgress { .. }
+    ));
+    // The same guard key (a replayed token) under another message key: refused, nothing claimed.
+    assert_eq!(
+        store.claim_guarded(&guard, ttl, &b, lease).await.unwrap(),
+        GuardedClaim::Replayed
+    );
+    let ClaimOutcome::Acquired(b_token) = store.claim(&b, lease).await.unwrap() else {
+        panic!("{b} was not claimed by the replay");
+    };
+    store.release(&b, &b_token).await.unwrap();
+    // A new guard key on a held, then a completed, message key: recorded; the claim says so.
+    let second = format!("jti:{}", new_id());
+    assert!(matches!(
+        store.claim_guarded(&second, ttl, &a, lease).await.unwrap(),
+        GuardedClaim::Claimed(ClaimOutcome::InProgress { .. })
+    ));
+    assert!(!store.remember(&second, ttl).await.unwrap());
+    assert_eq!(
+        store.complete(&a, &token, lease).await.unwrap(),
+        LeaseOutcome::Applied
+    );
+    let third = format!("jti:{}", new_id());
+    assert_eq!(
+        store.claim_guarded(&third, ttl, &a, lease).await.unwrap(),
+        GuardedClaim::Claimed(ClaimOutcome::Completed)
+    );
+    assert!(!store.remember(&third, ttl).await.unwrap());
 }
 
 /// No `Upstash-Message-Id`: refused with 400 `missing_message_id` (QStash always sends one),
