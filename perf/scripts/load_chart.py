@@ -63,17 +63,11 @@ for t in [0, 0.25, 0.5, 0.75, 1.0]:
 for i, r in enumerate(bars):
     y = top + 8 + i * 34
     ratio, bar = r["ratio_to_bare"], r["bar"]
-    met = bar is None or ratio >= bar
-    colour = "#4a90d9" if met else "#d9534f"
+    colour = "#4a90d9"
     label = f"{r['framework']} {r['mode']}"
     out.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{escape(label)}</text>')
     out.append(f'<rect x="{left}" y="{y}" width="{x(ratio) - left:.1f}" height="20" fill="{colour}"/>')
     out.append(f'<text x="{x(ratio) + 4:.1f}" y="{y + 15}">{ratio:.2f}×</text>')
-    if bar is not None:
-        out.append(
-            f'<line x1="{x(bar):.1f}" y1="{y - 3}" x2="{x(bar):.1f}" y2="{y + 23}" stroke="black" stroke-width="2"/>'
-        )
-out.append(f'<text x="{left}" y="{top - 4}" font-size="11">black tick: the bar; red: bar missed</text>')
 out.append("</svg>")
 with open(OUT, "w", encoding="utf-8") as f:
     f.write("\n".join(out) + "\n")
