@@ -20,9 +20,9 @@ pub const CURRENT_KEY_ENV: &str = "QSTASH_CURRENT_SIGNING_KEY";
 pub const NEXT_KEY_ENV: &str = "QSTASH_NEXT_SIGNING_KEY";
 
 /// The local development server's public current key (`qstash dev`).
-const DEV_CURRENT_KEY: &str = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r";
+pub(crate) const DEV_CURRENT_KEY: &str = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r";
 /// The local development server's public next key (`qstash dev`).
-const DEV_NEXT_KEY: &str = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs";
+pub(crate) const DEV_NEXT_KEY: &str = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs";
 
 pub(crate) type HmacSha256 = Hmac<Sha256>;
 

@@ -50,12 +50,13 @@ pub use delivery::{RequestError, SignedDelivery};
 /// `nbf` in QStash tokens since September 2024: Go's zero time.
 pub const GO_ZERO_TIME: i64 = -62_135_596_800;
 
-/// The local development server's (`qstash dev`) current signing key. It is public: accept it
-/// only in development.
-pub const DEV_CURRENT_KEY: &str = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r";
+/// The local development server's (`qstash dev`) current signing key,
+/// `sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r`. It is public: accept it only in development.
+pub const DEV_CURRENT_KEY: &str = crate::keys::DEV_CURRENT_KEY;
 
-/// The local development server's next signing key (public, as [`DEV_CURRENT_KEY`]).
-pub const DEV_NEXT_KEY: &str = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs";
+/// The local development server's next signing key, `sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs` (public,
+/// as [`DEV_CURRENT_KEY`]).
+pub const DEV_NEXT_KEY: &str = crate::keys::DEV_NEXT_KEY;
 
 /// How long a QStash token lives.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
