@@ -278,7 +278,7 @@ impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
 }
 
 /// A claim's JSON value, reduced to what the checks need.
-pub(crate) enum JsonValue<'a> {
+enum JsonValue<'a> {
     Str(Cow<'a, str>),
     /// An integer that fits in `i64`.
     Int(i64),
@@ -289,7 +289,7 @@ pub(crate) enum JsonValue<'a> {
 }
 
 impl<'a> JsonValue<'a> {
-    pub(crate) fn into_string(self) -> Option<Cow<'a, str>> {
+    fn into_string(self) -> Option<Cow<'a, str>> {
         match self {
             Self::Str(s) => Some(s),
             _ => None,

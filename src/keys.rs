@@ -36,26 +36,11 @@ pub enum MatchedKey {
     Next,
 }
 
-/// One key with its HMAC state precomputed (the key's inner and outer pads hashed once).
-#[derive(Clone)]
-pub(crate) struct KeyMac {
-    mac: HmacSha256,
-}
-
-impl KeyMac {
-    /// HMAC-SHA256 keyed with `key`'s bytes (RFC 2104: any length).
-    pub(crate) fn new(key: &[u8]) -> Self {
-        // HMAC accepts a key of any length: `new_from_slice` never fails for it.
-        #[allow(clippy::expect_used)]
-        let mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
-        Self { mac }
-    }
-
-    /// A fresh MAC state keyed with this key.
-    #[inline]
-    pub(crate) fn mac(&self) -> HmacSha256 {
-        self.mac.clone()
-    }
+/// HMAC-SHA256 keyed with `key`'s bytes, its pads hashed once: clone it for each MAC.
+pub(crate) fn hmac(key: &[u8]) -> HmacSha256 {
+    // HMAC accepts a key of any length (RFC 2104): `new_from_slice` never fails for it.
+    #[allow(clippy::expect_used)]
+    HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length")
 }
 
 /// The pair of keys a QStash receiver verifies against: the *current* key, and the *next* key
@@ -67,8 +52,8 @@ impl KeyMac {
 /// `Debug` shows no key material.
 #[derive(Clone)]
 pub struct SigningKeys {
-    current: KeyMac,
-    next: KeyMac,
+    current: HmacSha256,
+    next: HmacSha256,
     dev: bool,
 }
 
@@ -100,8 +85,8 @@ impl SigningKeys {
             warn_dev_keys();
         }
         Ok(Self {
-            current: KeyMac::new(current.as_bytes()),
-            next: KeyMac::new(next.as_bytes()),
+            current: hmac(current.as_bytes()),
+            next: hmac(next.as_bytes()),
             dev,
         })
     }
@@ -109,14 +94,9 @@ impl SigningKeys {
     /// Reads `QSTASH_CURRENT_SIGNING_KEY` and `QSTASH_NEXT_SIGNING_KEY`: one key pair, for a
     /// receiver in one QStash region.
     ///
-    /// The error names the variable that is missing, empty or not Unicode. Surrounding
-    /// whitespace (a stray newline from a `.env` file) is trimmed. There is no fallback:
-    /// missing keys are an error, never a disabled check, and never the development keys.
-    ///
-    /// This reads neither `QSTASH_REGION` nor the region-prefixed keys: a receiver that
-    /// follows QStash's multi-region setup builds its verifier with
-    /// [`Verifier::from_env`](crate::Verifier::from_env), which reads them all (and, without
-    /// `QSTASH_REGION`, reads exactly what this function reads).
+    /// The error names the variable that is missing, empty or not Unicode; values are trimmed.
+    /// Missing keys are an error, never a disabled check nor the development keys. For
+    /// QStash's multi-region setup, use [`Verifier::from_env`](crate::Verifier::from_env).
     pub fn from_env() -> Result<Self, KeyError> {
         Self::from_env_vars(CURRENT_KEY_ENV.to_owned(), NEXT_KEY_ENV.to_owned())
     }
@@ -125,8 +105,7 @@ impl SigningKeys {
     /// `US_EAST_1_QSTASH_CURRENT_SIGNING_KEY` and `US_EAST_1_QSTASH_NEXT_SIGNING_KEY`
     /// (the region upper-cased, `-` turned into `_`), as the official SDKs name them.
     ///
-    /// To verify the deliveries of every region, each with its own keys, build the verifier
-    /// with [`Verifier::from_env`](crate::Verifier::from_env) rather than from these pairs.
+    /// To verify every region's deliveries, use [`Verifier::from_env`](crate::Verifier::from_env).
     pub fn from_env_region(region: &str) -> Result<Self, KeyError> {
         let prefix = region_env_prefix(region);
         Self::from_env_vars(
@@ -143,15 +122,13 @@ impl SigningKeys {
 
     /// The local development server's (`qstash dev`) fixed keys.
     ///
-    /// **Development only.** These keys are published in the QStash CLI and SDKs: anyone can sign
-    /// a delivery with them. Never use them in production, and never as a fallback when the
-    /// real keys are missing; make accepting them an explicit choice (a flag or a build profile).
-    /// Building them logs a `tracing` warning, as [`SigningKeys::new`] does for these keys.
+    /// **Development only**: these keys are public, anyone can sign with them. Never use them in
+    /// production nor as a fallback for missing keys. Building them logs a warning.
     pub fn qstash_dev() -> Self {
         warn_dev_keys();
         Self {
-            current: KeyMac::new(DEV_CURRENT_KEY.as_bytes()),
-            next: KeyMac::new(DEV_NEXT_KEY.as_bytes()),
+            current: hmac(DEV_CURRENT_KEY.as_bytes()),
+            next: hmac(DEV_NEXT_KEY.as_bytes()),
             dev: true,
         }
     }
@@ -163,7 +140,8 @@ impl SigningKeys {
         self.dev
     }
 
-    pub(crate) fn key(&self, which: MatchedKey) -> &KeyMac {
+    /// The MAC state of key `which`.
+    pub(crate) fn key(&self, which: MatchedKey) -> &HmacSha256 {
         match which {
             MatchedKey::Current => &self.current,
             MatchedKey::Next => &self.next,
@@ -297,7 +275,6 @@ pub enum KeyError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hmac::Mac;
 
     #[test]
     fn empty_keys_are_refused() {
@@ -318,22 +295,6 @@ mod tests {
         let debug = format!("{keys:?}");
         assert!(!debug.contains("secret"), "{debug}");
         assert!(debug.contains("[redacted]"));
-    }
-
-    #[test]
-    fn precomputed_mac_equals_plain_hmac_for_all_key_lengths() {
-        for len in [1usize, 31, 63, 64, 65, 200] {
-            let key: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
-            let mut ours = KeyMac::new(&key).mac();
-            let mut plain = HmacSha256::new_from_slice(&key).unwrap();
-            ours.update(b"header.payload");
-            plain.update(b"header.payload");
-            assert_eq!(
-                ours.finalize().into_bytes(),
-                plain.finalize().into_bytes(),
-                "key length {len}"
-            );
-        }
     }
 
     #[test]

@@ -1,24 +1,6 @@
-//! How refusals are logged, the same way by every adapter (tower, axum, actix-web).
-//!
-//! | refusal | level |
-//! |---|---|
-//! | before the token verified: no, malformed or invalid signature, expired or not yet valid | `debug` (anyone can send these: scanners must not fill the logs) |
-//! | a verified token: URL or body mismatch, wrong claims, a bad delivery header, a payload the handler refuses, a replayed token | `warn` |
-//! | a verified token: the body could not be read (client gone), the message is being processed elsewhere | `info` |
-//! | a verified token: the receiver is misconfigured, the deduplication store is down, a body over the limit (with the limit and how to raise it), a handler that answered 413 | `error` |
-//!
-//! A body over the limit is an `error` because the message is lost unless someone acts: QStash
-//! retries the 413 and then moves the message to the dead-letter queue.
-//!
-//! The URL policy runs only once the token's MAC and time window passed
-//! ([`Receiver::check_request`](crate::Receiver::check_request)), so a misconfiguration is
-//! reported only for requests signed with the user's keys. A misconfiguration found before any
-//! token could be checked (an extractor without its layer or receiver) is logged at `error` once
-//! per process, then at `debug`.
-//!
-//! Every value a caller chooses (the message id, the refusal's text, which may quote a URL) is
-//! escaped (no control characters, no line breaks) and cut at [`MAX_VALUE`] bytes. Never the
-//! token, a key or the body.
+//! How refusals are logged, the same way by every adapter: the levels are listed in the crate
+//! docs' Logging section. Every value a caller chooses (the message id, a refusal's text) is
+//! escaped and cut at [`MAX_VALUE`] bytes; never the token, a key or the body.
 
 use std::fmt::{self, Write as _};
 

@@ -1,6 +1,4 @@
-//! The framework-free steps every adapter runs, in one place, so that axum, tower and actix-web
-//! make the same decisions: which URL to expect, when to refuse before reading the body, the
-//! body limit, and the final check.
+//! [`Receiver`]: the whole verification policy, and the framework-free steps every adapter runs.
 
 use std::time::SystemTime;
 
@@ -9,18 +7,8 @@ use crate::{
     VerifyError,
 };
 
-/// The default body limit: 10 MiB, the largest message QStash accepts on its pay-as-you-go plan
-/// (the free plan's limit is 1 MB, fixed plans' 50 MB).
-///
-/// Why this size: a message over the limit is answered 413, which QStash retries and then moves
-/// to the dead-letter queue, so a limit below the plan's message size loses legitimate messages
-/// (each such refusal is logged at `error`). The cost is memory: a delivery's body is buffered
-/// whole, at most the limit per request in flight. It is read only once its token verified
-/// (signature, time window, URL: see [`Receiver::check_request`]), so only requests signed with
-/// your keys can make the server buffer up to 10 MiB; others are refused before a byte of their
-/// body is read. A server that only receives free-plan messages can lower it to 1 MiB; one on a
-/// fixed plan raises it to 50 MiB. Set it with [`Receiver::max_body_bytes`]; callbacks have
-/// their own, larger limit ([`Receiver::get_callback_max_body_bytes`]).
+/// The default body limit: 10 MiB, the largest message of QStash's pay-as-you-go plan (see
+/// [`Receiver::max_body_bytes`] for choosing another).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 /// A callback's default limit, in multiples of the body limit (see
@@ -40,13 +28,10 @@ const CALLBACK_FACTOR: usize = 3;
 /// | deduplication and replay guard | [`dedup`](Receiver::dedup) | [`get_dedup`](Receiver::get_dedup) | none |
 /// | answer to an unusable payload | [`non_retryable_invalid_payload`](Receiver::non_retryable_invalid_payload) | [`get_non_retryable_invalid_payload`](Receiver::get_non_retryable_invalid_payload) | 400, retried |
 ///
-/// Each option is set with a builder method named after it and read with `get_` and the same
-/// name, as [`std::process::Command`] does.
+/// Each option is set with a method named after it and read with `get_` and the same name.
 ///
-/// Its `check_*` methods are the framework-free steps every adapter runs, so that axum, tower
-/// and actix-web make the same decisions: which URL to expect, when to refuse before reading
-/// the body, the body limit, and the final check. With them, another framework needs only a
-/// thin adapter:
+/// Its `check_*` methods are the steps every adapter runs; with them, another framework needs
+/// only a thin adapter:
 ///
 /// ```
 /// # #[cfg(feature = "test-utils")] {
@@ -111,23 +96,16 @@ impl Receiver {
         self.url_policy(UrlPolicy::exact(url))
     }
 
-    /// The largest body accepted, in bytes; larger ones are answered 413 (default
-    /// [`DEFAULT_MAX_BODY_BYTES`], 10 MiB).
+    /// The largest body accepted, in bytes (default [`DEFAULT_MAX_BODY_BYTES`], 10 MiB).
     ///
-    /// Choose it from your QStash plan's largest message: 1 MB on the free plan, 10 MB on
-    /// pay-as-you-go, 50 MB on fixed plans. A message over the limit is answered 413 on every
-    /// attempt, so QStash retries it and then dead-letters it; each such refusal is logged at
-    /// `error` with the limit. The body is buffered whole (at most this many bytes per request
-    /// in flight), and only once the request's token verified: callers without your keys cannot
-    /// make the server buffer anything.
+    /// Choose your QStash plan's largest message: 1 MB free, 10 MB pay-as-you-go, 50 MB fixed.
+    /// A larger message is answered 413 on every attempt (logged at `error`) and dead-letters.
+    /// The body is buffered whole, and only once its token verified: callers without your keys
+    /// cannot make the server buffer anything. Callbacks get 3 × this limit
+    /// ([`Receiver::callback_max_body_bytes`]).
     ///
-    /// Callbacks about a message of this size are larger (they carry the message's body and the
-    /// response's body in base64): their limit follows, at 3 × this one, unless set with
-    /// [`Receiver::callback_max_body_bytes`].
-    ///
-    /// Behind the tower layer, the framework's own limits no longer apply to the verified body
-    /// (axum's `DefaultBodyLimit`, 2 MB by default, is raised to this limit for the request);
-    /// behind the actix-web middleware, register `web::PayloadConfig::new(limit)` (and
+    /// Behind the tower layer, axum's `DefaultBodyLimit` is raised to this limit for verified
+    /// requests; behind the actix-web middleware, register `web::PayloadConfig::new(limit)` (and
     /// `web::JsonConfig` for `web::Json`) so that actix-web's extractors accept as much.
     #[must_use]
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
@@ -137,17 +115,11 @@ impl Receiver {
 
     /// The largest callback body accepted, in bytes (default: 3 × [`Receiver::max_body_bytes`]).
     ///
-    /// A callback (`Upstash-Callback`, `Upstash-Failure-Callback`) carries the original
-    /// message's body and the destination's response body, both in base64 (4/3 of their size),
-    /// plus headers: the callback of a message of `n` bytes whose answer is at most as large is
-    /// at most about 2.7 × `n`. 3 × the body limit fits the callback of any message the
-    /// receiver accepts.
-    ///
-    /// The callback extractors (axum [`Callback`](crate::axum::Callback) and
-    /// [`FailureCallback`](crate::axum::FailureCallback), and actix-web's) apply it when they
-    /// verify by themselves. The tower layer and the actix-web middleware read the body before
-    /// any extractor runs, with their receiver's [`max_body_bytes`](Receiver::max_body_bytes):
-    /// give the layer of callback routes [`Receiver::for_callbacks`].
+    /// A callback carries the message's body and the response's body in base64: for a message
+    /// of `n` bytes, about 2.7 × `n` at most. The callback extractors apply this limit when they
+    /// verify by themselves; a layer or middleware in front of callback routes reads the body
+    /// first, with [`max_body_bytes`](Receiver::max_body_bytes): give it
+    /// [`Receiver::for_callbacks`].
     #[must_use]
     pub fn callback_max_body_bytes(mut self, limit: usize) -> Self {
         self.callback_max_body_bytes = Some(limit);
@@ -181,18 +153,11 @@ impl Receiver {
     /// once) instead of 400 (retried until it dead-letters, uselessly: a verified body never
     /// changes). Off by default.
     ///
-    /// It applies to every way a handler gets its payload:
-    ///
-    /// - this crate's extractors (axum `Verified<T>`, `Callback`, `FailureCallback`; actix-web
-    ///   `Verified<T>`, `Callback`, `FailureCallback`) answer a body their inner extractor
-    ///   refuses with [`Rejection::InvalidPayload`] (JSON `invalid_payload`): 400, or 489 when
-    ///   this is on;
-    /// - behind the tower layer (axum's `Router::route_layer`) or the actix-web middleware, the
-    ///   framework's own extractors (axum `Json`, `Form`, `Query`; actix-web `web::Json`,
-    ///   `web::Form`) answer with their own rejection; when this is on, an answer of **400, 415
-    ///   or 422** from behind the layer becomes **489** with `Upstash-NonRetryable-Error: true`
-    ///   (the body is the framework's). So a handler behind the layer that wants QStash to retry
-    ///   should answer something else (409, 429, 5xx…).
+    /// It applies to this crate's extractors ([`Rejection::InvalidPayload`]: 400, or 489) and,
+    /// behind the tower layer or the actix-web middleware, to the framework's own extractors
+    /// (`Json`, `Form`, `Query`…): an answer of **400, 415 or 422** from behind the layer
+    /// becomes **489**. A handler behind the layer that wants a retry answers something else
+    /// (409, 429, 5xx…).
     pub fn non_retryable_invalid_payload(mut self, enabled: bool) -> Self {
         self.non_retryable_invalid_payload = enabled;
         self
@@ -304,12 +269,9 @@ impl Receiver {
         Ok((token, scan.delivery?))
     }
 
-    /// The token of a scanned request head: its MAC (with the keys of the `Upstash-Region`
-    /// the scan picked), algorithm, claims and time window first; only then the URL the policy
-    /// expects, compared last (QSTASH.md §1: once a key's MAC matched, each later failure is
-    /// reported as itself). So the URL policy runs only for tokens signed with the user's keys:
-    /// a misconfigured policy (500, logged as an error) is never reported for anyone else's
-    /// request, which gets its 401.
+    /// The token of a scanned head: MAC (region keys), claims and time window first, the URL
+    /// policy last, so that a misconfigured policy (500) shows only to tokens signed with the
+    /// user's keys; anyone else gets 401.
     pub(crate) fn check_token(
         &self,
         scan: &crate::delivery::HeadScan<'_>,

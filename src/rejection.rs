@@ -1,8 +1,6 @@
 //! Why a receiver refused a request, and how to answer it: shared by every adapter, so axum,
 //! tower and actix-web answer the same delivery with the same status and the same JSON body.
 
-use std::fmt;
-
 use crate::{DeliveryError, VerifyError};
 
 /// The status QStash reads as "do not retry": the message goes to the dead-letter queue, when
@@ -43,22 +41,27 @@ pub const NON_RETRYABLE_HEADER: &str = "upstash-nonretryable-error";
 ///     r#"{"error":"body_mismatch","message":"body hash mismatch: the body is not the one that was signed"}"#
 /// );
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Rejection {
     /// The signature is missing or does not verify.
-    Verify(VerifyError),
+    #[error("{0}")]
+    Verify(#[from] VerifyError),
     /// A QStash delivery header is malformed.
-    Delivery(DeliveryError),
+    #[error("{0}")]
+    Delivery(#[from] DeliveryError),
     /// The body is larger than the limit.
+    #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge {
         /// The limit, in bytes.
         limit: usize,
     },
     /// The body could not be read (the client went away, a transport error).
+    #[error("failed to read the request body: {0}")]
     BodyRead(String),
     /// The verified body cannot be parsed into what the handler wants. Retrying cannot fix it:
     /// with `non_retryable` it is answered 489 so QStash sends it to the dead-letter queue.
+    #[error("invalid payload: {message}")]
     InvalidPayload {
         /// What the parser said (no body content).
         message: String,
@@ -66,22 +69,27 @@ pub enum Rejection {
         non_retryable: bool,
     },
     /// Another request (or instance) is processing the same message id right now.
+    #[error("this message is being processed by another request: retry later")]
     InProgress {
         /// Seconds QStash should wait before retrying.
         retry_after_secs: u32,
     },
     /// The deduplication store failed; the handler did not run, QStash should retry.
+    #[error("deduplication store unavailable: retry later")]
     StoreUnavailable {
         /// Seconds QStash should wait before retrying.
         retry_after_secs: u32,
     },
     /// The very same token (its `jti`) was already accepted while it is still valid: a replay of
     /// a captured request (dedup's replay guard). QStash signs every attempt with a new token.
+    #[error("this signed token was already used")]
     Replayed,
     /// Deduplication is on and the delivery has no `Upstash-Message-Id` header (QStash always
     /// sends one): it is refused rather than run without deduplication.
+    #[error("the upstash-message-id header is required for deduplication")]
     MissingMessageId,
     /// The receiver is not configured correctly (no URL policy, no verifier in state…).
+    #[error("receiver misconfigured: {0}")]
     Misconfigured(String),
 }
 
@@ -143,53 +151,6 @@ impl Rejection {
     /// non-retryable invalid payload).
     pub fn is_retryable(&self) -> bool {
         self.status() != NON_RETRYABLE_STATUS
-    }
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Verify(e) => e.fmt(f),
-            Self::Delivery(e) => e.fmt(f),
-            Self::PayloadTooLarge { limit } => {
-                write!(f, "request body is larger than the limit of {limit} bytes")
-            }
-            Self::BodyRead(e) => write!(f, "failed to read the request body: {e}"),
-            Self::InvalidPayload { message, .. } => write!(f, "invalid payload: {message}"),
-            Self::InProgress { .. } => {
-                f.write_str("this message is being processed by another request: retry later")
-            }
-            Self::StoreUnavailable { .. } => {
-                f.write_str("deduplication store unavailable: retry later")
-            }
-            Self::Replayed => f.write_str("this signed token was already used"),
-            Self::MissingMessageId => {
-                f.write_str("the upstash-message-id header is required for deduplication")
-            }
-            Self::Misconfigured(e) => write!(f, "receiver misconfigured: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Rejection {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Verify(e) => Some(e),
-            Self::Delivery(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<VerifyError> for Rejection {
-    fn from(e: VerifyError) -> Self {
-        Self::Verify(e)
-    }
-}
-
-impl From<DeliveryError> for Rejection {
-    fn from(e: DeliveryError) -> Self {
-        Self::Delivery(e)
     }
 }
 

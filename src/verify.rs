@@ -32,12 +32,11 @@ use arc_swap::ArcSwap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::Mac;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::VerifyError;
-use crate::claims::{Claims, JsonValue, RawClaims};
+use crate::claims::{Claims, RawClaims};
 use crate::error::bounded;
 use crate::keys::{KeyError, MatchedKey, SigningKeys, region_env_prefix};
 use crate::keyset::{KeySet, Pair, note_match};
@@ -95,30 +94,22 @@ impl Verifier {
     }
 
     /// A verifier with the keys the environment holds, as QStash's official SDKs read them,
-    /// QStash's multi-region mode included. The one constructor a receiver needs to follow
-    /// QStash's setup guides, one region or several.
+    /// multi-region mode included.
     ///
-    /// - Without `QSTASH_REGION` (or with it empty): `QSTASH_CURRENT_SIGNING_KEY` and
-    ///   `QSTASH_NEXT_SIGNING_KEY`, exactly as [`SigningKeys::from_env`] reads them (the same
-    ///   errors); `Upstash-Region` is ignored.
-    /// - With `QSTASH_REGION` set to `EU_CENTRAL_1` or `US_EAST_1` (`eu-central-1` is read the
-    ///   same): the pairs `EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY` /
-    ///   `EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY`, the `US_EAST_1_` pair and the unprefixed pair,
-    ///   each when set. A delivery is verified with the pair of the region its first
-    ///   `Upstash-Region` header names (`US-EAST-1`: `-` read as `_`, case ignored), and only
-    ///   with it. When that region has no pair, or the header is missing or names no region, the
-    ///   unprefixed pair is used, and a warning is logged the first time (once per kind: no
-    ///   header, an unknown value, each region without keys); without an unprefixed pair, such
-    ///   a delivery is refused as `invalid_signature`. The header is not signed: it only
-    ///   chooses among your own key pairs, so a token signed with one region's keys and sent
-    ///   with another region's name is refused.
+    /// - Without `QSTASH_REGION` (or empty): `QSTASH_CURRENT_SIGNING_KEY` and
+    ///   `QSTASH_NEXT_SIGNING_KEY`, as [`SigningKeys::from_env`] reads them; `Upstash-Region`
+    ///   is ignored.
+    /// - With `QSTASH_REGION` set (`EU_CENTRAL_1`, `US_EAST_1`; `eu-central-1` reads the same):
+    ///   the pairs prefixed `EU_CENTRAL_1_`, `US_EAST_1_` and the unprefixed pair, each when set.
+    ///   A delivery is verified with the pair of the region its first `Upstash-Region` header
+    ///   names, and only with it; without one, with the unprefixed pair (a warning logged once
+    ///   per kind), else refused as `invalid_signature`. The header is not signed: it only
+    ///   chooses among your own pairs.
     ///
-    /// Values are trimmed (a stray newline from a `.env` file). Where the official TypeScript
-    /// SDK warns and carries on, this constructor refuses to start, with a [`KeyError`]:
-    /// `QSTASH_REGION` naming no region ([`KeyError::UnknownRegion`]), a pair with one key
-    /// set ([`KeyError::IncompletePair`]), a key set but empty ([`KeyError::EmptyEnv`]), no
-    /// pair at all ([`KeyError::NoKeys`]). It never falls back to the development server's
-    /// keys; keys equal to them are flagged with a warning (see [`SigningKeys::is_dev`]).
+    /// Values are trimmed. Where the official TypeScript SDK warns and carries on, this refuses
+    /// to start with a [`KeyError`] (`UnknownRegion`, `IncompletePair`, `EmptyEnv`, `NoKeys`).
+    /// It never falls back to the development server's keys, and warns when given them
+    /// ([`SigningKeys::is_dev`]).
     ///
     /// ```
     /// use std::collections::HashMap;
@@ -380,7 +371,7 @@ fn check_token(keys: Option<&SigningKeys>, token: &str) -> Result<Claims, Verify
 
 /// Whether `expected` is the MAC of `input` under the key `which`, compared in constant time.
 fn mac_matches(keys: &SigningKeys, which: MatchedKey, input: &[u8], expected: &[u8; 32]) -> bool {
-    let mut mac = keys.key(which).mac();
+    let mut mac = keys.key(which).clone();
     mac.update(input);
     mac.verify_slice(expected).is_ok()
 }
@@ -425,90 +416,20 @@ fn check_header(segment: &str) -> Result<(), VerifyError> {
     let json = URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| VerifyError::Malformed("header segment is not base64url"))?;
-    let mut de = serde_json::Deserializer::from_slice(&json);
-    let header = de
-        .deserialize_map(HeaderVisitor)
-        .and_then(|h| de.end().map(|()| h))
+    // Rare (QStash sends the standard header): a plain map is fast enough, and keeps the last
+    // of duplicated members.
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&json)
         .map_err(|_| VerifyError::Malformed("header is not a json object"))?;
-    if header.crit {
+    if header.contains_key("crit") {
         return Err(VerifyError::CriticalHeader);
     }
-    match header.alg {
-        Some(Alg::Str(alg)) if alg == "HS256" => Ok(()),
-        Some(Alg::Str(alg)) => Err(VerifyError::UnsupportedAlgorithm(bounded(&alg, 32))),
-        Some(Alg::NotString) => Err(VerifyError::UnsupportedAlgorithm("<not a string>".into())),
+    match header.get("alg") {
+        Some(serde_json::Value::String(alg)) if alg == "HS256" => Ok(()),
+        Some(serde_json::Value::String(alg)) => {
+            Err(VerifyError::UnsupportedAlgorithm(bounded(alg, 32)))
+        }
+        Some(_) => Err(VerifyError::UnsupportedAlgorithm("<not a string>".into())),
         None => Err(VerifyError::UnsupportedAlgorithm("<missing>".into())),
-    }
-}
-
-enum Alg {
-    Str(String),
-    NotString,
-}
-
-struct Header {
-    alg: Option<Alg>,
-    crit: bool,
-}
-
-struct HeaderVisitor;
-
-impl<'de> Visitor<'de> for HeaderVisitor {
-    type Value = Header;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a json object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header, A::Error> {
-        let mut header = Header {
-            alg: None,
-            crit: false,
-        };
-        while let Some(name) = map.next_key::<HeaderField>()? {
-            match name {
-                HeaderField::Alg => {
-                    header.alg = Some(match map.next_value::<JsonValue>()?.into_string() {
-                        Some(alg) => Alg::Str(alg.into_owned()),
-                        None => Alg::NotString,
-                    })
-                }
-                HeaderField::Crit => {
-                    map.next_value::<IgnoredAny>()?;
-                    header.crit = true;
-                }
-                HeaderField::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(header)
-    }
-}
-
-enum HeaderField {
-    Alg,
-    Crit,
-    Other,
-}
-
-impl<'de> de::Deserialize<'de> for HeaderField {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = HeaderField;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a header name")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<HeaderField, E> {
-                Ok(match v {
-                    "alg" => HeaderField::Alg,
-                    "crit" => HeaderField::Crit,
-                    _ => HeaderField::Other,
-                })
-            }
-        }
-        d.deserialize_identifier(V)
     }
 }
 

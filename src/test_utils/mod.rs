@@ -39,7 +39,7 @@ use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use hmac::Mac;
 use sha2::{Digest, Sha256};
 
-use crate::keys::KeyMac;
+use crate::keys::hmac;
 
 mod callback;
 mod delivery;
@@ -158,7 +158,7 @@ impl Signer {
     /// unusual tokens.
     pub fn sign_raw(&self, header_b64: &str, payload_b64: &str) -> String {
         let mut token = format!("{header_b64}.{payload_b64}");
-        let mut mac = KeyMac::new(self.key.as_bytes()).mac();
+        let mut mac = hmac(self.key.as_bytes());
         mac.update(token.as_bytes());
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
