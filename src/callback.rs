@@ -14,16 +14,10 @@ use serde::{Deserialize, Serialize};
 /// `status` and `sourceMessageId` is optional. Times are Unix **milliseconds**, accepted as
 /// numbers or numeric strings; header maps accept arrays of strings or plain strings.
 ///
-/// Size: a callback carries the original message's body and the destination's response body,
-/// both in base64 (4/3 of their size), so it is up to about 2.7 times the message. The callback
-/// extractors read up to the receiver's callback limit
-/// ([`Receiver::get_callback_max_body_bytes`](crate::Receiver::get_callback_max_body_bytes), 3 ×
-/// its body limit by default); a layer or middleware in front of a callback route takes
-/// [`Receiver::for_callbacks`](crate::Receiver::for_callbacks).
-///
 /// A publisher may set `Upstash-Callback` and `Upstash-Failure-Callback`; QStash then delivers a
-/// new, signed message to that URL whose JSON body describes the original delivery. Verify it
-/// like any delivery, then parse the verified body:
+/// new, signed message to that URL whose JSON body describes the original delivery (about 2.7 ×
+/// its size: see [`Receiver::callback_max_body_bytes`](crate::Receiver::callback_max_body_bytes)).
+/// Verify it like any delivery, then parse the verified body:
 ///
 /// ```
 /// use qstash_receiver::CallbackEvent;
