@@ -12,98 +12,58 @@ use crate::keys::MatchedKey;
 ///
 /// QStash signs `iss`, `sub` (the destination URL), `aud` (always `""`), `exp` (`iat + 300`),
 /// `nbf`, `iat`, `jti` (unique per delivery attempt) and `body` (the body's SHA-256).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
-    /// The string claims, one after the other (one allocation per token).
-    text: Box<str>,
-    iss: Span,
-    sub: Span,
-    body: Span,
-    aud: Option<Span>,
-    jti: Option<Span>,
+    iss: String,
+    sub: String,
+    body: String,
+    aud: Option<String>,
+    jti: Option<String>,
     pub(crate) exp: i64,
     pub(crate) nbf: Option<i64>,
     pub(crate) iat: Option<i64>,
     pub(crate) key: MatchedKey,
 }
 
-/// A range of [`Claims::text`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
-    start: usize,
-    end: usize,
-}
-
 impl Claims {
     /// Claims from checked values. `None` for a required claim is reported as missing.
     pub(crate) fn build(raw: RawClaims<'_>, key: MatchedKey) -> Result<Self, VerifyError> {
-        let Some(iss) = raw.iss else {
-            return Err(VerifyError::MissingClaim("iss"));
+        let required = |claim: Option<Cow<'_, str>>, name| {
+            claim
+                .map(Cow::into_owned)
+                .ok_or(VerifyError::MissingClaim(name))
         };
-        let Some(sub) = raw.sub else {
-            return Err(VerifyError::MissingClaim("sub"));
-        };
-        let Some(exp) = raw.exp else {
-            return Err(VerifyError::MissingClaim("exp"));
-        };
-        let Some(body) = raw.body else {
-            return Err(VerifyError::MissingClaim("body"));
-        };
-        let len = iss.len()
-            + sub.len()
-            + body.len()
-            + raw.aud.as_deref().map_or(0, str::len)
-            + raw.jti.as_deref().map_or(0, str::len);
-        let mut text = String::with_capacity(len);
-        let mut push = |s: &str| {
-            let start = text.len();
-            text.push_str(s);
-            Span {
-                start,
-                end: text.len(),
-            }
-        };
-        let iss = push(&iss);
-        let sub = push(&sub);
-        let body = push(&body);
-        let aud = raw.aud.as_deref().map(&mut push);
-        let jti = raw.jti.as_deref().map(&mut push);
         Ok(Self {
-            text: text.into_boxed_str(),
-            iss,
-            sub,
-            body,
-            aud,
-            jti,
-            exp,
+            iss: required(raw.iss, "iss")?,
+            sub: required(raw.sub, "sub")?,
+            exp: raw.exp.ok_or(VerifyError::MissingClaim("exp"))?,
+            body: required(raw.body, "body")?,
+            aud: raw.aud.map(Cow::into_owned),
+            jti: raw.jti.map(Cow::into_owned),
             nbf: raw.nbf,
             iat: raw.iat,
             key,
         })
     }
 
-    fn get(&self, span: Span) -> &str {
-        self.text.get(span.start..span.end).unwrap_or_default()
-    }
-
     /// `iss`: always `Upstash` once verified.
     pub fn issuer(&self) -> &str {
-        self.get(self.iss)
+        &self.iss
     }
 
     /// `sub`: the URL QStash delivered to (destination, URL-group endpoint or callback URL).
     pub fn subject(&self) -> &str {
-        self.get(self.sub)
+        &self.sub
     }
 
     /// `sub`, by what it means: the URL QStash delivered to.
     pub fn url(&self) -> &str {
-        self.get(self.sub)
+        &self.sub
     }
 
     /// `aud` when it is a string (QStash sends `""`); not checked.
     pub fn audience(&self) -> Option<&str> {
-        self.aud.map(|s| self.get(s))
+        self.aud.as_deref()
     }
 
     /// `exp`, Unix seconds.
@@ -123,33 +83,17 @@ impl Claims {
 
     /// `jti`, when it is a string: unique per delivery *attempt* (not per message).
     pub fn jwt_id(&self) -> Option<&str> {
-        self.jti.map(|s| self.get(s))
+        self.jti.as_deref()
     }
 
     /// `body`: base64url of the body's SHA-256, as signed (with its padding, if any).
     pub fn body_hash(&self) -> &str {
-        self.get(self.body)
+        &self.body
     }
 
     /// Which key's MAC matched.
     pub fn matched_key(&self) -> MatchedKey {
         self.key
-    }
-}
-
-impl fmt::Debug for Claims {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Claims")
-            .field("iss", &self.issuer())
-            .field("sub", &self.subject())
-            .field("aud", &self.audience())
-            .field("exp", &self.exp)
-            .field("nbf", &self.nbf)
-            .field("iat", &self.iat)
-            .field("jti", &self.jwt_id())
-            .field("body", &self.body_hash())
-            .field("key", &self.key)
-            .finish()
     }
 }
 

@@ -51,9 +51,6 @@ const STANDARD_HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
 /// Tokens longer than this are refused as malformed before any decoding (QStash's are ~400 bytes).
 const MAX_TOKEN_LEN: usize = 16 * 1024;
 
-/// Decoded payloads up to this size are parsed from a stack buffer (no allocation).
-const STACK_PAYLOAD: usize = 1024;
-
 /// Verifies QStash signatures: HS256 only, the current key then the next key, strict claims,
 /// exact URL, and the SHA-256 of the raw body.
 ///
@@ -329,19 +326,9 @@ fn check_token(keys: Option<&SigningKeys>, token: &str) -> Result<Claims, Verify
     let sig_len = URL_SAFE_NO_PAD
         .decode_slice(signature, &mut mac_bytes)
         .map_err(|_| VerifyError::Malformed("signature segment is not base64url"))?;
-    // Decode the payload before the MAC step (one pass validates and decodes), so a malformed
-    // token is reported as such whatever its MAC. QStash's payloads are ~300 bytes: decoded on
-    // the stack; larger ones on the heap.
-    let decoded_len = payload.len() / 4 * 3 + (payload.len() % 4) * 3 / 4;
-    let mut stack = [0u8; STACK_PAYLOAD];
-    let mut heap = Vec::new();
-    let buffer: &mut [u8] = if decoded_len <= STACK_PAYLOAD {
-        &mut stack
-    } else {
-        heap.resize(decoded_len, 0);
-        &mut heap
-    };
-    let Ok(written) = URL_SAFE_NO_PAD.decode_slice(payload, &mut *buffer) else {
+    // Decode the payload before the MAC step, so a malformed token is reported as such
+    // whatever its MAC.
+    let Ok(json) = URL_SAFE_NO_PAD.decode(payload) else {
         return Err(VerifyError::Malformed("payload segment is not base64url"));
     };
 
@@ -365,7 +352,7 @@ fn check_token(keys: Option<&SigningKeys>, token: &str) -> Result<Claims, Verify
         return Err(VerifyError::InvalidSignature);
     };
     // Only a payload whose MAC matched is parsed.
-    let raw = RawClaims::parse(buffer.get(..written).unwrap_or_default())?;
+    let raw = RawClaims::parse(&json)?;
     Claims::build(raw, key)
 }
 
