@@ -1,16 +1,10 @@
 //! [`BodyBuffer`]: a request body collected under a limit into one buffer, whatever its framing.
 //! Shared by the tower layer, axum's extractors and actix-web.
 //!
-//! Memory per request is the limit plus a constant: a body that arrives in one chunk is kept as
-//! it came (no copy); from the second chunk on, every byte is copied into one `Vec<u8>` whose
-//! capacity never exceeds the limit (sized from the announced length when there is one, else
-//! doubled as needed, capped at the limit). A list of frames joined at the end would cost a
-//! `Bytes` handle and a separate allocation per frame: a 1 MiB body sent one byte per frame
-//! held about 36 MB (`valgrind --tool=dhat` on the tower test
-//! `a_body_in_one_byte_frames_is_verified_and_echoed`).
-//!
-//! `Vec::reserve_exact` rather than `BytesMut::reserve`: the latter grows by doubling, past the
-//! limit. A `Vec<u8>` becomes `Bytes` without a copy.
+//! Memory per request is the limit plus a constant: one chunk is kept as it came; from the
+//! second on, bytes go into one `Vec<u8>` never larger than the limit (`reserve_exact`:
+//! `BytesMut` doubles past it). A list of frames would hold ~36 MB for 1 MiB sent one byte per
+//! frame (`valgrind --tool=dhat` on the tower test `a_body_in_one_byte_frames_is_verified_and_echoed`).
 
 use bytes::{Buf, Bytes};
 

@@ -54,18 +54,14 @@
 //!
 //! # Logging
 //!
-//! The adapters log each refusal with `tracing`, the same way in every framework: its code, its
-//! status and the `Upstash-Message-Id` (escaped, at most 256 bytes), never the token, a key or
-//! the body.
+//! The adapters log each refusal with `tracing`, alike in every framework: its code, status and
+//! `Upstash-Message-Id` (escaped, at most 256 bytes), never the token, a key or the body.
 //!
-//! - `debug`: refused before the token verified (no, malformed or invalid signature, expired or
-//!   not yet valid): anyone can send those, and scanners must not fill the logs.
-//! - `warn`: a verified token, refused for its URL, its body, a delivery header or the
-//!   payload; `info`: the body could not be read, or the message is being processed elsewhere.
-//! - `error`: the receiver is misconfigured (reported only once a token signed with its keys
-//!   arrived: the URL policy runs after the MAC and time checks), the deduplication store is
-//!   down, or a verified body is over the limit (QStash would retry it, then dead-letter it: the
-//!   line says the limit and how to raise it).
+//! - `debug`: refused before the token verified: anyone can send those.
+//! - `warn`: a verified token refused (URL, body, delivery header, payload, replay); `info`: the
+//!   body could not be read, or the message is being processed elsewhere.
+//! - `error`: a misconfigured receiver (shown only to tokens signed with your keys), the dedup
+//!   store down, or a verified body over the limit (the line says how to raise it).
 //!
 //! Each delivery runs in a `qstash.delivery` span with OpenTelemetry field names (message id,
 //! attempt, region, matched key, status, refusal code); see [`observe`].
