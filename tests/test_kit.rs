@@ -210,7 +210,7 @@ mod actix_app {
 
     use actix_web::{App, HttpResponse, test, web};
     use qstash_receiver::Delivery;
-    use qstash_receiver::actix::{Callback, FailureCallback, QStashMiddleware};
+    use qstash_receiver::actix::{Callback, FailureCallback, QStashMiddleware, Verified};
 
     async fn job(delivery: Delivery, job: web::Json<Job>) -> HttpResponse {
         HttpResponse::Ok().body(format!("{} (attempt {})", job.task, delivery.retried()))
@@ -248,6 +248,25 @@ mod actix_app {
                 .unwrap()
                 .contains(r#""error":"body_mismatch""#)
         );
+    }
+
+    async fn verified(Verified(body): Verified<String>) -> HttpResponse {
+        HttpResponse::Ok().body(body)
+    }
+
+    /// The standalone extractor (no middleware) with the receiver from app data.
+    #[actix_web::test]
+    async fn standalone_extractor_gets_the_body() {
+        let app = test::init_service(
+            App::new()
+                .app_data(web::Data::new(receiver()))
+                .route("/jobs", web::post().to(verified)),
+        )
+        .await;
+        let delivery = Signer::new(CURRENT).delivery(&format!("{BASE}/jobs"), b"hi");
+        let res = test::call_service(&app, delivery.to_actix_request().unwrap().to_request()).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(test::read_body(res).await, "hi");
     }
 
     async fn callback(Callback(event): Callback) -> HttpResponse {
