@@ -5,17 +5,19 @@ use std::process::ExitCode;
 
 use qstash_receiver::test_utils::{DEV_CURRENT_KEY, SignedDelivery, Signer};
 
-use crate::{SignArgs, keys};
+use qstash_receiver::CURRENT_KEY_ENV;
+
+use crate::{SignArgs, env_key};
 
 pub(crate) fn run(args: &SignArgs) -> Result<ExitCode, String> {
     let key = match (&args.key, args.dev) {
         (Some(key), _) if key.trim().is_empty() => return Err("--key is empty".to_owned()),
         (Some(key), _) => key.clone(),
         (None, true) => DEV_CURRENT_KEY.to_owned(),
-        (None, false) => keys::from_env(keys::CURRENT_ENV).ok_or_else(|| {
+        (None, false) => env_key(CURRENT_KEY_ENV).ok_or_else(|| {
             format!(
                 "no signing key: set {}, give --key, or --dev for the local development server's key",
-                keys::CURRENT_ENV
+                CURRENT_KEY_ENV
             )
         })?,
     };
