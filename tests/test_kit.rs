@@ -40,7 +40,7 @@ mod axum_app {
     use axum::routing::{post, put};
     use axum::{Json, Router};
     use qstash_receiver::Delivery;
-    use qstash_receiver::axum::{Callback, FailureCallback};
+    use qstash_receiver::axum::{Callback, FailureCallback, Verified};
     use qstash_receiver::tower::QStashLayer;
     use tower::ServiceExt as _;
 
@@ -93,6 +93,25 @@ mod axum_app {
             .unwrap();
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         assert!(text(res).await.contains(r#""error":"invalid_signature""#));
+    }
+
+    /// The standalone extractor (no layer) with the receiver as router state.
+    #[tokio::test]
+    async fn standalone_extractor_gets_the_body() {
+        let receiver = receiver().expected_url(format!("{BASE}/jobs"));
+        let app = Router::new()
+            .route(
+                "/jobs",
+                post(|Verified(body): Verified<String>| async move { body }),
+            )
+            .with_state(receiver);
+        let delivery = Signer::new(CURRENT).delivery(&format!("{BASE}/jobs"), b"hi");
+        let res = app
+            .oneshot(delivery.to_http_request().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(text(res).await, "hi");
     }
 
     async fn callback(Callback(event): Callback) -> String {

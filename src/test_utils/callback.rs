@@ -35,27 +35,26 @@ impl CallbackBuilder {
     /// A callback about message `source_message_id` delivered to `url`: status 200, attempt 0 of
     /// 3 retries (QStash's default), empty bodies, created now.
     pub fn new(source_message_id: impl Into<String>, url: impl Into<String>) -> Self {
-        let event = CallbackEvent {
-            status: 200,
-            header: Default::default(),
-            body: Vec::new(),
-            retried: 0,
-            max_retries: 3,
-            source_message_id: source_message_id.into(),
-            url: url.into(),
-            method: "POST".to_owned(),
-            source_header: Default::default(),
-            source_body: Vec::new(),
-            topic_name: None,
-            endpoint_name: None,
-            schedule_id: None,
-            caller_ip: Some("127.0.0.1".to_owned()),
-            not_before: None,
-            created_at: Some(unix_seconds(SystemTime::now()).saturating_mul(1000)),
-        };
         Self {
-            event,
             dlq_id: None,
+            event: CallbackEvent {
+                status: 200,
+                header: Default::default(),
+                body: Vec::new(),
+                retried: 0,
+                max_retries: 3,
+                source_message_id: source_message_id.into(),
+                url: url.into(),
+                method: "POST".to_owned(),
+                source_header: Default::default(),
+                source_body: Vec::new(),
+                topic_name: None,
+                endpoint_name: None,
+                schedule_id: None,
+                caller_ip: Some("127.0.0.1".to_owned()),
+                not_before: None,
+                created_at: Some(unix_seconds(SystemTime::now()).saturating_mul(1000)),
+            },
         }
     }
 
@@ -67,11 +66,8 @@ impl CallbackBuilder {
             .retried(delivery.retried())
             .source_body(delivery.body());
         builder.event.method = delivery.method().to_owned();
-        for (name, value) in delivery
-            .headers
-            .iter()
-            .filter(|(n, _)| n != "upstash-signature")
-        {
+        let headers = delivery.headers.iter();
+        for (name, value) in headers.filter(|(n, _)| n != "upstash-signature") {
             builder = builder.source_header(name, value.as_str());
         }
         builder
@@ -116,27 +112,27 @@ impl CallbackBuilder {
 
     setters! {
         /// The HTTP status the destination answered.
-        status(event.status): u16 => status;
+        status(status: u16) => event.status = status;
         /// The destination's answer body (`body`, sent in base64).
-        response_body(event.body): impl Into<Vec<u8>> => response_body.into();
+        response_body(body: impl Into<Vec<u8>>) => event.body = body.into();
         /// The attempt number (`retried`).
-        retried(event.retried): u32 => retried;
+        retried(retried: u32) => event.retried = retried;
         /// The original request's body (`sourceBody`, sent in base64).
-        source_body(event.source_body): impl Into<Vec<u8>> => source_body.into();
+        source_body(body: impl Into<Vec<u8>>) => event.source_body = body.into();
         /// The URL group the message was published to (`topicName`).
-        topic_name(event.topic_name): impl Into<String> => Some(topic_name.into());
+        topic_name(name: impl Into<String>) => event.topic_name = Some(name.into());
         /// The URL-group endpoint's name (`endpointName`).
-        endpoint_name(event.endpoint_name): impl Into<String> => Some(endpoint_name.into());
+        endpoint_name(name: impl Into<String>) => event.endpoint_name = Some(name.into());
         /// The schedule the message came from (`scheduleId`).
-        schedule_id(event.schedule_id): impl Into<String> => Some(schedule_id.into());
+        schedule_id(id: impl Into<String>) => event.schedule_id = Some(id.into());
         /// The publisher's IP (`callerIP`).
-        caller_ip(event.caller_ip): impl Into<String> => Some(caller_ip.into());
+        caller_ip(ip: impl Into<String>) => event.caller_ip = Some(ip.into());
         /// When the message was due, Unix milliseconds (`notBefore`).
-        not_before_ms(event.not_before): i64 => Some(not_before_ms);
+        not_before_ms(ms: i64) => event.not_before = Some(ms);
         /// When the message was created, Unix milliseconds (`createdAt`).
-        created_at_ms(event.created_at): i64 => Some(created_at_ms);
+        created_at_ms(ms: i64) => event.created_at = Some(ms);
         /// The dead-letter-queue entry (`dlqId`): present in failure callbacks; `None` removes it.
-        dlq_id(dlq_id): Option<String> => dlq_id;
+        dlq_id(id: Option<String>) => dlq_id = id;
     }
 
     /// The JSON body, as QStash sends it (absent fields left out, not `null`).
@@ -159,18 +155,11 @@ impl CallbackBuilder {
 
 /// `upstash-retried` → `Upstash-Retried`: header names as QStash (Go) writes them.
 fn canonical_header_name(name: &str) -> String {
-    let mut upper = true;
-    name.chars()
-        .map(|c| {
-            let c = if upper {
-                c.to_ascii_uppercase()
-            } else {
-                c.to_ascii_lowercase()
-            };
-            upper = c == '-';
-            c
-        })
-        .collect()
+    let words = name.split('-').map(|word| {
+        let (first, rest) = word.split_at(word.chars().next().map_or(0, char::len_utf8));
+        first.to_ascii_uppercase() + &rest.to_ascii_lowercase()
+    });
+    words.collect::<Vec<_>>().join("-")
 }
 
 #[cfg(test)]

@@ -38,16 +38,18 @@ use sha2::{Digest, Sha256};
 
 use crate::keys::KeyMac;
 
-/// Builder methods that set one field each: `/// doc`, then `name(field): Type => value;`.
+/// Builder methods that set one field each: `/// doc`, then `name(arg: Type) => field = value;`.
 macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident($($field:ident).+): $ty:ty => $value:expr;)*) => {$(
-        $(#[$doc])*
-        #[must_use]
-        pub fn $name(mut self, $name: $ty) -> Self {
-            self.$($field).+ = $value;
-            self
-        }
-    )*};
+    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty) => $($field:ident).+ = $value:expr;)*) => {
+        $(
+            $(#[$doc])*
+            #[must_use]
+            pub fn $name(mut self, $arg: $ty) -> Self {
+                self.$($field).+ = $value;
+                self
+            }
+        )*
+    };
 }
 
 mod callback;
@@ -115,13 +117,13 @@ impl Signer {
 
     setters! {
         /// Issue tokens as of `time` instead of the clock's current time.
-        issued_at(issued_at): SystemTime => Some(issued_at);
+        issued_at(time: SystemTime) => issued_at = Some(time);
         /// Token lifetime (`exp - iat`); QStash uses 300 s.
-        lifetime(lifetime): Duration => lifetime;
+        lifetime(lifetime: Duration) => lifetime = lifetime;
         /// The `nbf` claim, Unix seconds; `None` omits it. QStash sends [`GO_ZERO_TIME`].
-        not_before(not_before): Option<i64> => not_before;
+        not_before(nbf: Option<i64>) => not_before = nbf;
         /// The `iss` claim (QStash: `Upstash`); to test a wrong issuer.
-        issuer(issuer): impl Into<String> => issuer.into();
+        issuer(issuer: impl Into<String>) => issuer = issuer.into();
     }
 
     /// Signs a delivery of `body` to `url`: the value of `Upstash-Signature`.
@@ -273,12 +275,10 @@ impl SignedDelivery {
         self
     }
 
-    /// The method of the requests made from this delivery (QStash: `GET`, `POST`, `PUT`,
-    /// `PATCH` or `DELETE`, as the publisher chose). The token does not cover it.
-    #[must_use]
-    pub fn with_method(mut self, method: &str) -> Self {
-        self.method = method.to_ascii_uppercase();
-        self
+    setters! {
+        /// The method of the requests made from this delivery (QStash: `GET`, `POST`, `PUT`,
+        /// `PATCH` or `DELETE`, as the publisher chose). The token does not cover it.
+        with_method(method: &str) => method = method.to_ascii_uppercase();
     }
 
     /// The next attempt of the same message, as QStash sends it after a failure (or as a
@@ -322,26 +322,9 @@ impl SignedDelivery {
     }
 
     /// An `http::Request` carrying this delivery as QStash sends it (method, path and query, `Host`,
-    /// every header, `Content-Length`, body), for axum's and tower's `oneshot` or a hyper client.
-    /// Another body type than `Full<Bytes>`: `.map(axum::body::Body::new)`.
-    ///
-    /// ```
-    /// # #[cfg(feature = "axum")] tokio::runtime::Runtime::new()?.block_on(async {
-    /// use axum::{Router, routing::post};
-    /// use qstash_receiver::{Receiver, SigningKeys, Verifier, axum::Verified, test_utils::Signer};
-    /// use tower::ServiceExt as _;
-    ///
-    /// let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?));
-    /// let app = Router::new()
-    ///     .route("/jobs", post(|Verified(body): Verified<String>| async move { body }))
-    ///     .with_state(receiver.expected_url("https://app.example.com/jobs"));
-    /// let delivery = Signer::new("sig_current").delivery("https://app.example.com/jobs", b"hi");
-    /// let res = app.oneshot(delivery.to_http_request()?).await?;
-    /// assert_eq!(res.status(), 200);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # })?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
+    /// every header, `Content-Length`, body), for axum's and tower's `oneshot` or a hyper client:
+    /// `app.oneshot(delivery.to_http_request()?)`. Another body type than `Full<Bytes>`:
+    /// `.map(axum::body::Body::new)`.
     ///
     /// Fails only when the URL, the method or a header cannot be put in a request.
     #[cfg(feature = "tower")]
@@ -349,19 +332,17 @@ impl SignedDelivery {
     pub fn to_http_request(
         &self,
     ) -> Result<http::Request<http_body_util::Full<bytes::Bytes>>, RequestError> {
-        let (path, headers) = self.request_head();
-        let mut req = http::Request::builder()
-            .method(self.method.as_str())
-            .uri(path);
-        for (name, value) in headers {
-            req = req.header(name, value);
-        }
+        let ((path, headers), method) = (self.request_head(), self.method.as_str());
+        let req = http::Request::builder().method(method).uri(path);
+        let req = headers
+            .into_iter()
+            .fold(req, |req, (name, value)| req.header(name, value));
         let body = http_body_util::Full::new(bytes::Bytes::from(self.body.clone()));
         req.body(body).map_err(request_error)
     }
 
     /// An actix-web `TestRequest` carrying this delivery as QStash sends it, as
-    /// [`to_http_request`](SignedDelivery::to_http_request) does for axum:
+    /// [`to_http_request`](SignedDelivery::to_http_request) does:
     /// `test::call_service(&app, delivery.to_actix_request()?.to_request())`.
     ///
     /// Fails only when the URL, the method or a header cannot be put in a request.
@@ -369,15 +350,13 @@ impl SignedDelivery {
     #[cfg_attr(docsrs, doc(cfg(feature = "actix-web")))]
     pub fn to_actix_request(&self) -> Result<actix_web::test::TestRequest, RequestError> {
         use actix_web::http::header::{HeaderName, HeaderValue};
-        use actix_web::http::{Method, Uri};
+        use actix_web::{http::Method, http::Uri, test::TestRequest};
 
         let (path, headers) = self.request_head();
         // `TestRequest` panics on an invalid method, URI or header: check them first.
         let method = Method::from_bytes(self.method.as_bytes()).map_err(request_error)?;
         Uri::try_from(path.as_str()).map_err(request_error)?;
-        let mut req = actix_web::test::TestRequest::default()
-            .method(method)
-            .uri(&path);
+        let mut req = TestRequest::default().method(method).uri(&path);
         for (name, value) in headers {
             let name = HeaderName::try_from(name).map_err(request_error)?;
             let value = HeaderValue::try_from(value).map_err(request_error)?;
