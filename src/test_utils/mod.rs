@@ -40,16 +40,14 @@ use crate::keys::KeyMac;
 
 /// Builder methods that set one field each: `/// doc`, then `name(arg: Type) => field = value;`.
 macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty) => $($field:ident).+ = $value:expr;)*) => {
-        $(
-            $(#[$doc])*
-            #[must_use]
-            pub fn $name(mut self, $arg: $ty) -> Self {
-                self.$($field).+ = $value;
-                self
-            }
-        )*
-    };
+    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty) => $($f:ident).+ = $val:expr;)*) => {$(
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, $arg: $ty) -> Self {
+            self.$($f).+ = $val;
+            self
+        }
+    )*};
 }
 
 mod callback;
@@ -321,9 +319,9 @@ impl SignedDelivery {
         (format!("{slash}{rest}"), headers)
     }
 
-    /// An `http::Request` carrying this delivery as QStash sends it (method, path and query, `Host`,
-    /// every header, `Content-Length`, body), for axum's and tower's `oneshot` or a hyper client:
-    /// `app.oneshot(delivery.to_http_request()?)`. Another body type than `Full<Bytes>`:
+    /// An `http::Request` carrying this delivery as QStash sends it (method, path and query,
+    /// `Host`, every header, `Content-Length`, body), for axum's and tower's `oneshot` or a hyper
+    /// client: `app.oneshot(delivery.to_http_request()?)`. Another body type than `Full<Bytes>`:
     /// `.map(axum::body::Body::new)`.
     ///
     /// Fails only when the URL, the method or a header cannot be put in a request.
