@@ -46,7 +46,7 @@ const ISSUER: &str = "Upstash";
 
 /// The header every QStash token carries today, base64url-encoded: `{"alg":"HS256","typ":"JWT"}`.
 /// Recognized without decoding or parsing.
-const STANDARD_HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+pub(crate) const STANDARD_HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
 
 /// Tokens longer than this are refused as malformed before any decoding (QStash's are ~400 bytes).
 const MAX_TOKEN_LEN: usize = 16 * 1024;

@@ -40,7 +40,7 @@ mod axum_app {
     use axum::routing::{post, put};
     use axum::{Json, Router};
     use qstash_receiver::Delivery;
-    use qstash_receiver::axum::{Callback, FailureCallback};
+    use qstash_receiver::axum::{Callback, FailureCallback, Verified};
     use qstash_receiver::tower::QStashLayer;
     use tower::ServiceExt as _;
 
@@ -93,6 +93,25 @@ mod axum_app {
             .unwrap();
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         assert!(text(res).await.contains(r#""error":"invalid_signature""#));
+    }
+
+    /// The standalone extractor (no layer) with the receiver as router state.
+    #[tokio::test]
+    async fn standalone_extractor_gets_the_body() {
+        let receiver = receiver().expected_url(format!("{BASE}/jobs"));
+        let app = Router::new()
+            .route(
+                "/jobs",
+                post(|Verified(body): Verified<String>| async move { body }),
+            )
+            .with_state(receiver);
+        let delivery = Signer::new(CURRENT).delivery(&format!("{BASE}/jobs"), b"hi");
+        let res = app
+            .oneshot(delivery.to_http_request().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(text(res).await, "hi");
     }
 
     async fn callback(Callback(event): Callback) -> String {
@@ -210,7 +229,7 @@ mod actix_app {
 
     use actix_web::{App, HttpResponse, test, web};
     use qstash_receiver::Delivery;
-    use qstash_receiver::actix::{Callback, FailureCallback, QStashMiddleware};
+    use qstash_receiver::actix::{Callback, FailureCallback, QStashMiddleware, Verified};
 
     async fn job(delivery: Delivery, job: web::Json<Job>) -> HttpResponse {
         HttpResponse::Ok().body(format!("{} (attempt {})", job.task, delivery.retried()))
@@ -250,6 +269,10 @@ mod actix_app {
         );
     }
 
+    async fn verified(Verified(body): Verified<String>) -> HttpResponse {
+        HttpResponse::Ok().body(body)
+    }
+
     async fn callback(Callback(event): Callback) -> HttpResponse {
         HttpResponse::Ok().body(format!(
             "{} {} {}",
@@ -272,12 +295,17 @@ mod actix_app {
         let app = test::init_service(
             App::new()
                 .app_data(web::Data::new(receiver()))
+                .route("/jobs", web::post().to(verified))
                 .route("/callbacks", web::post().to(callback))
                 .route("/failures", web::post().to(failure)),
         )
         .await;
         let signer = Signer::new(NEXT);
         let job = signer.delivery(&format!("{BASE}/jobs"), b"payload");
+        // The standalone extractors (no middleware) take the receiver from app data.
+        let res = test::call_service(&app, job.to_actix_request().unwrap().to_request()).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(test::read_body(res).await, "payload");
 
         let cb = CallbackBuilder::callback(&job)
             .response_header("content-type", "text/plain")

@@ -10,18 +10,25 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use qstash_receiver::test_utils::{DEV_CURRENT_KEY, DEV_NEXT_KEY, Signer};
-use qstash_receiver::{SigningKeys, Verifier};
+use qstash_receiver::test_utils::{DEV_CURRENT_KEY, DEV_NEXT_KEY, GO_ZERO_TIME, Signer};
+use qstash_receiver::{CURRENT_KEY_ENV, MatchedKey, NEXT_KEY_ENV, SigningKeys, Verifier};
 use serde_json::{Map, Value};
 
-use crate::hints::{body_hash, body_hint, url_hints};
-use crate::time::{GO_ZERO_TIME, relative, rfc3339};
-use crate::{ExplainArgs, keys};
+use crate::hints::{body_hash, body_hint, hashes_to, url_hints};
+use crate::time::{relative, rfc3339};
+use crate::{ExplainArgs, env_key};
 
 /// A key to check the token with, and where it came from (never the key itself).
 struct Key {
     value: String,
     source: String,
+}
+
+impl Key {
+    fn new(value: &str, source: &str) -> Self {
+        let (value, source) = (value.to_owned(), source.to_owned());
+        Self { value, source }
+    }
 }
 
 /// The current and next keys the receiver holds.
@@ -33,38 +40,27 @@ struct Keys {
 impl Keys {
     fn resolve(args: &ExplainArgs) -> Result<Self, String> {
         if args.dev {
+            let current = Key::new(DEV_CURRENT_KEY, "the development server's current key");
+            let next = Key::new(DEV_NEXT_KEY, "the development server's next key");
             return Ok(Self {
-                current: Key {
-                    value: DEV_CURRENT_KEY.to_owned(),
-                    source: "the development server's current key".to_owned(),
-                },
-                next: Some(Key {
-                    value: DEV_NEXT_KEY.to_owned(),
-                    source: "the development server's next key".to_owned(),
-                }),
+                current,
+                next: Some(next),
             });
         }
         let pick = |flag: &Option<String>, name: &str, var: &str| match flag {
             Some(value) if value.trim().is_empty() => Err(format!("{name} is empty")),
-            Some(value) => Ok(Some(Key {
-                value: value.trim().to_owned(),
-                source: name.to_owned(),
-            })),
-            None => Ok(keys::from_env(var).map(|value| Key {
-                value,
-                source: var.to_owned(),
-            })),
+            Some(value) => Ok(Some(Key::new(value.trim(), name))),
+            None => Ok(env_key(var).map(|value| Key::new(&value, var))),
         };
         let current =
-            pick(&args.current_key, "--current-key", keys::CURRENT_ENV)?.ok_or_else(|| {
+            pick(&args.current_key, "--current-key", CURRENT_KEY_ENV)?.ok_or_else(|| {
                 format!(
                     "no signing keys: set {} and {}, give --current-key and --next-key, or --dev \
                  for the local development server's keys",
-                    keys::CURRENT_ENV,
-                    keys::NEXT_ENV
+                    CURRENT_KEY_ENV, NEXT_KEY_ENV
                 )
             })?;
-        let next = pick(&args.next_key, "--next-key", keys::NEXT_ENV)?;
+        let next = pick(&args.next_key, "--next-key", NEXT_KEY_ENV)?;
         Ok(Self { current, next })
     }
 
@@ -77,9 +73,8 @@ impl Keys {
 
 /// The token's three segments, when it has exactly three.
 fn segments(token: &str) -> Option<(&str, &str, &str)> {
-    let mut parts = token.split('.');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(h), Some(p), Some(s), None) => Some((h, p, s)),
+    match token.split('.').collect::<Vec<_>>()[..] {
+        [header, payload, mac] => Some((header, payload, mac)),
         _ => None,
     }
 }
@@ -103,20 +98,14 @@ fn decode_json(segment: &str) -> Result<Map<String, Value>, &'static str> {
 
 /// Control characters escaped, so a token cannot drive the terminal.
 fn clean(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
-}
-
-fn json(value: &Value) -> String {
-    serde_json::to_string(value).unwrap_or_default()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c.is_control() {
+            true => out.extend(c.escape_default()),
+            false => out.push(c),
+        }
+    }
+    out
 }
 
 pub(crate) fn run(args: &ExplainArgs) -> Result<ExitCode, String> {
@@ -128,10 +117,11 @@ pub(crate) fn run(args: &ExplainArgs) -> Result<ExitCode, String> {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
     });
+    let offset = Duration::from_secs(now.unsigned_abs());
     let now_time = if now >= 0 {
-        UNIX_EPOCH + Duration::from_secs(now.unsigned_abs())
+        UNIX_EPOCH + offset
     } else {
-        UNIX_EPOCH - Duration::from_secs(now.unsigned_abs())
+        UNIX_EPOCH - offset
     };
     let token = args.token.as_str();
     let mut out = String::new();
@@ -159,7 +149,7 @@ pub(crate) fn run(args: &ExplainArgs) -> Result<ExitCode, String> {
     let code = match verdict {
         Ok(claims) => {
             let key = match claims.matched_key() {
-                qstash_receiver::MatchedKey::Current => "current",
+                MatchedKey::Current => "current",
                 _ => "next",
             };
             let checked = match (&args.url, &body) {
@@ -192,7 +182,7 @@ fn token_section(out: &mut String, token: &str, now: i64) -> Option<Map<String, 
     };
     match decode_json(header) {
         Ok(map) => {
-            let _ = writeln!(out, "  header  {}", json(&Value::Object(map)));
+            let _ = writeln!(out, "  header  {}", Value::Object(map));
         }
         Err(why) => {
             let _ = writeln!(out, "  header  cannot decode: {why}");
@@ -206,7 +196,7 @@ fn token_section(out: &mut String, token: &str, now: i64) -> Option<Map<String, 
         }
     };
     for (name, value) in &claims {
-        let _ = write!(out, "  {name:<6}  {}", json(value));
+        let _ = write!(out, "  {name:<6}  {value}");
         match (name.as_str(), value.as_i64()) {
             ("nbf", Some(GO_ZERO_TIME)) => {
                 let _ = write!(
@@ -255,16 +245,16 @@ fn key_section(out: &mut String, token: &str, keys: &Keys, dev: bool) {
             let _ = writeln!(
                 out,
                 "  does not match the current key (no next key: set {} or give --next-key)",
-                keys::NEXT_ENV
+                NEXT_KEY_ENV
             );
         }
     }
     let dev_match = [DEV_CURRENT_KEY, DEV_NEXT_KEY]
         .iter()
         .any(|key| signed_with(token, key));
-    let env_match = [keys::CURRENT_ENV, keys::NEXT_ENV]
+    let env_match = [CURRENT_KEY_ENV, NEXT_KEY_ENV]
         .iter()
-        .filter_map(|var| keys::from_env(var))
+        .filter_map(|var| env_key(var))
         .any(|key| signed_with(token, &key));
     let text = if !dev && dev_match {
         "the local development server's keys match: this token comes from `qstash dev` (or was \
@@ -277,7 +267,7 @@ fn key_section(out: &mut String, token: &str, keys: &Keys, dev: bool) {
         "signed with other keys: the keys rolled twice since, another QStash project or region \
          (each region has its own keys), or a key copied incompletely"
     };
-    hint(out, text);
+    labeled(out, "hint:", text);
 }
 
 /// The signed URL beside the expected one.
@@ -296,7 +286,7 @@ fn url_section(out: &mut String, signed: Option<&str>, expected: Option<&str>) {
             for text in url_hints(signed, expected) {
                 match text.strip_prefix("fix: ") {
                     Some(fix) => labeled(out, "fix:", &clean(fix)),
-                    None => hint(out, &clean(&text)),
+                    None => labeled(out, "hint:", &clean(&text)),
                 }
             }
         }
@@ -315,20 +305,13 @@ fn body_section(out: &mut String, signed: Option<&str>, body: Option<&[u8]>) {
     let computed = body_hash(body);
     let _ = writeln!(out, "  computed  {computed}  ({} bytes)", body.len());
     match signed {
-        Some(signed) if signed.trim_end_matches('=') == computed.trim_end_matches('=') => {
-            out.push_str("  match\n");
-        }
+        Some(signed) if hashes_to(body, signed) => out.push_str("  match\n"),
         Some(signed) => {
             out.push_str("  differ\n");
-            hint(out, &body_hint(body, signed));
+            labeled(out, "hint:", &body_hint(body, signed));
         }
         None => {}
     }
-}
-
-/// `  hint: text`, wrapped at 100 columns.
-fn hint(out: &mut String, text: &str) {
-    labeled(out, "hint:", text);
 }
 
 /// `  label text`, wrapped at 100 columns under the text's start.

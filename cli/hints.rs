@@ -122,7 +122,7 @@ pub(crate) fn body_hash(body: &[u8]) -> String {
 }
 
 /// Whether `body` hashes to `claim` (padding ignored, as the verifier compares).
-fn hashes_to(body: &[u8], claim: &str) -> bool {
+pub(crate) fn hashes_to(body: &[u8], claim: &str) -> bool {
     body_hash(body).trim_end_matches('=') == claim.trim_end_matches('=')
 }
 

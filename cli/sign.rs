@@ -1,21 +1,21 @@
 //! `sign`: a delivery signed as QStash signs it, as headers or as a curl command.
 
-use std::fmt::Write as _;
 use std::process::ExitCode;
 
+use qstash_receiver::CURRENT_KEY_ENV;
 use qstash_receiver::test_utils::{DEV_CURRENT_KEY, SignedDelivery, Signer};
 
-use crate::{SignArgs, keys};
+use crate::{SignArgs, env_key};
 
 pub(crate) fn run(args: &SignArgs) -> Result<ExitCode, String> {
     let key = match (&args.key, args.dev) {
         (Some(key), _) if key.trim().is_empty() => return Err("--key is empty".to_owned()),
         (Some(key), _) => key.clone(),
         (None, true) => DEV_CURRENT_KEY.to_owned(),
-        (None, false) => keys::from_env(keys::CURRENT_ENV).ok_or_else(|| {
+        (None, false) => env_key(CURRENT_KEY_ENV).ok_or_else(|| {
             format!(
                 "no signing key: set {}, give --key, or --dev for the local development server's key",
-                keys::CURRENT_ENV
+                CURRENT_KEY_ENV
             )
         })?,
     };
@@ -32,53 +32,33 @@ pub(crate) fn run(args: &SignArgs) -> Result<ExitCode, String> {
     if let Some(content_type) = &args.content_type {
         delivery = delivery.with_header("content-type", content_type.as_str());
     }
-    let out = if args.curl {
-        curl(args, &delivery)
+    if args.curl {
+        println!("{}", curl(args, &delivery));
     } else {
-        headers(&delivery)
-    };
-    print!("{out}");
+        header_lines(&delivery).for_each(|line| println!("{line}"));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `Name: value` lines, the signature first.
-fn headers(delivery: &SignedDelivery) -> String {
-    let mut out = String::new();
-    for (name, value) in &delivery.headers {
-        let _ = writeln!(out, "{}: {value}", display_name(name));
-    }
-    out
+/// `Name: value` for each header, the signature first.
+fn header_lines(delivery: &SignedDelivery) -> impl Iterator<Item = String> + '_ {
+    let headers = delivery.headers.iter();
+    headers.map(|(name, value)| format!("{}: {value}", display_name(name)))
 }
 
-/// A curl command that sends the delivery.
+/// A curl command that sends the delivery, one option a line.
 fn curl(args: &SignArgs, delivery: &SignedDelivery) -> String {
-    let mut out = format!(
-        "curl -X {} {}",
-        quote(&args.method.to_ascii_uppercase()),
-        quote(&args.url)
-    );
-    for (name, value) in &delivery.headers {
-        let _ = write!(
-            out,
-            " \\\n  -H {}",
-            quote(&format!("{}: {value}", display_name(name)))
-        );
-    }
+    let method = quote(&args.method.to_ascii_uppercase());
+    let mut lines = vec![format!("curl -X {method} {}", quote(&args.url))];
+    lines.extend(header_lines(delivery).map(|line| format!("-H {}", quote(&line))));
     match (&args.body.body, &args.body.body_file) {
+        (Some(text), _) => lines.push(format!("--data-binary {}", quote(text))),
         (None, Some(path)) => {
-            let _ = write!(
-                out,
-                " \\\n  --data-binary @{}",
-                quote(&path.to_string_lossy())
-            );
-        }
-        (Some(text), _) => {
-            let _ = write!(out, " \\\n  --data-binary {}", quote(text));
+            lines.push(format!("--data-binary @{}", quote(&path.to_string_lossy())));
         }
         (None, None) => {}
     }
-    out.push('\n');
-    out
+    lines.join(" \\\n  ")
 }
 
 /// `upstash-message-id` → `Upstash-Message-Id`.

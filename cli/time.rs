@@ -1,7 +1,6 @@
 //! Unix seconds as RFC 3339 dates (UTC) and as "how long ago / ahead".
 
-/// Go's zero time, QStash's `nbf` since September 2024.
-pub(crate) const GO_ZERO_TIME: i64 = -62_135_596_800;
+use qstash_receiver::test_utils::GO_ZERO_TIME;
 
 /// 9999-12-31T23:59:59Z: later (or earlier than year 1) is not shown as a date.
 const MAX: i64 = 253_402_300_799;
@@ -45,28 +44,23 @@ pub(crate) fn relative(at: i64, now: i64) -> String {
     }
 }
 
-/// A duration in its two largest units: `3d 4h`, `5m 2s`, `7s`.
+/// A duration in its two largest units, the second left out when 0: `3d 4h`, `5m 2s`, `7s`.
 fn span(secs: u128) -> String {
     const UNITS: [(u128, &str); 5] = [
-        (365 * 86_400, "y"),
+        (31_536_000, "y"),
         (86_400, "d"),
         (3600, "h"),
         (60, "m"),
         (1, "s"),
     ];
-    let mut parts = Vec::new();
-    let mut rest = secs;
-    for (size, unit) in UNITS {
-        if rest >= size || (!parts.is_empty() && parts.len() < 2) {
-            parts.push(format!("{}{unit}", rest / size));
-            rest %= size;
-        }
-        if parts.len() == 2 {
-            break;
-        }
+    let mut units = UNITS.into_iter().skip_while(|&(size, _)| secs < size);
+    let Some((size, unit)) = units.next() else {
+        return String::new();
+    };
+    match units.next().map(|(next, unit)| (secs % size / next, unit)) {
+        Some((n, next_unit)) if n > 0 => format!("{}{unit} {n}{next_unit}", secs / size),
+        _ => format!("{}{unit}", secs / size),
     }
-    parts.retain(|p| !p.starts_with('0'));
-    parts.join(" ")
 }
 
 #[cfg(test)]

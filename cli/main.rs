@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use qstash_receiver::{CURRENT_KEY_ENV, NEXT_KEY_ENV};
 
 mod explain;
 mod hints;
@@ -158,7 +159,7 @@ fn usage_error(e: &clap::Error, args: &[OsString]) -> ExitCode {
 /// The key values that could appear in a message: those given on the command line and in the
 /// environment.
 fn secrets_in(args: &[OsString]) -> Vec<String> {
-    let mut secrets: Vec<String> = [keys::CURRENT_ENV, keys::NEXT_ENV]
+    let mut secrets: Vec<String> = [CURRENT_KEY_ENV, NEXT_KEY_ENV]
         .iter()
         .filter_map(|var| std::env::var(var).ok())
         .collect();
@@ -202,18 +203,10 @@ fn redact(text: &str, secrets: &[String]) -> String {
     out
 }
 
-/// Where keys come from.
-mod keys {
-    pub(crate) const CURRENT_ENV: &str = qstash_receiver::CURRENT_KEY_ENV;
-    pub(crate) const NEXT_ENV: &str = qstash_receiver::NEXT_KEY_ENV;
-
-    /// An environment variable's value, when set and not blank.
-    pub(crate) fn from_env(var: &str) -> Option<String> {
-        std::env::var(var)
-            .ok()
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    }
+/// An environment variable's value, when set and not blank.
+fn env_key(var: &str) -> Option<String> {
+    let value = std::env::var(var).ok()?;
+    Some(value.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 #[cfg(test)]
