@@ -4,68 +4,46 @@ use std::time::SystemTime;
 
 use actix_web::guard::{Guard, GuardContext};
 
-use super::Head;
+use super::{Head, message_id};
 use crate::Receiver;
 
 /// Matches requests whose `Upstash-Signature` token verifies on everything **but the body**: the
-/// MAC (current or next key, or the keys of the first `Upstash-Region`, as the receiver picks
-/// them: see [`REGION_HEADER`](crate::REGION_HEADER)), the algorithm, the issuer, the time
-/// window and the expected URL of the [`Receiver`]'s [`UrlPolicy`](crate::UrlPolicy).
+/// MAC (with the keys the [`Receiver`] picks, see [`REGION_HEADER`](crate::REGION_HEADER)), the
+/// algorithm, the issuer, the time window and the URL of the receiver's
+/// [`UrlPolicy`](crate::UrlPolicy).
 ///
-/// # This is a routing aid, not the security boundary
-///
-/// actix-web guards are synchronous and never see the body, and a failing guard only means "no
-/// match" (usually a 404, or another route). A request that matches this guard may still carry a
-/// **tampered body**: a token captured from a real delivery passes the guard with any body.
-/// The body check happens only in [`QStashMiddleware`](super::QStashMiddleware) or
-/// [`Verified<T>`](super::Verified): always put one of them on the guarded route too.
-///
-/// Use it to split one path between QStash deliveries and other callers:
+/// **A routing aid, not the security boundary**: actix-web guards are synchronous and never see
+/// the body, so a token captured from a real delivery passes the guard with any body. Always put
+/// [`QStashMiddleware`](super::QStashMiddleware) or [`Verified<T>`](super::Verified) on the
+/// guarded route too. A failing guard only means "no match" (another route, or a 404).
 ///
 /// ```
-/// # #[cfg(feature = "test-utils")] {
-/// use actix_web::{App, HttpResponse, test, web};
+/// use actix_web::{App, HttpResponse, web};
 /// use qstash_receiver::actix::{QStashGuard, QStashMiddleware};
 /// use qstash_receiver::{Receiver, SigningKeys, Verifier};
-/// # use qstash_receiver::test_utils::Signer;
 ///
-/// # actix_web::rt::System::new().block_on(async {
+/// # fn main() -> Result<(), qstash_receiver::KeyError> {
 /// let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?))
 ///     .expected_url("https://app.example.com/hooks");
-///
-/// let app = test::init_service(
-///     App::new()
-///         // QStash traffic: guard to route, middleware to verify the body.
-///         .service(
-///             web::resource("/hooks")
-///                 .guard(QStashGuard::new(receiver.clone()))
-///                 .wrap(QStashMiddleware::new(receiver))
-///                 .route(web::post().to(|| async { HttpResponse::Ok().body("qstash") })),
-///         )
-///         // Everyone else.
-///         .route("/hooks", web::post().to(|| async { HttpResponse::Ok().body("other") })),
-/// )
-/// .await;
-///
-/// let body = b"hello";
-/// let delivery = Signer::new("sig_current").delivery("https://app.example.com/hooks", body);
-/// let mut req = test::TestRequest::post().uri("/hooks").set_payload(&body[..]);
-/// for (name, value) in &delivery.headers {
-///     req = req.insert_header((name.as_str(), value.as_str()));
-/// }
-/// assert_eq!(test::call_and_read_body(&app, req.to_request()).await, "qstash");
-///
-/// let req = test::TestRequest::post().uri("/hooks").set_payload("hi").to_request();
-/// assert_eq!(test::call_and_read_body(&app, req).await, "other");
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// # }).unwrap();
+/// let app = App::new()
+///     // QStash traffic: the guard routes, the middleware verifies the body.
+///     .service(
+///         web::resource("/hooks")
+///             .guard(QStashGuard::new(receiver.clone()))
+///             .wrap(QStashMiddleware::new(receiver))
+///             .route(web::post().to(|| async { HttpResponse::Ok().body("qstash") })),
+///     )
+///     // Everyone else.
+///     .route("/hooks", web::post().to(|| async { HttpResponse::Ok().body("other") }));
+/// # let _ = app;
+/// # Ok(())
 /// # }
 /// ```
 ///
-/// The guard cannot see the server's TLS setting: for
-/// [`UrlPolicy::trust_forwarded_headers`](crate::UrlPolicy::trust_forwarded_headers) the scheme comes from `X-Forwarded-Proto`, the
-/// request URI, or the policy's default scheme. A misconfigured policy matches nothing (logged
-/// as an error for requests whose token verified; other misses at `debug`).
+/// The guard cannot see the server's TLS setting: under
+/// [`UrlPolicy::trust_forwarded_headers`](crate::UrlPolicy::trust_forwarded_headers) the scheme
+/// comes from `X-Forwarded-Proto`, the request URI, or the policy's default scheme. A
+/// misconfigured policy matches nothing (logged as an error for requests whose token verified).
 #[derive(Debug, Clone)]
 pub struct QStashGuard {
     receiver: Receiver,
@@ -81,21 +59,14 @@ impl QStashGuard {
 
 impl Guard for QStashGuard {
     fn check(&self, ctx: &GuardContext<'_>) -> bool {
-        let head = ctx.head();
-        // The receiver's own reading of the head: one signature, the first `Upstash-Region`;
-        // the guard cannot see the server's TLS setting.
         let head = Head {
-            method: &head.method,
-            uri: &head.uri,
-            headers: &head.headers,
+            head: ctx.head(),
             secure: None,
         };
-        match crate::head::check_token(&self.receiver, &head, SystemTime::now()) {
-            Ok(_) => true,
-            Err(rejection) => {
-                crate::log::guard_miss(&rejection, super::message_id(head.headers));
-                false
-            }
+        let checked = crate::head::check_token(&self.receiver, &head, SystemTime::now());
+        if let Err(rejection) = &checked {
+            crate::log::guard_miss(rejection, message_id(&head.head.headers));
         }
+        checked.is_ok()
     }
 }

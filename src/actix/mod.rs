@@ -1,41 +1,26 @@
 //! actix-web 4 middleware, extractors and guard (feature `actix-web`).
 //!
-//! - [`QStashMiddleware`]: verifies every request of the scope it wraps before the handler runs.
-//!   It refuses a bad token before reading a single body byte, refuses a body over the limit with
-//!   413 (announced by `Content-Length` or not), checks the body hash over the raw bytes, then puts
-//!   the verified bytes back so that `web::Json<T>`, `web::Bytes` and `String` work unchanged, and
-//!   leaves [`Claims`](crate::Claims) and [`Delivery`] in the request extensions. Those extractors
-//!   keep their own limits (`web::PayloadConfig`: 256 KiB by default; `web::JsonConfig`: 2 MiB):
-//!   register `web::PayloadConfig::new(receiver.get_max_body_bytes())` to accept what the receiver accepts.
-//! - Extractors: [`Verified<T>`] over any body extractor (verifies by itself without the
-//!   middleware), [`Callback`], [`FailureCallback`], and [`Delivery`] /
-//!   [`Claims`](crate::Claims) from the middleware's verdict.
-//! - [`QStashGuard`]: a *routing aid* that matches requests whose token verifies on everything but
-//!   the body. It is not a security boundary: pair it with the middleware or [`Verified<T>`].
-//! - Every refusal is the core [`Rejection`]: the same status, headers and JSON body
-//!   (`{"error":"<code>","message":"…"}`) as the axum and tower adapters. Replace the response
-//!   with [`RejectionHandler`].
+//! [`QStashMiddleware`] verifies every request of the scope it wraps; handlers then use
+//! `web::Json<T>`, `web::Bytes` or `String` on the verified body, and the [`Delivery`] and
+//! [`Claims`](crate::Claims) extractors. Without it, [`Verified<T>`], [`Callback`] and
+//! [`FailureCallback`] verify by themselves. [`QStashGuard`] routes QStash traffic. Every refusal
+//! is the core [`Rejection`], answered as by the axum and tower adapters (status, headers, JSON
+//! `{"error":"<code>","message":"…"}`) or by a [`RejectionHandler`].
 //!
 //! ```
 //! # #[cfg(feature = "test-utils")] {
 //! use actix_web::{App, HttpResponse, test, web};
 //! use qstash_receiver::actix::QStashMiddleware;
+//! use qstash_receiver::test_utils::Signer; // feature `test-utils`: signs as QStash does
 //! use qstash_receiver::{Delivery, Receiver, SigningKeys, UrlPolicy, Verifier};
-//! # use qstash_receiver::test_utils::Signer;
 //!
-//! #[derive(serde::Deserialize)]
-//! struct Job {
-//!     task: String,
-//! }
-//!
-//! async fn job(job: web::Json<Job>, delivery: Delivery) -> HttpResponse {
-//!     HttpResponse::Ok().body(format!("{} (attempt {})", job.task, delivery.retried()))
+//! async fn job(body: String, delivery: Delivery) -> HttpResponse {
+//!     HttpResponse::Ok().body(format!("{body} (attempt {})", delivery.retried()))
 //! }
 //!
 //! # actix_web::rt::System::new().block_on(async {
 //! let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?))
 //!     .url_policy(UrlPolicy::public_base("https://app.example.com")?);
-//!
 //! let app = test::init_service(
 //!     App::new().service(
 //!         web::scope("/qstash")
@@ -46,34 +31,19 @@
 //! .await;
 //!
 //! // A delivery signed as QStash signs it is accepted…
-//! # let body = br#"{"task":"mail"}"#;
-//! let delivery = Signer::new("sig_current").delivery("https://app.example.com/qstash/jobs", body);
-//! let mut req = test::TestRequest::post().uri("/qstash/jobs").set_payload(&body[..]);
-//! for (name, value) in &delivery.headers {
-//!     req = req.insert_header((name.as_str(), value.as_str()));
-//! }
-//! let req = req.insert_header(("content-type", "application/json")).to_request();
-//! let res = test::call_service(&app, req).await;
+//! let delivery = Signer::new("sig_current").delivery("https://app.example.com/qstash/jobs", b"mail");
+//! let res = test::call_service(&app, delivery.to_actix_request()?.to_request()).await;
 //! assert_eq!(res.status(), 200);
 //! assert_eq!(test::read_body(res).await, "mail (attempt 0)");
 //!
 //! // …anything else is refused with a typed JSON answer.
-//! let req = test::TestRequest::post().uri("/qstash/jobs").set_payload(&body[..]).to_request();
-//! let res = test::call_service(&app, req).await;
-//! assert_eq!(res.status(), 401);
-//! assert_eq!(
-//!     test::read_body(res).await,
-//!     r#"{"error":"missing_signature","message":"missing upstash-signature header"}"#
-//! );
+//! let res = test::call_service(&app, test::TestRequest::post().uri("/qstash/jobs").to_request());
+//! assert_eq!(res.await.status(), 401);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();
 //! # }
 //! ```
-//!
-//! The crate's test helper [`Signer`](crate::test_utils::Signer) (feature `test-utils`) signs
-//! requests exactly as QStash does, for tests of your own handlers.
 
-mod body;
 mod extract;
 mod guard;
 mod middleware;
@@ -84,12 +54,16 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use actix_web::body::BoxBody;
+use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, dev, web};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
 
+use crate::buffer::BodyBuffer;
 use crate::head::{Answer, RequestHead};
-use crate::{Delivery, Receiver, Rejection};
+use crate::{Claims, Delivery, Receiver, Rejection};
 
 pub use extract::{Callback, FailureCallback, QStashRejection, Verified};
 pub use guard::QStashGuard;
@@ -98,7 +72,7 @@ pub use response::{non_retryable, retry_after};
 
 impl ResponseError for Rejection {
     fn status_code(&self) -> StatusCode {
-        status_of(self)
+        StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
@@ -118,34 +92,13 @@ fn response(answer: Answer) -> HttpResponse {
     response.body(answer.body)
 }
 
-fn status_of(rejection: &Rejection) -> StatusCode {
-    StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
-type ResponseFn = dyn Fn(&Rejection) -> HttpResponse + Send + Sync;
-
-/// Replaces the response of every [`Rejection`] (by default: [`Rejection::status`],
-/// [`Rejection::headers`] and the JSON of [`Rejection::json_body`]).
+/// Replaces the response of every [`Rejection`] (by default: its status, headers and JSON body).
 ///
-/// Give it to the middleware with [`QStashMiddleware::rejection_handler`]; for the extractors,
-/// register it as app data (`App::app_data(handler)` or `web::Data<RejectionHandler>`). Requests
-/// that went through a middleware with a handler use the middleware's.
-///
-/// Keep the status: QStash retries anything but a 2xx (and 489), and a refused message must be
-/// retried, so a handler that answers 2xx to a rejection loses the message.
-///
-/// ```
-/// use actix_web::HttpResponse;
-/// use qstash_receiver::actix::RejectionHandler;
-///
-/// let handler = RejectionHandler::new(|rejection| {
-///     HttpResponse::build(actix_web::http::StatusCode::from_u16(rejection.status()).unwrap())
-///         .body(format!("refused: {}", rejection.code()))
-/// });
-/// # let _ = handler;
-/// ```
+/// Give it to [`QStashMiddleware::rejection_handler`], or register it as app data for the
+/// extractors (`App::app_data(handler)` or `web::Data<RejectionHandler>`; a middleware's comes
+/// first). Keep a non-2xx status: QStash retries only those, so a 2xx answer loses the message.
 #[derive(Clone)]
-pub struct RejectionHandler(Arc<ResponseFn>);
+pub struct RejectionHandler(Arc<dyn Fn(&Rejection) -> HttpResponse + Send + Sync>);
 
 impl RejectionHandler {
     /// A handler that answers each rejection with `f(rejection)`.
@@ -162,10 +115,9 @@ impl RejectionHandler {
     }
 
     fn from_app_data(req: &HttpRequest) -> Option<Self> {
-        req.app_data::<Self>().cloned().or_else(|| {
-            req.app_data::<web::Data<Self>>()
-                .map(|d| d.get_ref().clone())
-        })
+        req.app_data::<Self>()
+            .or_else(|| req.app_data::<web::Data<Self>>().map(|d| d.get_ref()))
+            .cloned()
     }
 }
 
@@ -176,29 +128,20 @@ impl fmt::Debug for RejectionHandler {
 }
 
 /// A middleware's set-up: the receiver and the response handler.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Setup {
     receiver: Receiver,
     handler: Option<RejectionHandler>,
 }
 
-/// What the middleware leaves in the request extensions once a request is verified: the proof
-/// [`Verified<T>`] trusts (only this crate can make one), with the middleware's set-up (the
-/// receiver for the later `invalid_payload` answer, and the response handler), shared.
+/// Left by the middleware in the extensions of a request it verified: the proof
+/// [`Verified<T>`] trusts (only this crate can make one), with the middleware's set-up.
 #[derive(Clone)]
 struct Verdict(Arc<Setup>);
 
 /// The response for `rejection`: the handler's, or the default.
 fn respond(rejection: &Rejection, handler: Option<&RejectionHandler>) -> HttpResponse {
-    match handler {
-        Some(handler) => handler.respond(rejection),
-        None => rejection.error_response(),
-    }
-}
-
-/// Logs a rejection as every adapter does ([`crate::log`]), with the message id as sent.
-fn log_rejection(rejection: &Rejection, headers: &HeaderMap) {
-    crate::log::refusal(rejection, message_id(headers));
+    handler.map_or_else(|| rejection.error_response(), |h| h.respond(rejection))
 }
 
 /// The `Upstash-Message-Id` header as sent, for logs.
@@ -210,68 +153,88 @@ fn message_id(headers: &HeaderMap) -> Option<&[u8]> {
 
 /// An actix-web (`http` 0.2) request head, as the core reads it ([`RequestHead`]).
 struct Head<'a> {
-    method: &'a actix_web::http::Method,
-    uri: &'a actix_web::http::Uri,
-    headers: &'a HeaderMap,
+    head: &'a dev::RequestHead,
     /// Whether this server terminated TLS itself; `None`: unknown (the guard).
     secure: Option<bool>,
 }
 
 impl<'a> Head<'a> {
     fn of(req: &'a HttpRequest) -> Self {
+        let secure = Some(req.app_config().secure());
         Self {
-            method: req.method(),
-            uri: req.uri(),
-            headers: req.headers(),
-            secure: Some(req.app_config().secure()),
+            head: req.head(),
+            secure,
         }
     }
 }
 
 impl RequestHead for Head<'_> {
     fn method(&self) -> &str {
-        self.method.as_str()
+        self.head.method.as_str()
     }
 
     fn path_and_query(&self) -> Option<&str> {
-        self.uri.path_and_query().map(|pq| pq.as_str())
+        self.head.uri.path_and_query().map(|pq| pq.as_str())
     }
 
-    /// A server that terminated TLS itself saw `https`; one that did not may sit behind a proxy
-    /// that did, so "http" is not known: the policy's default scheme decides then (as in the
-    /// tower layer, where hyper gives no scheme).
+    /// `https` when this server terminated TLS itself; otherwise unknown (a proxy in front may
+    /// have), and the URL policy's default scheme decides, as in the tower layer.
     fn scheme(&self) -> Option<&str> {
-        self.uri
-            .scheme_str()
-            .or(self.secure.and_then(|secure| secure.then_some("https")))
+        let tls = self.secure.and_then(|secure| secure.then_some("https"));
+        self.head.uri.scheme_str().or(tls)
     }
 
     fn authority(&self) -> Option<&str> {
-        self.uri.authority().map(|a| a.as_str())
+        self.head.uri.authority().map(|a| a.as_str())
     }
 
     fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.get(name).map(HeaderValue::as_bytes)
+        self.head.headers.get(name).map(HeaderValue::as_bytes)
     }
 
     fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
+        let headers = self.head.headers.iter();
+        headers.map(|(n, v)| (n.as_str(), v.as_bytes()))
     }
 }
 
-/// The receiver's steps on a request: the head (token, URL, delivery headers, announced
-/// length), then the payload read **as it came** (not decompressed: QStash signs the bytes it
-/// sends) under the receiver's limit, and its hash. The verified body, its claims and delivery.
-async fn verify_payload(
+/// The receiver's steps on a request: the head (token, URL, delivery headers, announced length)
+/// before any body byte is read, then the payload **as it came** (not decompressed: QStash signs
+/// the bytes it sends) under the receiver's limit, then its hash.
+async fn verify(
     receiver: &Receiver,
     req: &HttpRequest,
-    payload: &mut actix_web::dev::Payload,
-) -> Result<(bytes::Bytes, crate::Claims, Delivery), Rejection> {
+    payload: &mut dev::Payload,
+) -> Result<(Bytes, Claims, Delivery), Rejection> {
     let head = Head::of(req);
     let (token, delivery) = crate::head::check_head(receiver, &head, SystemTime::now())?;
-    let body = body::read_limited(payload, receiver, head.content_length()).await?;
+    let body = read_limited(payload, receiver, head.content_length()).await?;
     let claims = receiver.check_body(token, &body)?;
     Ok((body, claims, delivery))
+}
+
+/// Reads the whole payload into one buffer of at most `receiver.get_max_body_bytes()` bytes,
+/// refusing (413) as soon as more arrived; `announced` (a `Content-Length` within the limit)
+/// sizes the buffer.
+async fn read_limited(
+    payload: &mut dev::Payload,
+    receiver: &Receiver,
+    announced: Option<u64>,
+) -> Result<Bytes, Rejection> {
+    let mut buffer = BodyBuffer::new(receiver.get_max_body_bytes(), announced);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| payload_error(&e, receiver))?;
+        buffer.push(chunk).map_err(|_| receiver.too_large())?;
+    }
+    Ok(buffer.finish())
+}
+
+/// A transport error while reading; an overflow reported by actix itself is a 413.
+fn payload_error(e: &PayloadError, receiver: &Receiver) -> Rejection {
+    match e {
+        PayloadError::Overflow => receiver.too_large(),
+        other => Rejection::BodyRead(other.to_string()),
+    }
 }
 
 #[cfg(test)]
