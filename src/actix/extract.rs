@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::{Ready, ready};
 use std::ops::Deref;
+use std::sync::Arc;
 
 use actix_web::body::BoxBody;
 use actix_web::error::{JsonPayloadError, PayloadError};
@@ -14,10 +15,9 @@ use futures_util::future::{FutureExt as _, LocalBoxFuture, TryFutureExt as _};
 use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
-use super::{
-    Head, RejectionHandler, Verdict, message_id, payload_error, read_limited, respond, verify,
-};
+use super::{Head, RejectionHandler, Setup, payload_error, read_limited, respond, verify};
 use crate::callback::json_error_summary;
+use crate::head::RequestHead as _;
 use crate::{CallbackEvent, Claims, Delivery, FailureCallbackEvent, Receiver, Rejection};
 
 /// The error of this module's extractors: a [`Rejection`], answered as the middleware answers it
@@ -30,7 +30,7 @@ pub struct QStashRejection {
 
 impl QStashRejection {
     fn new(rejection: Rejection, req: &HttpRequest, handler: Option<RejectionHandler>) -> Self {
-        crate::log::refusal(&rejection, message_id(req.headers()));
+        crate::log::refusal(&rejection, Head::of(req).message_id());
         Self { rejection, handler }
     }
 
@@ -38,7 +38,7 @@ impl QStashRejection {
     /// logged so that callers cannot fill the logs with errors.
     fn misconfigured(message: String, req: &HttpRequest) -> Self {
         let rejection = Rejection::Misconfigured(message);
-        crate::log::unchecked_misconfiguration(&rejection, message_id(req.headers()));
+        crate::log::unchecked_misconfiguration(&rejection, Head::of(req).message_id());
         let handler = RejectionHandler::from_app_data(req);
         Self { rejection, handler }
     }
@@ -79,14 +79,10 @@ impl ResponseError for QStashRejection {
 /// A body extractor `T` (`web::Json<U>`, `web::Bytes`, `String`, …) run on a **verified** body.
 ///
 /// Under [`QStashMiddleware`](super::QStashMiddleware) it just runs `T`. Alone, it verifies as
-/// the middleware does, with the [`Receiver`] registered as app data (`web::Data<Receiver>` or a
-/// `Receiver`; none: 500 `misconfigured`), runs `T` under `T`'s own configuration
-/// (`web::JsonConfig`, `web::PayloadConfig`) and leaves [`Claims`] and [`Delivery`] in the
-/// request extensions. Alone, it does **not** deduplicate (an extractor cannot see the
-/// handler's response): use the middleware for that.
-///
-/// A verified body that `T` refuses is answered with [`Receiver::invalid_payload`] (400, or 489
-/// when the receiver is so configured).
+/// the middleware does with the [`Receiver`] in app data (`web::Data<Receiver>` or a `Receiver`;
+/// none: 500 `misconfigured`), leaves [`Claims`] and [`Delivery`] in the request extensions and
+/// runs `T` (under `web::JsonConfig`, `web::PayloadConfig`), but does **not** deduplicate (it
+/// cannot see the handler's response). A body `T` refuses is [`Receiver::invalid_payload`].
 ///
 /// ```
 /// use actix_web::{App, HttpResponse, web};
@@ -144,13 +140,10 @@ where
 }
 
 /// A verified [`CallbackEvent`] (the body of a delivery to an `Upstash-Callback` URL), verified
-/// like [`Verified<T>`] and parsed from JSON whatever its `Content-Type`; a body that is not one
-/// is [`Receiver::invalid_payload`].
-///
-/// A callback carries the message's and the response's bodies in base64: alone, this extractor
-/// reads up to [`Receiver::get_callback_max_body_bytes`] (not `web::PayloadConfig`'s limit);
-/// under the middleware, the middleware's limit applies: build it with
-/// [`Receiver::for_callbacks`].
+/// like [`Verified<T>`] and parsed from JSON whatever its `Content-Type` (else
+/// [`Receiver::invalid_payload`]). It carries two bodies in base64: alone, it reads up to
+/// [`Receiver::get_callback_max_body_bytes`] (not `web::PayloadConfig`'s limit); under the
+/// middleware, build that one's receiver with [`Receiver::for_callbacks`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Callback(pub CallbackEvent);
 
@@ -236,12 +229,10 @@ async fn verified_payload(
     mut payload: dev::Payload,
     adapt: fn(Receiver) -> Receiver,
 ) -> Result<(dev::Payload, Receiver, Option<RejectionHandler>), QStashRejection> {
-    let verdict = req.extensions().get::<Verdict>().cloned();
-    if let Some(Verdict(setup)) = verdict {
-        let handler = setup
-            .handler
-            .clone()
-            .or_else(|| RejectionHandler::from_app_data(req));
+    let handler = RejectionHandler::from_app_data(req);
+    let verdict = req.extensions().get::<Arc<Setup>>().cloned();
+    if let Some(setup) = verdict {
+        let handler = setup.handler.clone().or(handler);
         return Ok((payload, setup.receiver.clone(), handler));
     }
     let receiver = req.app_data::<web::Data<Receiver>>().map(|d| d.get_ref());
@@ -251,7 +242,6 @@ async fn verified_payload(
         return Err(QStashRejection::misconfigured(message.to_owned(), req));
     };
     let receiver = adapt(receiver);
-    let handler = RejectionHandler::from_app_data(req);
     async move {
         match verify(&receiver, req, &mut payload).await {
             Ok((body, claims, delivery)) => {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::{Ready, ready};
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -13,30 +14,26 @@ use actix_web::{Error, HttpMessage as _, HttpResponse};
 use futures_util::future::LocalBoxFuture;
 use tracing::Instrument as _;
 
-use super::{Head, RejectionHandler, Setup, Verdict, message_id, respond, response, verify};
+use super::{Head, RejectionHandler, Setup, respond, response, verify};
 use crate::dedup::{Begin, Dedup, Lease};
-use crate::head::Answer;
+use crate::head::{Answer, RequestHead as _};
 use crate::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Receiver, Rejection};
 
 /// actix-web middleware that verifies QStash deliveries before the handler runs.
 ///
 /// The token, the URL of the [`Receiver`]'s [`UrlPolicy`](crate::UrlPolicy) and the delivery
-/// headers are checked **before the payload is read** (a `Content-Length` over the limit is a
-/// 413 unread), then the payload is read as it came under the limit and its hash checked. The
-/// verified bytes become the payload again, for `web::Json<T>`, `web::Bytes`, `String` (under
-/// their own limits: `web::PayloadConfig` is 256 KiB unless raised to
-/// [`Receiver::get_max_body_bytes`]), with [`Claims`](crate::Claims) and
-/// [`Delivery`](crate::Delivery) in the request extensions.
-///
+/// headers are checked **before the payload is read**, then the payload, read as it came under
+/// the limit (413 past it), against the token's body hash. The verified bytes become the payload
+/// again, for `web::Json<T>`, `web::Bytes`, `String` under their own limits (raise
+/// `web::PayloadConfig`'s 256 KiB to [`Receiver::get_max_body_bytes`]), and
+/// [`Claims`](crate::Claims) and [`Delivery`](crate::Delivery) go into the request extensions.
 /// With [`Receiver::dedup`] the handler runs under a lease on the message id (see
-/// [`crate::dedup`]: its 2xx completes it, even should the request be dropped meanwhile; an
-/// error, a panic or a drop releases it); a completed id is answered `200`
-/// `qstash-duplicate: true` without running the handler.
+/// [`crate::dedup`]; a completed id is answered 200 without running it).
 ///
 /// A refusal is answered with the [`Rejection`] (or by
-/// [`rejection_handler`](Self::rejection_handler)) and logged as every adapter logs it
-/// ([crate docs](crate#logging)). With [`Receiver::non_retryable_invalid_payload`], a 400, 415 or
-/// 422 from the handler (`web::Json`, `web::Form`) goes out as 489.
+/// [`rejection_handler`](Self::rejection_handler)) and logged ([crate docs](crate#logging)).
+/// With [`Receiver::non_retryable_invalid_payload`], a 400, 415 or 422 from the handler
+/// (`web::Json`, `web::Form` rejections) goes out as 489.
 ///
 /// Cheap to clone: build it once, outside `HttpServer::new`. Example: the [module docs](super).
 #[derive(Clone, Debug)]
@@ -48,13 +45,11 @@ impl QStashMiddleware {
     /// A middleware verifying with `receiver` (the whole policy: keys, URL, limit, dedup).
     #[must_use]
     pub fn new(receiver: Receiver) -> Self {
-        let setup = Setup {
+        let setup = Arc::new(Setup {
             receiver,
             handler: None,
-        };
-        Self {
-            setup: Arc::new(setup),
-        }
+        });
+        Self { setup }
     }
 
     /// Deduplicates deliveries by message id (see [`crate::dedup`]).
@@ -95,11 +90,8 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        let setup = Arc::clone(&self.setup);
-        ready(Ok(QStashMiddlewareService {
-            service: Rc::new(service),
-            setup,
-        }))
+        let (service, setup) = (Rc::new(service), Arc::clone(&self.setup));
+        ready(Ok(QStashMiddlewareService { service, setup }))
     }
 }
 
@@ -140,7 +132,7 @@ where
             let (body, claims, delivery) = match verified {
                 Ok(verified) => verified,
                 Err(rejection) => {
-                    crate::log::refusal(&rejection, message_id(req.headers()));
+                    crate::log::refusal(&rejection, Head::of(req.request()).message_id());
                     return answer(req, respond(&rejection, setup.handler.as_ref()));
                 }
             };
@@ -159,18 +151,14 @@ where
                     }
                 },
             };
-            {
-                let mut extensions = req.extensions_mut();
-                extensions.insert(claims);
-                extensions.insert(delivery);
-                extensions.insert(Verdict(Arc::clone(&setup)));
-            }
+            req.extensions_mut().insert(claims);
+            req.extensions_mut().insert(delivery);
+            req.extensions_mut().insert(Arc::clone(&setup));
             let response = match lease {
                 None => service.call(req).await?,
                 Some(lease) => call_leased(&*service, req, lease).await?,
             };
-            let non_retryable = setup.receiver.get_non_retryable_invalid_payload();
-            Ok(passed(response, non_retryable).map_into_left_body())
+            Ok(passed(response, &setup.receiver).map_into_left_body())
         };
         Box::pin(call.instrument(span))
     }
@@ -189,35 +177,24 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
 {
     use futures_util::FutureExt as _;
-    let called = std::panic::AssertUnwindSafe(service.call(req))
-        .catch_unwind()
-        .await;
+    let called = AssertUnwindSafe(service.call(req)).catch_unwind().await;
     // Outcomes and store errors are logged by the lease itself.
-    match called {
-        Ok(Ok(response)) => {
-            let _ = lease.finish(response.status().as_u16()).await;
-            Ok(response)
-        }
-        Ok(Err(error)) => {
-            let _ = lease.release().await;
-            Err(error)
-        }
-        Err(panic) => {
-            let _ = lease.release().await;
-            std::panic::resume_unwind(panic)
-        }
-    }
+    let _ = match &called {
+        Ok(Ok(response)) => lease.finish(response.status().as_u16()).await,
+        _ => lease.release().await,
+    };
+    called.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// The handler's response as it goes out: a payload refusal (400, 415, 422) of a verified body
-/// becomes 489 `Upstash-NonRetryable-Error: true` when `non_retryable`.
-fn passed<B>(mut response: ServiceResponse<B>, non_retryable: bool) -> ServiceResponse<B> {
+/// becomes 489 `Upstash-NonRetryable-Error: true` when the receiver says so.
+fn passed<B>(mut response: ServiceResponse<B>, receiver: &Receiver) -> ServiceResponse<B> {
     let status = response.status().as_u16();
     crate::observe::handled(status);
     if status == 413 {
         crate::log::handler_too_large();
     }
-    if non_retryable && crate::head::is_payload_refusal(status) {
+    if receiver.get_non_retryable_invalid_payload() && crate::head::is_payload_refusal(status) {
         crate::log::payload_refused_downstream(status);
         let head = response.response_mut().head_mut();
         if let Ok(dlq) = StatusCode::from_u16(NON_RETRYABLE_STATUS) {

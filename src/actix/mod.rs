@@ -1,11 +1,10 @@
 //! actix-web 4 middleware, extractors and guard (feature `actix-web`).
 //!
-//! [`QStashMiddleware`] verifies every request of the scope it wraps; handlers then use
-//! `web::Json<T>`, `web::Bytes` or `String` on the verified body, and the [`Delivery`] and
-//! [`Claims`](crate::Claims) extractors. Without it, [`Verified<T>`], [`Callback`] and
-//! [`FailureCallback`] verify by themselves. [`QStashGuard`] routes QStash traffic. Every refusal
-//! is the core [`Rejection`], answered as by the axum and tower adapters (status, headers, JSON
-//! `{"error":"<code>","message":"…"}`) or by a [`RejectionHandler`].
+//! [`QStashMiddleware`] verifies every request of the scope it wraps; handlers then take
+//! `web::Json<T>`, `web::Bytes`, `String`, [`Delivery`] and [`Claims`]. Without it,
+//! [`Verified<T>`], [`Callback`] and [`FailureCallback`] verify by themselves. [`QStashGuard`]
+//! routes QStash traffic. A refusal is answered as the other adapters answer the [`Rejection`]
+//! (`{"error":"<code>","message":"…"}`), or by a [`RejectionHandler`].
 //!
 //! ```
 //! # #[cfg(feature = "test-utils")] {
@@ -21,14 +20,8 @@
 //! # actix_web::rt::System::new().block_on(async {
 //! let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?))
 //!     .url_policy(UrlPolicy::public_base("https://app.example.com")?);
-//! let app = test::init_service(
-//!     App::new().service(
-//!         web::scope("/qstash")
-//!             .wrap(QStashMiddleware::new(receiver))
-//!             .route("/jobs", web::post().to(job)),
-//!     ),
-//! )
-//! .await;
+//! let scope = web::scope("/qstash").wrap(QStashMiddleware::new(receiver));
+//! let app = test::init_service(App::new().service(scope.route("/jobs", web::post().to(job)))).await;
 //!
 //! // A delivery signed as QStash signs it is accepted…
 //! let delivery = Signer::new("sig_current").delivery("https://app.example.com/qstash/jobs", b"mail");
@@ -47,28 +40,26 @@
 mod extract;
 mod guard;
 mod middleware;
-mod response;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use actix_web::body::BoxBody;
 use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, dev, web};
+use actix_web::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, dev, web};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
 use crate::buffer::BodyBuffer;
 use crate::head::{Answer, RequestHead};
-use crate::{Claims, Delivery, Receiver, Rejection};
+use crate::{Claims, Delivery, NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Receiver, Rejection};
 
 pub use extract::{Callback, FailureCallback, QStashRejection, Verified};
 pub use guard::QStashGuard;
 pub use middleware::{QStashMiddleware, QStashMiddlewareService};
-pub use response::{non_retryable, retry_after};
 
 impl ResponseError for Rejection {
     fn status_code(&self) -> StatusCode {
@@ -90,6 +81,46 @@ fn response(answer: Answer) -> HttpResponse {
         }
     }
     response.body(answer.body)
+}
+
+/// Status 489 with `Upstash-NonRetryable-Error: true`: QStash stops retrying and moves the message
+/// to the dead-letter queue. Add a body and finish it (`.json(…)`, `.body(…)`, `.finish()`).
+///
+/// ```
+/// use qstash_receiver::actix::non_retryable;
+///
+/// let res = non_retryable().body("unknown task");
+/// assert_eq!(res.status().as_u16(), 489);
+/// assert_eq!(res.headers().get("upstash-nonretryable-error").unwrap(), "true");
+/// ```
+pub fn non_retryable() -> HttpResponseBuilder {
+    let status =
+        StatusCode::from_u16(NON_RETRYABLE_STATUS).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+    let mut builder = HttpResponseBuilder::new(status);
+    builder.insert_header((HeaderName::from_static(NON_RETRYABLE_HEADER), "true"));
+    builder
+}
+
+/// `status` (use a non-2xx one: QStash retries only those) with `Retry-After` set to `delay` in
+/// whole seconds, rounded up, at least 1 (as the axum `RetryAfter`): QStash waits that long
+/// before the next attempt instead of its backoff.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_web::http::StatusCode;
+/// use qstash_receiver::actix::retry_after;
+///
+/// let res = retry_after(StatusCode::SERVICE_UNAVAILABLE, Duration::from_millis(1500)).finish();
+/// assert_eq!(res.status(), 503);
+/// assert_eq!(res.headers().get("retry-after").unwrap(), "2");
+/// let res = retry_after(StatusCode::SERVICE_UNAVAILABLE, Duration::ZERO).finish();
+/// assert_eq!(res.headers().get("retry-after").unwrap(), "1");
+/// ```
+pub fn retry_after(status: StatusCode, delay: Duration) -> HttpResponseBuilder {
+    let secs = crate::head::retry_after_secs(delay);
+    let mut builder = HttpResponseBuilder::new(status);
+    builder.insert_header((RETRY_AFTER, secs.to_string()));
+    builder
 }
 
 /// Replaces the response of every [`Rejection`] (by default: its status, headers and JSON body).
@@ -127,44 +158,30 @@ impl fmt::Debug for RejectionHandler {
     }
 }
 
-/// A middleware's set-up: the receiver and the response handler.
+/// A middleware's set-up, also left in the extensions of each request it verified: the proof
+/// [`Verified<T>`] trusts (private: only this crate can make one).
 #[derive(Clone, Debug)]
 struct Setup {
     receiver: Receiver,
     handler: Option<RejectionHandler>,
 }
 
-/// Left by the middleware in the extensions of a request it verified: the proof
-/// [`Verified<T>`] trusts (only this crate can make one), with the middleware's set-up.
-#[derive(Clone)]
-struct Verdict(Arc<Setup>);
-
 /// The response for `rejection`: the handler's, or the default.
 fn respond(rejection: &Rejection, handler: Option<&RejectionHandler>) -> HttpResponse {
     handler.map_or_else(|| rejection.error_response(), |h| h.respond(rejection))
 }
 
-/// The `Upstash-Message-Id` header as sent, for logs.
-fn message_id(headers: &HeaderMap) -> Option<&[u8]> {
-    headers
-        .get(crate::MESSAGE_ID_HEADER)
-        .map(HeaderValue::as_bytes)
-}
-
-/// An actix-web (`http` 0.2) request head, as the core reads it ([`RequestHead`]).
+/// An actix-web (`http` 0.2) request head, as the core reads it ([`RequestHead`]), and whether
+/// this server terminated TLS itself (`false` when unknown: the guard cannot see it).
 struct Head<'a> {
     head: &'a dev::RequestHead,
-    /// Whether this server terminated TLS itself; `None`: unknown (the guard).
-    secure: Option<bool>,
+    tls: bool,
 }
 
 impl<'a> Head<'a> {
     fn of(req: &'a HttpRequest) -> Self {
-        let secure = Some(req.app_config().secure());
-        Self {
-            head: req.head(),
-            secure,
-        }
+        let (head, tls) = (req.head(), req.app_config().secure());
+        Self { head, tls }
     }
 }
 
@@ -177,11 +194,9 @@ impl RequestHead for Head<'_> {
         self.head.uri.path_and_query().map(|pq| pq.as_str())
     }
 
-    /// `https` when this server terminated TLS itself; otherwise unknown (a proxy in front may
-    /// have), and the URL policy's default scheme decides, as in the tower layer.
+    /// Without TLS here, unknown (a proxy may have terminated it): the policy's default decides.
     fn scheme(&self) -> Option<&str> {
-        let tls = self.secure.and_then(|secure| secure.then_some("https"));
-        self.head.uri.scheme_str().or(tls)
+        self.head.uri.scheme_str().or(self.tls.then_some("https"))
     }
 
     fn authority(&self) -> Option<&str> {
@@ -198,9 +213,8 @@ impl RequestHead for Head<'_> {
     }
 }
 
-/// The receiver's steps on a request: the head (token, URL, delivery headers, announced length)
-/// before any body byte is read, then the payload **as it came** (not decompressed: QStash signs
-/// the bytes it sends) under the receiver's limit, then its hash.
+/// The receiver's steps: the head before any body byte is read, then the payload **as it came**
+/// (not decompressed: QStash signs the bytes it sends) under the limit, then its hash.
 async fn verify(
     receiver: &Receiver,
     req: &HttpRequest,
@@ -213,9 +227,8 @@ async fn verify(
     Ok((body, claims, delivery))
 }
 
-/// Reads the whole payload into one buffer of at most `receiver.get_max_body_bytes()` bytes,
-/// refusing (413) as soon as more arrived; `announced` (a `Content-Length` within the limit)
-/// sizes the buffer.
+/// The whole payload in one [`BodyBuffer`] (sized by `announced`), refused (413) as soon as it
+/// exceeds the receiver's limit.
 async fn read_limited(
     payload: &mut dev::Payload,
     receiver: &Receiver,
@@ -253,7 +266,7 @@ mod tests {
         // A plain connection says nothing of the public scheme (a TLS proxy may be in front):
         // the policy's default decides. One whose TLS this server terminated says `https`.
         assert_eq!(head.scheme(), None);
-        head.secure = Some(true);
+        head.tls = true;
         assert_eq!(head.scheme(), Some("https"));
         assert_eq!(head.header("host"), Some(&b"internal:8080"[..]));
     }
