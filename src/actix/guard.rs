@@ -8,11 +8,12 @@ use super::Head;
 use crate::Receiver;
 use crate::head::RequestHead as _;
 
-/// Matches requests whose `Upstash-Signature` token verifies (with the [`Receiver`]'s keys and
-/// [`UrlPolicy`](crate::UrlPolicy)) on everything **but the body**, which actix-web guards never
-/// see: a token captured from a real delivery passes with any body. **Not a security boundary**:
-/// always put [`QStashMiddleware`](super::QStashMiddleware) or [`Verified<T>`](super::Verified)
-/// on the guarded route too. A failing guard only means "no match" (another route, or a 404).
+/// Matches requests whose `Upstash-Signature` token verifies (with the keys the [`Receiver`]
+/// picks, see [`REGION_HEADER`](crate::REGION_HEADER), and its [`UrlPolicy`](crate::UrlPolicy))
+/// on everything **but the body**, which actix-web guards never see: a token captured from a
+/// real delivery passes with any body. **Not a security boundary**: always put
+/// [`QStashMiddleware`](super::QStashMiddleware) or [`Verified<T>`](super::Verified) on the
+/// guarded route too. A failing guard only means "no match" (another route, or a 404).
 ///
 /// ```
 /// # use actix_web::{HttpResponse, web};
@@ -27,7 +28,8 @@ use crate::head::RequestHead as _;
 ///
 /// The guard cannot see the server's TLS setting: the scheme comes from `X-Forwarded-Proto` (with
 /// [`UrlPolicy::trust_forwarded_headers`](crate::UrlPolicy::trust_forwarded_headers)), the URI,
-/// or the policy's default. A misconfigured policy matches nothing (logged as an error).
+/// or the policy's default. A misconfigured policy matches nothing (logged as an error once a
+/// token verified).
 #[derive(Debug, Clone)]
 pub struct QStashGuard {
     receiver: Receiver,
