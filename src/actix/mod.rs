@@ -1,104 +1,69 @@
 //! actix-web 4 middleware, extractors and guard (feature `actix-web`).
 //!
-//! - [`QStashMiddleware`]: verifies every request of the scope it wraps before the handler runs.
-//!   It refuses a bad token before reading a single body byte, refuses a body over the limit with
-//!   413 (announced by `Content-Length` or not), checks the body hash over the raw bytes, then puts
-//!   the verified bytes back so that `web::Json<T>`, `web::Bytes` and `String` work unchanged, and
-//!   leaves [`Claims`](crate::Claims) and [`Delivery`] in the request extensions. Those extractors
-//!   keep their own limits (`web::PayloadConfig`: 256 KiB by default; `web::JsonConfig`: 2 MiB):
-//!   register `web::PayloadConfig::new(receiver.get_max_body_bytes())` to accept what the receiver accepts.
-//! - Extractors: [`Verified<T>`] over any body extractor (verifies by itself without the
-//!   middleware), [`Callback`], [`FailureCallback`], and [`Delivery`] /
-//!   [`Claims`](crate::Claims) from the middleware's verdict.
-//! - [`QStashGuard`]: a *routing aid* that matches requests whose token verifies on everything but
-//!   the body. It is not a security boundary: pair it with the middleware or [`Verified<T>`].
-//! - Every refusal is the core [`Rejection`]: the same status, headers and JSON body
-//!   (`{"error":"<code>","message":"…"}`) as the axum and tower adapters. Replace the response
-//!   with [`RejectionHandler`].
+//! [`QStashMiddleware`] verifies every request of the scope it wraps; handlers then take
+//! `web::Json<T>`, `web::Bytes`, `String`, [`Delivery`] and [`Claims`]. Without it,
+//! [`Verified<T>`], [`Callback`] and [`FailureCallback`] verify by themselves. [`QStashGuard`]
+//! routes QStash traffic. A refusal is answered as the other adapters answer the [`Rejection`]
+//! (`{"error":"<code>","message":"…"}`), or by a [`RejectionHandler`].
 //!
 //! ```
 //! # #[cfg(feature = "test-utils")] {
 //! use actix_web::{App, HttpResponse, test, web};
 //! use qstash_receiver::actix::QStashMiddleware;
+//! use qstash_receiver::test_utils::Signer; // feature `test-utils`: signs as QStash does
 //! use qstash_receiver::{Delivery, Receiver, SigningKeys, UrlPolicy, Verifier};
-//! # use qstash_receiver::test_utils::Signer;
 //!
-//! #[derive(serde::Deserialize)]
-//! struct Job {
-//!     task: String,
-//! }
-//!
-//! async fn job(job: web::Json<Job>, delivery: Delivery) -> HttpResponse {
-//!     HttpResponse::Ok().body(format!("{} (attempt {})", job.task, delivery.retried()))
+//! async fn job(body: String, delivery: Delivery) -> HttpResponse {
+//!     HttpResponse::Ok().body(format!("{body} (attempt {})", delivery.retried()))
 //! }
 //!
 //! # actix_web::rt::System::new().block_on(async {
 //! let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?))
 //!     .url_policy(UrlPolicy::public_base("https://app.example.com")?);
-//!
-//! let app = test::init_service(
-//!     App::new().service(
-//!         web::scope("/qstash")
-//!             .wrap(QStashMiddleware::new(receiver))
-//!             .route("/jobs", web::post().to(job)),
-//!     ),
-//! )
-//! .await;
+//! let scope = web::scope("/qstash").wrap(QStashMiddleware::new(receiver));
+//! let app = test::init_service(App::new().service(scope.route("/jobs", web::post().to(job)))).await;
 //!
 //! // A delivery signed as QStash signs it is accepted…
-//! # let body = br#"{"task":"mail"}"#;
-//! let delivery = Signer::new("sig_current").delivery("https://app.example.com/qstash/jobs", body);
-//! let mut req = test::TestRequest::post().uri("/qstash/jobs").set_payload(&body[..]);
-//! for (name, value) in &delivery.headers {
-//!     req = req.insert_header((name.as_str(), value.as_str()));
-//! }
-//! let req = req.insert_header(("content-type", "application/json")).to_request();
-//! let res = test::call_service(&app, req).await;
+//! let delivery = Signer::new("sig_current").delivery("https://app.example.com/qstash/jobs", b"mail");
+//! let res = test::call_service(&app, delivery.to_actix_request()?.to_request()).await;
 //! assert_eq!(res.status(), 200);
 //! assert_eq!(test::read_body(res).await, "mail (attempt 0)");
 //!
 //! // …anything else is refused with a typed JSON answer.
-//! let req = test::TestRequest::post().uri("/qstash/jobs").set_payload(&body[..]).to_request();
-//! let res = test::call_service(&app, req).await;
-//! assert_eq!(res.status(), 401);
-//! assert_eq!(
-//!     test::read_body(res).await,
-//!     r#"{"error":"missing_signature","message":"missing upstash-signature header"}"#
-//! );
+//! let res = test::call_service(&app, test::TestRequest::post().uri("/qstash/jobs").to_request());
+//! assert_eq!(res.await.status(), 401);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();
 //! # }
 //! ```
-//!
-//! The crate's test helper [`Signer`](crate::test_utils::Signer) (feature `test-utils`) signs
-//! requests exactly as QStash does, for tests of your own handlers.
 
-mod body;
 mod extract;
 mod guard;
 mod middleware;
-mod response;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use actix_web::body::BoxBody;
+use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, dev, web};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
 
+use crate::buffer::BodyBuffer;
 use crate::head::{Answer, RequestHead};
-use crate::{Delivery, Receiver, Rejection};
+use crate::{Claims, Delivery, NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Receiver, Rejection};
 
 pub use extract::{Callback, FailureCallback, QStashRejection, Verified};
 pub use guard::QStashGuard;
 pub use middleware::{QStashMiddleware, QStashMiddlewareService};
-pub use response::{non_retryable, retry_after};
 
 impl ResponseError for Rejection {
     fn status_code(&self) -> StatusCode {
-        status_of(self)
+        StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
@@ -118,34 +83,53 @@ fn response(answer: Answer) -> HttpResponse {
     response.body(answer.body)
 }
 
-fn status_of(rejection: &Rejection) -> StatusCode {
-    StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+/// Status 489 with `Upstash-NonRetryable-Error: true`: QStash stops retrying and moves the message
+/// to the dead-letter queue. Add a body and finish it (`.json(…)`, `.body(…)`, `.finish()`).
+///
+/// ```
+/// use qstash_receiver::actix::non_retryable;
+///
+/// let res = non_retryable().body("unknown task");
+/// assert_eq!(res.status().as_u16(), 489);
+/// assert_eq!(res.headers().get("upstash-nonretryable-error").unwrap(), "true");
+/// ```
+pub fn non_retryable() -> HttpResponseBuilder {
+    let status =
+        StatusCode::from_u16(NON_RETRYABLE_STATUS).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+    let mut builder = HttpResponseBuilder::new(status);
+    builder.insert_header((HeaderName::from_static(NON_RETRYABLE_HEADER), "true"));
+    builder
 }
 
-type ResponseFn = dyn Fn(&Rejection) -> HttpResponse + Send + Sync;
+/// `status` (use a non-2xx one: QStash retries only those) with `Retry-After` set to `delay` in
+/// whole seconds, rounded up, at least 1 (as the axum `RetryAfter`): QStash waits that long
+/// before the next attempt instead of its backoff.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_web::http::StatusCode;
+/// use qstash_receiver::actix::retry_after;
+///
+/// let res = retry_after(StatusCode::SERVICE_UNAVAILABLE, Duration::from_millis(1500)).finish();
+/// assert_eq!(res.status(), 503);
+/// assert_eq!(res.headers().get("retry-after").unwrap(), "2");
+/// let res = retry_after(StatusCode::SERVICE_UNAVAILABLE, Duration::ZERO).finish();
+/// assert_eq!(res.headers().get("retry-after").unwrap(), "1");
+/// ```
+pub fn retry_after(status: StatusCode, delay: Duration) -> HttpResponseBuilder {
+    let secs = crate::head::retry_after_secs(delay);
+    let mut builder = HttpResponseBuilder::new(status);
+    builder.insert_header((RETRY_AFTER, secs.to_string()));
+    builder
+}
 
-/// Replaces the response of every [`Rejection`] (by default: [`Rejection::status`],
-/// [`Rejection::headers`] and the JSON of [`Rejection::json_body`]).
+/// Replaces the response of every [`Rejection`] (by default: its status, headers and JSON body).
 ///
-/// Give it to the middleware with [`QStashMiddleware::rejection_handler`]; for the extractors,
-/// register it as app data (`App::app_data(handler)` or `web::Data<RejectionHandler>`). Requests
-/// that went through a middleware with a handler use the middleware's.
-///
-/// Keep the status: QStash retries anything but a 2xx (and 489), and a refused message must be
-/// retried, so a handler that answers 2xx to a rejection loses the message.
-///
-/// ```
-/// use actix_web::HttpResponse;
-/// use qstash_receiver::actix::RejectionHandler;
-///
-/// let handler = RejectionHandler::new(|rejection| {
-///     HttpResponse::build(actix_web::http::StatusCode::from_u16(rejection.status()).unwrap())
-///         .body(format!("refused: {}", rejection.code()))
-/// });
-/// # let _ = handler;
-/// ```
+/// Give it to [`QStashMiddleware::rejection_handler`], or register it as app data for the
+/// extractors (`App::app_data(handler)` or `web::Data<RejectionHandler>`; a middleware's comes
+/// first). Keep a non-2xx status: QStash retries only those, so a 2xx answer loses the message.
 #[derive(Clone)]
-pub struct RejectionHandler(Arc<ResponseFn>);
+pub struct RejectionHandler(Arc<dyn Fn(&Rejection) -> HttpResponse + Send + Sync>);
 
 impl RejectionHandler {
     /// A handler that answers each rejection with `f(rejection)`.
@@ -162,10 +146,9 @@ impl RejectionHandler {
     }
 
     fn from_app_data(req: &HttpRequest) -> Option<Self> {
-        req.app_data::<Self>().cloned().or_else(|| {
-            req.app_data::<web::Data<Self>>()
-                .map(|d| d.get_ref().clone())
-        })
+        req.app_data::<Self>()
+            .or_else(|| req.app_data::<web::Data<Self>>().map(|d| d.get_ref()))
+            .cloned()
     }
 }
 
@@ -175,103 +158,96 @@ impl fmt::Debug for RejectionHandler {
     }
 }
 
-/// A middleware's set-up: the receiver and the response handler.
-#[derive(Debug)]
+/// A middleware's set-up, also left in the extensions of each request it verified: the proof
+/// [`Verified<T>`] trusts (private: only this crate can make one).
+#[derive(Clone, Debug)]
 struct Setup {
     receiver: Receiver,
     handler: Option<RejectionHandler>,
 }
 
-/// What the middleware leaves in the request extensions once a request is verified: the proof
-/// [`Verified<T>`] trusts (only this crate can make one), with the middleware's set-up (the
-/// receiver for the later `invalid_payload` answer, and the response handler), shared.
-#[derive(Clone)]
-struct Verdict(Arc<Setup>);
-
 /// The response for `rejection`: the handler's, or the default.
 fn respond(rejection: &Rejection, handler: Option<&RejectionHandler>) -> HttpResponse {
-    match handler {
-        Some(handler) => handler.respond(rejection),
-        None => rejection.error_response(),
-    }
+    handler.map_or_else(|| rejection.error_response(), |h| h.respond(rejection))
 }
 
-/// Logs a rejection as every adapter does ([`crate::log`]), with the message id as sent.
-fn log_rejection(rejection: &Rejection, headers: &HeaderMap) {
-    crate::log::refusal(rejection, message_id(headers));
-}
-
-/// The `Upstash-Message-Id` header as sent, for logs.
-fn message_id(headers: &HeaderMap) -> Option<&[u8]> {
-    headers
-        .get(crate::MESSAGE_ID_HEADER)
-        .map(HeaderValue::as_bytes)
-}
-
-/// An actix-web (`http` 0.2) request head, as the core reads it ([`RequestHead`]).
+/// An actix-web (`http` 0.2) request head, as the core reads it ([`RequestHead`]), and whether
+/// this server terminated TLS itself (`false` when unknown: the guard cannot see it).
 struct Head<'a> {
-    method: &'a actix_web::http::Method,
-    uri: &'a actix_web::http::Uri,
-    headers: &'a HeaderMap,
-    /// Whether this server terminated TLS itself; `None`: unknown (the guard).
-    secure: Option<bool>,
+    head: &'a dev::RequestHead,
+    tls: bool,
 }
 
 impl<'a> Head<'a> {
     fn of(req: &'a HttpRequest) -> Self {
-        Self {
-            method: req.method(),
-            uri: req.uri(),
-            headers: req.headers(),
-            secure: Some(req.app_config().secure()),
-        }
+        let (head, tls) = (req.head(), req.app_config().secure());
+        Self { head, tls }
     }
 }
 
 impl RequestHead for Head<'_> {
     fn method(&self) -> &str {
-        self.method.as_str()
+        self.head.method.as_str()
     }
 
     fn path_and_query(&self) -> Option<&str> {
-        self.uri.path_and_query().map(|pq| pq.as_str())
+        self.head.uri.path_and_query().map(|pq| pq.as_str())
     }
 
-    /// A server that terminated TLS itself saw `https`; one that did not may sit behind a proxy
-    /// that did, so "http" is not known: the policy's default scheme decides then (as in the
-    /// tower layer, where hyper gives no scheme).
+    /// Without TLS here, unknown (a proxy may have terminated it): the policy's default decides.
     fn scheme(&self) -> Option<&str> {
-        self.uri
-            .scheme_str()
-            .or(self.secure.and_then(|secure| secure.then_some("https")))
+        self.head.uri.scheme_str().or(self.tls.then_some("https"))
     }
 
     fn authority(&self) -> Option<&str> {
-        self.uri.authority().map(|a| a.as_str())
+        self.head.uri.authority().map(|a| a.as_str())
     }
 
     fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.get(name).map(HeaderValue::as_bytes)
+        self.head.headers.get(name).map(HeaderValue::as_bytes)
     }
 
     fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
+        let headers = self.head.headers.iter();
+        headers.map(|(n, v)| (n.as_str(), v.as_bytes()))
     }
 }
 
-/// The receiver's steps on a request: the head (token, URL, delivery headers, announced
-/// length), then the payload read **as it came** (not decompressed: QStash signs the bytes it
-/// sends) under the receiver's limit, and its hash. The verified body, its claims and delivery.
-async fn verify_payload(
+/// The receiver's steps: the head before any body byte is read, then the payload **as it came**
+/// (not decompressed: QStash signs the bytes it sends) under the limit, then its hash.
+async fn verify(
     receiver: &Receiver,
     req: &HttpRequest,
-    payload: &mut actix_web::dev::Payload,
-) -> Result<(bytes::Bytes, crate::Claims, Delivery), Rejection> {
+    payload: &mut dev::Payload,
+) -> Result<(Bytes, Claims, Delivery), Rejection> {
     let head = Head::of(req);
     let (token, delivery) = crate::head::check_head(receiver, &head, SystemTime::now())?;
-    let body = body::read_limited(payload, receiver, head.content_length()).await?;
+    let body = read_limited(payload, receiver, head.content_length()).await?;
     let claims = receiver.check_body(token, &body)?;
     Ok((body, claims, delivery))
+}
+
+/// The whole payload in one [`BodyBuffer`] (sized by `announced`), refused (413) as soon as it
+/// exceeds the receiver's limit.
+async fn read_limited(
+    payload: &mut dev::Payload,
+    receiver: &Receiver,
+    announced: Option<u64>,
+) -> Result<Bytes, Rejection> {
+    let mut buffer = BodyBuffer::new(receiver.get_max_body_bytes(), announced);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| payload_error(&e, receiver))?;
+        buffer.push(chunk).map_err(|_| receiver.too_large())?;
+    }
+    Ok(buffer.finish())
+}
+
+/// A transport error while reading; an overflow reported by actix itself is a 413.
+fn payload_error(e: &PayloadError, receiver: &Receiver) -> Rejection {
+    match e {
+        PayloadError::Overflow => receiver.too_large(),
+        other => Rejection::BodyRead(other.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -290,7 +266,7 @@ mod tests {
         // A plain connection says nothing of the public scheme (a TLS proxy may be in front):
         // the policy's default decides. One whose TLS this server terminated says `https`.
         assert_eq!(head.scheme(), None);
-        head.secure = Some(true);
+        head.tls = true;
         assert_eq!(head.scheme(), Some("https"));
         assert_eq!(head.header("host"), Some(&b"internal:8080"[..]));
     }

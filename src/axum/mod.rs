@@ -1,45 +1,30 @@
 //! axum 0.8 extractors and responses for QStash deliveries (feature `axum`).
 //!
-//! Two ways to verify, with the same answers:
+//! With [`QStashLayer`](crate::tower::QStashLayer) on the routes (`Router::route_layer`), every
+//! request is verified before the handler runs; handlers take axum's own `Json`, `Bytes`,
+//! `String` and this module's extractors, which read what the layer left (no router state
+//! needed). Without the layer, [`Verified<T>`], [`Callback`] and [`FailureCallback`] verify by
+//! themselves with a [`Receiver`](crate::Receiver) from the state ([`ReceiverState`]);
+//! [`Delivery`] and [`Claims`] need the layer. A refusal is the [`Rejection`]'s answer, as in
+//! every adapter.
 //!
-//! - [`QStashLayer`](crate::tower::QStashLayer) on the routes (`Router::route_layer`): every
-//!   request is verified before routing reaches the handler; handlers use axum's own `Json`,
-//!   `Bytes`, `String` on the verified body, and the [`Delivery`](crate::Delivery),
-//!   [`Claims`](crate::Claims), [`Verified<T>`], [`Callback`] and [`FailureCallback`] extractors,
-//!   which read what the layer left: the router needs no state.
-//! - No layer: [`Verified<T>`], [`Callback`] or [`FailureCallback`] verify by themselves with a
-//!   [`Receiver`](crate::Receiver) from the router's state (`Receiver: FromRef<S>`, see
-//!   [`ReceiverState`]). ([`Delivery`](crate::Delivery) and [`Claims`](crate::Claims) need the
-//!   layer.)
-//!
-//! Refusals answer with [`Rejection`](crate::Rejection)'s status, headers and JSON body
-//! (`impl IntoResponse for Rejection`), exactly as the tower layer and the actix-web middleware.
-//!
-//! A verified body the handler cannot use (it does not parse, or has the wrong shape) is
-//! answered 400 by default, and QStash retries it until it dead-letters. With
-//! [`Receiver::non_retryable_invalid_payload`](crate::Receiver::non_retryable_invalid_payload)
-//! it is answered **489** with `Upstash-NonRetryable-Error: true` (QStash dead-letters it at
-//! once), both through this module's extractors ([`Verified<T>`], [`Callback`],
-//! [`FailureCallback`]: JSON `invalid_payload`) and through axum's own `Json`, `Form` or `Query`
-//! behind the layer (the layer turns their 400, 415 or 422 into 489).
-//! Handlers can steer QStash's retries with [`NonRetryable`] (489, to the dead-letter queue) and
-//! [`RetryAfter`] (503 + `Retry-After`).
+//! A verified body the handler cannot use (refused by these extractors or, behind the layer, by
+//! axum's `Json`, `Form`, `Query`) is answered 400, or 489 with
+//! [`Receiver::non_retryable_invalid_payload`](crate::Receiver::non_retryable_invalid_payload):
+//! QStash dead-letters it at once instead of retrying. Handlers steer retries with
+//! [`NonRetryable`] (489) and [`RetryAfter`] (503 + `Retry-After`).
 //!
 //! ```
 //! # #[cfg(feature = "test-utils")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use axum::{Json, Router, body::Body, http::Request, routing::post};
-//! use qstash_receiver::axum::NonRetryable;
-//! use qstash_receiver::tower::QStashLayer;
+//! use axum::{Router, body::Body, http::Request, routing::post};
 //! use qstash_receiver::{Delivery, Receiver, SigningKeys, Verifier, test_utils::Signer};
+//! use qstash_receiver::{axum::NonRetryable, tower::QStashLayer};
 //! use tower::ServiceExt;
 //!
-//! #[derive(serde::Deserialize)]
-//! struct Job { task: String }
-//!
-//! async fn jobs(delivery: Delivery, Json(job): Json<Job>) -> Result<String, NonRetryable> {
-//!     match job.task.as_str() {
+//! async fn jobs(delivery: Delivery, task: String) -> Result<String, NonRetryable> {
+//!     match task.as_str() {
 //!         "mail" => Ok(format!("attempt {} of {}", delivery.retried(), delivery.message_id().unwrap_or("-"))),
 //!         other => Err(NonRetryable(format!("unknown task {other}"))),
 //!     }
@@ -47,25 +32,14 @@
 //!
 //! let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?))
 //!     .public_url("https://app.example.com")?;
-//! let app = Router::new()
-//!     .route("/jobs", post(jobs))
-//!     .route_layer(QStashLayer::new(receiver));
+//! let app = Router::new().route("/jobs", post(jobs)).route_layer(QStashLayer::new(receiver));
 //!
-//! let body = br#"{"task":"mail"}"#;
-//! let delivery = Signer::new("sig_current").delivery("https://app.example.com/jobs", body);
-//! let mut request = Request::post("/jobs").header("content-type", "application/json");
-//! for (name, value) in &delivery.headers {
-//!     request = request.header(name, value);
-//! }
-//! let response = app.clone().oneshot(request.body(Body::from(&body[..]))?).await?;
+//! let delivery = Signer::new("sig_current").delivery("https://app.example.com/jobs", b"mail");
+//! let response = app.clone().oneshot(delivery.to_http_request()?).await?;
 //! assert_eq!(response.status(), 200);
 //!
-//! // The same body, changed after signing: 401 `body_mismatch`, the handler never runs.
-//! let mut request = Request::post("/jobs").header("content-type", "application/json");
-//! for (name, value) in &delivery.headers {
-//!     request = request.header(name, value);
-//! }
-//! let response = app.oneshot(request.body(Body::from(r#"{"task":"drop"}"#))?).await?;
+//! // Unsigned (or signed for another body): 401, the handler never runs.
+//! let response = app.oneshot(Request::post("/jobs").body(Body::from("mail"))?).await?;
 //! assert_eq!(response.status(), 401);
 //! # Ok(())
 //! # }
@@ -73,21 +47,62 @@
 //! # fn main() {}
 //! ```
 
-mod callback;
-mod parts;
 mod response;
 mod state;
 mod verified;
 
-pub use callback::{Callback, FailureCallback};
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+
+use crate::tower::json_response;
+use crate::{Claims, Delivery, Rejection};
+
 pub use response::{NonRetryable, RetryAfter};
 pub use state::ReceiverState;
-pub use verified::{Verified, VerifiedRejection};
+pub use verified::{Callback, FailureCallback, Verified, VerifiedRejection};
 
 /// The URI the router received, before a `nest` stripped a prefix (axum's `OriginalUri`): the
 /// path the tower layer checks the signed URL against.
 pub(crate) fn original_uri(extensions: &http::Extensions) -> Option<&http::Uri> {
-    extensions
-        .get::<axum::extract::OriginalUri>()
-        .map(|original| &original.0)
+    let original = extensions.get::<axum::extract::OriginalUri>()?;
+    Some(&original.0)
+}
+
+/// Every adapter's answer: [`Rejection::status`], [`Rejection::headers`], [`Rejection::json_body`].
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        json_response(&self).map(Body::from)
+    }
+}
+
+/// `T` as the layer left it in the request extensions; without the layer: 500 `misconfigured`.
+fn from_layer<T: Clone + Send + Sync + 'static>(parts: &Parts, what: &str) -> Result<T, Rejection> {
+    parts.extensions.get::<T>().cloned().ok_or_else(|| {
+        let rejection = Rejection::Misconfigured(format!(
+            "no verified {what} in the request: install qstash_receiver::tower::QStashLayer on this route"
+        ));
+        let message_id = parts.headers.get(crate::MESSAGE_ID_HEADER);
+        crate::log::unchecked_misconfiguration(&rejection, message_id.map(|v| v.as_bytes()));
+        rejection
+    })
+}
+
+/// The verified token's claims, left by the layer; without it: 500 `misconfigured`.
+impl<S: Send + Sync> FromRequestParts<S> for Claims {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Rejection> {
+        from_layer(parts, "claims")
+    }
+}
+
+/// The delivery headers (message id, attempt…), left by the layer; without it: 500 `misconfigured`.
+impl<S: Send + Sync> FromRequestParts<S> for Delivery {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Rejection> {
+        from_layer(parts, "delivery")
+    }
 }

@@ -3,19 +3,11 @@
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::StatusCode;
 
 use crate::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS};
 
-fn json(value: serde_json::Value) -> ([(HeaderName, HeaderValue); 1], String) {
-    (
-        [(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        value.to_string(),
-    )
-}
+const JSON: [(&str, &str); 1] = [("content-type", "application/json")];
 
 /// Answers 489 with `Upstash-NonRetryable-Error: true`: QStash stops retrying and moves the
 /// message to the dead-letter queue. Body: `{"error":"non_retryable","message":…}`.
@@ -32,15 +24,9 @@ pub struct NonRetryable(pub String);
 impl IntoResponse for NonRetryable {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(NON_RETRYABLE_STATUS).unwrap_or(StatusCode::BAD_REQUEST);
-        (
-            status,
-            [(
-                HeaderName::from_static(NON_RETRYABLE_HEADER),
-                HeaderValue::from_static("true"),
-            )],
-            json(serde_json::json!({ "error": "non_retryable", "message": self.0 })),
-        )
-            .into_response()
+        let body = serde_json::json!({ "error": "non_retryable", "message": self.0 });
+        let header = [(NON_RETRYABLE_HEADER, "true")];
+        (status, header, JSON, body.to_string()).into_response()
     }
 }
 
@@ -72,10 +58,13 @@ impl RetryAfter {
 impl IntoResponse for RetryAfter {
     fn into_response(self) -> Response {
         let secs = self.as_secs();
+        let body = serde_json::json!({ "error": "retry_later", "retry_after": secs });
+        let header = [(http::header::RETRY_AFTER, http::HeaderValue::from(secs))];
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            [(http::header::RETRY_AFTER, HeaderValue::from(secs))],
-            json(serde_json::json!({ "error": "retry_later", "retry_after": secs })),
+            header,
+            JSON,
+            body.to_string(),
         )
             .into_response()
     }

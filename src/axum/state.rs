@@ -5,45 +5,33 @@ use axum::extract::FromRef;
 use crate::Receiver;
 
 /// A router state the extractors ([`Verified`](super::Verified), [`Callback`](super::Callback),
-/// [`FailureCallback`](super::FailureCallback)) accept.
+/// [`FailureCallback`](super::FailureCallback)) accept: behind
+/// [`QStashLayer`](crate::tower::QStashLayer) they never look at it; without the layer they
+/// verify with the [`Receiver`] it gives (`None`: 500 `misconfigured`).
 ///
-/// Behind [`QStashLayer`](crate::tower::QStashLayer) the extractors read what the layer left in
-/// the request and never look at the state. Without the layer they verify by themselves, with
-/// the [`Receiver`] this trait gives. It is implemented for you:
-///
-/// - for `()`, a router with no state: no receiver, so the extractors need the layer (without
-///   it they answer 500 `misconfigured`);
-/// - for every state that holds a receiver (`Receiver: FromRef<S>`, as `Receiver` itself, or
-///   your state with an `impl FromRef<AppState> for Receiver`): the extractors then also work
-///   without the layer.
-///
-/// A state of your own that holds no receiver, on routes behind the layer, takes one empty impl:
+/// Implemented for `()` (no receiver) and for every state that holds one (`Receiver:
+/// FromRef<S>`). A state of your own without a receiver, on routes behind the layer, takes an
+/// empty impl:
 ///
 /// ```
 /// use axum::{Json, Router, extract::State, routing::post};
 /// use qstash_receiver::axum::{ReceiverState, Verified};
-/// use qstash_receiver::tower::QStashLayer;
-/// use qstash_receiver::{Receiver, SigningKeys, UrlPolicy, Verifier};
 ///
 /// #[derive(Clone)]
 /// struct AppState { greeting: &'static str }
 ///
-/// // The layer verifies; the extractors need no receiver from this state.
 /// impl ReceiverState for AppState {}
 ///
 /// async fn jobs(State(state): State<AppState>, Verified(Json(job)): Verified<Json<String>>) -> String {
 ///     format!("{} {job}", state.greeting)
 /// }
 ///
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?))
-///     .url_policy(UrlPolicy::public_base("https://app.example.com")?);
+/// # let receiver = qstash_receiver::Receiver::new(qstash_receiver::Verifier::new(
+/// #     qstash_receiver::SigningKeys::new("sig_current", "sig_next").unwrap()));
 /// let app: Router = Router::new()
 ///     .route("/jobs", post(jobs))
-///     .route_layer(QStashLayer::new(receiver))
+///     .route_layer(qstash_receiver::tower::QStashLayer::new(receiver))
 ///     .with_state(AppState { greeting: "hello" });
-/// # Ok(())
-/// # }
 /// ```
 #[diagnostic::on_unimplemented(
     message = "the QStash extractors cannot use the router state `{Self}`",

@@ -1,4 +1,5 @@
-//! [`Verified<T>`]: any body extractor, over a verified delivery.
+//! The body extractors: [`Verified<T>`] (any body extractor, over a verified delivery),
+//! [`Callback`] and [`FailureCallback`].
 
 use std::fmt;
 use std::time::SystemTime;
@@ -7,6 +8,7 @@ use axum::RequestExt as _;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
 use super::ReceiverState;
@@ -14,51 +16,31 @@ use crate::head::RequestHead as _;
 use crate::log::refusal;
 use crate::tower::drain::{ReadBody, check_read};
 use crate::tower::{Head, VerifiedByLayer};
-use crate::{Receiver, Rejection};
+use crate::{CallbackEvent, FailureCallbackEvent, Receiver, Rejection};
 
 /// Extracts `T` (`Json<_>`, `Bytes`, `String`, `Form<_>`… any body extractor) from a verified
-/// QStash delivery.
+/// QStash delivery; refusals are a [`VerifiedRejection`].
 ///
-/// - Behind [`QStashLayer`](crate::tower::QStashLayer), the layer's verdict is trusted (no
-///   second verification) and `T` runs on the verified body.
-///   The router needs no state for it (see [`ReceiverState`]).
-/// - Without the layer, it verifies by itself with the [`Receiver`] taken from the router's
-///   state (`Receiver: FromRef<S>`, see [`ReceiverState`]): the token before reading the body, then the body read
-///   under both axum's `DefaultBodyLimit` and the receiver's limit (413 past either), then the
-///   body hash. `T` runs on a request rebuilt with the verified bytes, with
-///   [`Claims`](crate::Claims) and [`Delivery`](crate::Delivery) in its extensions.
-///
-/// Refusals are a [`VerifiedRejection`].
-///
-/// Alone, it does **not** deduplicate: an extractor runs before the handler and cannot see its
-/// response, which decides whether the message id is completed or released. Put
-/// [`QStashLayer`](crate::tower::QStashLayer), built from a receiver with [`Receiver::dedup`],
-/// in front of the routes for that.
+/// Behind [`QStashLayer`](crate::tower::QStashLayer), the layer's verdict is trusted and `T`
+/// runs on the verified body (the router needs no state). Without the layer, it verifies by
+/// itself with the [`Receiver`] of the router's state ([`ReceiverState`]): the token before
+/// reading the body, the body under axum's `DefaultBodyLimit` and the receiver's limit (413 past
+/// either), its hash; `T` then runs on the verified bytes, with [`Claims`](crate::Claims) and
+/// [`Delivery`](crate::Delivery) in the request extensions. Alone, it does **not** deduplicate
+/// (an extractor cannot see the handler's response): put the layer in front for that.
 ///
 /// ```
-/// use axum::{Json, Router, extract::FromRef, routing::post};
-/// use qstash_receiver::{Receiver, SigningKeys, UrlPolicy, Verifier, axum::Verified};
+/// use axum::{Json, Router, routing::post};
+/// use qstash_receiver::{Receiver, axum::Verified};
 ///
-/// #[derive(serde::Deserialize)]
-/// struct Order { id: u64 }
-///
-/// #[derive(Clone)]
-/// struct AppState { receiver: Receiver }
-///
-/// impl FromRef<AppState> for Receiver {
-///     fn from_ref(state: &AppState) -> Receiver { state.receiver.clone() }
+/// async fn orders(Verified(Json(order)): Verified<Json<serde_json::Value>>) -> String {
+///     format!("order {}", order["id"])
 /// }
 ///
-/// async fn orders(Verified(Json(order)): Verified<Json<Order>>) -> String {
-///     format!("order {}", order.id)
+/// // No layer: the receiver is the state (or `Receiver: FromRef<YourState>`).
+/// fn app(receiver: Receiver) -> Router {
+///     Router::new().route("/orders", post(orders)).with_state(receiver)
 /// }
-///
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let receiver = Receiver::new(Verifier::new(SigningKeys::new("sig_current", "sig_next")?))
-///     .url_policy(UrlPolicy::public_base("https://app.example.com")?);
-/// let app: Router = Router::new().route("/orders", post(orders)).with_state(AppState { receiver });
-/// # Ok(())
-/// # }
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Verified<T>(pub T);
@@ -76,12 +58,9 @@ impl<T> std::ops::Deref for Verified<T> {
 pub enum VerifiedRejection<R> {
     /// The request is not a verified QStash delivery (answered as the [`Rejection`]).
     Rejected(Rejection),
-    /// The delivery verified, but the inner extractor refused its body. A refusal of the
-    /// payload (the inner rejection answers 400, 415 or 422: axum's `Json`, `Form`, `Query`) is
-    /// answered as [`Rejection::InvalidPayload`], like every adapter of this crate answers it:
-    /// JSON `invalid_payload`, 400, or 489 with `Upstash-NonRetryable-Error: true` when the
-    /// receiver is configured with [`Receiver::non_retryable_invalid_payload`] (retrying cannot
-    /// fix a verified body). Any other inner rejection keeps its own response.
+    /// The delivery verified, but the inner extractor refused its body: a payload refusal (400,
+    /// 415, 422: axum's `Json`, `Form`, `Query`) is answered as [`Rejection::InvalidPayload`]
+    /// (see [`Receiver::non_retryable_invalid_payload`]), any other with its own response.
     Payload {
         /// The inner extractor's rejection.
         rejection: R,
@@ -123,26 +102,25 @@ where
 
 impl<R: IntoResponse> IntoResponse for VerifiedRejection<R> {
     fn into_response(self) -> Response {
-        match self {
-            Self::Rejected(r) => r.into_response(),
+        let (rejection, non_retryable) = match self {
+            Self::Rejected(r) => return r.into_response(),
             Self::Payload {
                 rejection,
                 non_retryable,
-            } => {
-                let response = rejection.into_response();
-                let status = response.status().as_u16();
-                if !crate::head::is_payload_refusal(status) {
-                    return response;
-                }
-                // The inner rejection's text may quote the body: only its status is kept.
-                let rejection = Rejection::InvalidPayload {
-                    message: format!("the route's extractor refused the verified body ({status})"),
-                    non_retryable,
-                };
-                refusal(&rejection, None);
-                rejection.into_response()
-            }
+            } => (rejection, non_retryable),
+        };
+        let response = rejection.into_response();
+        let status = response.status().as_u16();
+        if !crate::head::is_payload_refusal(status) {
+            return response;
         }
+        // The inner rejection's text may quote the body: only its status is kept.
+        let rejection = Rejection::InvalidPayload {
+            message: format!("the route's extractor refused the verified body ({status})"),
+            non_retryable,
+        };
+        refusal(&rejection, None);
+        rejection.into_response()
     }
 }
 
@@ -154,7 +132,7 @@ where
     type Rejection = VerifiedRejection<T::Rejection>;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (req, receiver) = verified_request(req, state, false)
+        let (req, receiver) = verified_request(req, state, |receiver| receiver)
             .await
             .map_err(VerifiedRejection::Rejected)?;
         let non_retryable = receiver.get_non_retryable_invalid_payload();
@@ -168,13 +146,62 @@ where
     }
 }
 
-/// The request with a verified body, and the receiver that answers for it: the layer's when the
-/// layer verified it, else a verification with the state's receiver (for a callback: with its
-/// callback limit, [`Receiver::for_callbacks`]).
+/// A verified QStash callback (sent after each delivery attempt), parsed; a verified body that
+/// is not a callback event is [`Receiver::invalid_payload`]. Verified as [`Verified`] verifies,
+/// up to the receiver's
+/// [callback limit](Receiver::get_callback_max_body_bytes) (a callback carries two bodies in
+/// base64): alone, under axum's `DefaultBodyLimit` too (2 MB unless raised on callback routes);
+/// behind the layer, build the layer of callback routes with [`Receiver::for_callbacks`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback(pub CallbackEvent);
+
+/// A verified QStash failure callback (sent once a message failed for good), parsed, as
+/// [`Callback`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureCallback(pub FailureCallbackEvent);
+
+/// The verified body, parsed as `T` (`what`, for the refusal's message).
+async fn event<T, S>(req: Request, state: &S, what: &str) -> Result<T, Rejection>
+where
+    T: DeserializeOwned,
+    S: ReceiverState + Send + Sync,
+{
+    let (req, receiver) = verified_request(req, state, Receiver::for_callbacks).await?;
+    let bytes = axum::body::to_bytes(req.into_body(), receiver.get_max_body_bytes())
+        .await
+        .map_err(|_| Rejection::BodyRead("the verified body could not be read".to_owned()))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let rejection = receiver.invalid_payload(crate::callback::json_error_summary(what, &e));
+        crate::log::refusal(&rejection, None);
+        rejection
+    })
+}
+
+impl<S: ReceiverState + Send + Sync> FromRequest<S> for Callback {
+    type Rejection = Rejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Rejection> {
+        event(req, state, "a qstash callback event")
+            .await
+            .map(Callback)
+    }
+}
+
+impl<S: ReceiverState + Send + Sync> FromRequest<S> for FailureCallback {
+    type Rejection = Rejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Rejection> {
+        let event = event(req, state, "a qstash failure callback event").await;
+        event.map(FailureCallback)
+    }
+}
+
+/// The request with a verified body and the receiver that answers for it: the layer's, else the
+/// state's, `adapt`ed ([`Receiver::for_callbacks`] for a callback), verifying here.
 pub(crate) async fn verified_request<S>(
     req: Request,
     state: &S,
-    callback: bool,
+    adapt: fn(Receiver) -> Receiver,
 ) -> Result<(Request, Receiver), Rejection>
 where
     S: ReceiverState + Send + Sync,
@@ -184,53 +211,31 @@ where
         return Ok((req, receiver));
     }
     let Some(receiver) = state.receiver() else {
-        return Err(no_receiver(&req));
-    };
-    let receiver = if callback {
-        receiver.for_callbacks()
-    } else {
-        receiver
+        // A mistake in the router's set-up: 500, so QStash retries once it is fixed.
+        let rejection = Rejection::Misconfigured(
+            "this route has no QStashLayer and the router's state has no Receiver (add \
+             `.route_layer(QStashLayer::new(receiver))`, or implement `FromRef<YourState> for Receiver`)"
+                .to_owned(),
+        );
+        crate::log::unchecked_misconfiguration(&rejection, Head::of(&req).message_id());
+        return Err(rejection);
     };
     let span = crate::head::span(&Head::of(&req));
-    verify_alone(req, receiver).instrument(span).await
+    verify_alone(req, adapt(receiver)).instrument(span).await
 }
 
 /// The standalone verification (no layer in front), inside the delivery's span.
 async fn verify_alone(req: Request, receiver: Receiver) -> Result<(Request, Receiver), Rejection> {
-    let head = crate::head::check_head(&receiver, &Head::of(&req), SystemTime::now());
-    let (token, delivery) = match head {
-        Ok(checked) => checked,
-        Err(rejection) => {
-            refusal(&rejection, Head::of(&req).message_id());
-            return Err(rejection);
-        }
-    };
-    // axum's `DefaultBodyLimit` (through its own limited body), then the receiver's limit.
+    let head = Head::of(&req);
+    let (token, delivery) = crate::head::check_head(&receiver, &head, SystemTime::now())
+        .inspect_err(|rejection| refusal(rejection, head.message_id()))?;
+    // axum's `DefaultBodyLimit`, then the receiver's limit; no draining (axum's own follows).
     let (mut parts, body) = req.with_limited_body().into_parts();
-    // No draining here: axum's own body handling follows the extractor.
     let read = ReadBody::collect(body, receiver.get_max_body_bytes(), 0).await;
-    let checked = check_read(&receiver, token, read);
-    match checked {
-        Ok((bytes, claims)) => {
-            parts.extensions.insert(claims);
-            parts.extensions.insert(delivery);
-            Ok((Request::from_parts(parts, Body::from(bytes)), receiver))
-        }
-        Err(rejection) => {
-            refusal(&rejection, delivery.message_id().map(str::as_bytes));
-            Err(rejection)
-        }
-    }
-}
-
-/// Neither the layer nor the state can verify: a mistake in the router's set-up, refused as
-/// `misconfigured` (500, so QStash retries once it is fixed).
-fn no_receiver(req: &Request) -> Rejection {
-    let rejection = Rejection::Misconfigured(
-        "this route has no QStashLayer and the router's state has no Receiver (add \
-         `.route_layer(QStashLayer::new(receiver))`, or implement `FromRef<YourState> for Receiver`)"
-            .to_owned(),
-    );
-    crate::log::unchecked_misconfiguration(&rejection, Head::of(req).message_id());
-    rejection
+    let (bytes, claims) = check_read(&receiver, token, read).inspect_err(|rejection| {
+        refusal(rejection, delivery.message_id().map(str::as_bytes));
+    })?;
+    parts.extensions.insert(claims);
+    parts.extensions.insert(delivery);
+    Ok((Request::from_parts(parts, Body::from(bytes)), receiver))
 }
