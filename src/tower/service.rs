@@ -21,8 +21,9 @@ use super::{BoxError, Head, ResponseBody};
 /// without calling the inner service.
 ///
 /// Made by [`QStashLayer`](super::QStashLayer). Cheap to clone when `S` is. Each request runs
-/// as one boxed future ([`ResponseFuture`]), so the request body, the inner service, its future,
-/// response body and error must be `Send + 'static` (as with axum and hyper).
+/// as one boxed future ([`ResponseFuture`]): the request body (and its chunks), the inner
+/// service, its future and its response body must be `Send + 'static`, its error `'static`
+/// (as they are under axum and hyper).
 #[derive(Clone, Debug)]
 pub struct QStash<S> {
     pub(crate) inner: S,
