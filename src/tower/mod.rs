@@ -99,10 +99,8 @@ use crate::{Delivery, Receiver};
 /// The error type the request body's errors must convert into.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Inserted by the layer into the extensions of each request it verified: the extractors above
-/// it trust it instead of verifying twice, and use the layer's receiver. Private: it cannot be
-/// forged by a client or another layer. (Read only by the extractors of a framework above the
-/// layer: without one, nobody reads it.)
+/// The layer's mark on each request it verified: the axum extractors above it trust it (and use
+/// its receiver) instead of verifying again. Private: no client nor other layer can forge it.
 #[derive(Clone, Debug)]
 #[allow(dead_code)]
 pub(crate) struct VerifiedByLayer(pub(crate) Arc<Config>);
