@@ -1,6 +1,5 @@
 //! [`ResponseBody`]: the inner service's body, or a rejection's.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -14,64 +13,57 @@ pin_project! {
     /// a rejection. Works wherever `B` does (axum's `Body`, hyper).
     #[derive(Debug)]
     pub struct ResponseBody<B> {
+        // `None`: a rejection's.
         #[pin]
-        kind: Kind<B>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    #[derive(Debug)]
-    enum Kind<B> {
-        Rejection { #[pin] body: Full<Bytes> },
-        Inner { #[pin] body: B },
+        inner: Option<B>,
+        rejection: Full<Bytes>,
     }
 }
 
 impl<B> ResponseBody<B> {
-    pub(crate) fn rejection(body: Full<Bytes>) -> Self {
+    pub(crate) fn rejection(body: Bytes) -> Self {
         Self {
-            kind: Kind::Rejection { body },
+            inner: None,
+            rejection: Full::new(body),
         }
     }
 
     pub(crate) fn inner(body: B) -> Self {
         Self {
-            kind: Kind::Inner { body },
+            inner: Some(body),
+            rejection: Full::default(),
         }
     }
 }
 
-impl<B> Body for ResponseBody<B>
-where
-    B: Body<Data = Bytes>,
-{
+impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
     type Data = Bytes;
     type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        match self.project().kind.project() {
-            KindProj::Rejection { body } => body
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        match this.inner.as_pin_mut() {
+            Some(inner) => inner.poll_frame(cx),
+            None => Pin::new(this.rejection)
                 .poll_frame(cx)
-                .map(|frame| frame.map(|result| result.map_err(|e: Infallible| match e {}))),
-            KindProj::Inner { body } => body.poll_frame(cx),
+                .map_err(|e| match e {}),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Rejection { body } => body.is_end_stream(),
-            Kind::Inner { body } => body.is_end_stream(),
+        match &self.inner {
+            Some(inner) => inner.is_end_stream(),
+            None => self.rejection.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Rejection { body } => body.size_hint(),
-            Kind::Inner { body } => body.size_hint(),
+        match &self.inner {
+            Some(inner) => inner.size_hint(),
+            None => self.rejection.size_hint(),
         }
     }
 }

@@ -1,28 +1,19 @@
-//! [`ReadBody`]: reads a request body under the limit, and drains (reads and discards) the rest
-//! of a refused one before the answer goes out.
+//! [`ReadBody`]: reads a request body under the limit, or drains (reads and drops) the rest of a
+//! refused one before its 413 goes out, so that a client still sending gets its answer (why and
+//! when: [`QStashLayer::drain_limit`](super::QStashLayer::drain_limit); nginx's
+//! `lingering_close` and actix-http do the same).
 //!
-//! Why drain: when a request is refused before its body was read to the end (413 by
-//! `Content-Length` or past the limit), hyper sends the answer and closes the connection with
-//! the client's unread upload still in the socket; the kernel then resets the connection and a
-//! client still sending can lose the answer it had not read yet. Reading the rest first
-//! (nginx's `lingering_close`, actix-http's payload drain) lets every client read its answer.
-//! Each frame is dropped as it arrives: memory stays O(1) per connection. Only requests whose
-//! token verified are drained (the service decides): an unauthenticated one is answered at once.
-//!
-//! Why before the answer and not in the response body: hyper 1 drops a response body as soon as
-//! the length it announced (`content-length`, from an exact size hint) is written, and a body
-//! without a length would be sent chunked and end only once the upload is read, which a client
-//! that stops sending on an early error (curl does) would wait for forever.
+//! Before the answer, not in the response body: hyper 1 drops a response body once its announced
+//! `content-length` is written, and a body without a length would go out chunked and end only
+//! once the upload is read, which a client that stops sending on an early error (curl does)
+//! would wait for forever.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::pin::pin;
 
 use bytes::{Buf, Bytes};
-use http::{HeaderMap, Version};
+use http::{HeaderMap, HeaderValue, Version};
 use http_body::Body;
-use http_body_util::LengthLimitError;
-use pin_project_lite::pin_project;
+use http_body_util::{BodyExt as _, LengthLimitError};
 
 use super::BoxError;
 use crate::buffer::BodyBuffer;
@@ -39,171 +30,76 @@ pub(crate) enum ReadOutcome {
     Failed,
 }
 
-#[derive(Debug)]
-enum Phase {
-    /// Collecting frames into one buffer, at most the limit whatever the framing (see
-    /// [`BodyBuffer`]); past it, drain at most `drain` bytes.
-    Collecting {
-        buffer: BodyBuffer,
-        drain: u64,
-    },
-    /// Reading and discarding frames; at most `left` more bytes.
-    Draining {
-        left: u64,
-    },
-    Done,
-}
+/// Reading a request body: [`collect`](Self::collect) it under a limit, or only
+/// [`drain`](Self::drain) it.
+pub(crate) struct ReadBody;
 
-pin_project! {
-    /// A future reading a request body: collected under a limit, or only drained. Keeps the body
-    /// pinned in place: no boxing and no `Send` or `'static` bound on it.
-    #[derive(Debug)]
-    pub(crate) struct ReadBody<B> {
-        #[pin]
-        body: B,
-        phase: Phase,
-    }
-}
-
-impl<B: Body> ReadBody<B> {
-    /// Collects `body`, at most `limit` bytes; past the limit, drains at most `drain` more bytes
-    /// (0: none) before answering [`ReadOutcome::TooLarge`]. An exact size hint (a
-    /// `Content-Length`) within the limit sizes the buffer.
-    pub(crate) fn collect(body: B, limit: usize, drain: u64) -> Self {
-        let buffer = BodyBuffer::new(limit, body.size_hint().exact());
-        Self {
-            body,
-            phase: Phase::Collecting { buffer, drain },
+impl ReadBody {
+    /// Collects `body` into one buffer ([`BodyBuffer`]: at most `limit` bytes whatever the
+    /// framing, sized by an exact size hint); past the limit, drains at most `drain` more bytes
+    /// (0: none) before answering [`ReadOutcome::TooLarge`]. Trailers are ignored.
+    pub(crate) async fn collect<B>(body: B, limit: usize, drain: u64) -> ReadOutcome
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let mut body = pin!(body);
+        let mut buffer = BodyBuffer::new(limit, body.size_hint().exact());
+        loop {
+            let data = match body.frame().await {
+                None => return ReadOutcome::Read(buffer.finish()),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_trailers) => continue,
+                },
+                // Another layer's limit (axum's `DefaultBodyLimit`) is a 413 too.
+                Some(Err(error)) => {
+                    return match is_length_limit(&*error.into()) {
+                        true => ReadOutcome::TooLarge,
+                        false => ReadOutcome::Failed,
+                    };
+                }
+            };
+            let n = data.remaining() as u64;
+            if buffer.push(data).is_err() {
+                // Over the limit: free what was collected, drain the rest.
+                drop(buffer);
+                Self::drain(body, drain.saturating_sub(n)).await;
+                return ReadOutcome::TooLarge;
+            }
         }
     }
 
-    /// Only drains `body`: at most `budget` bytes, until it ends or fails. Completes with
-    /// [`ReadOutcome::TooLarge`] (to be ignored).
-    pub(crate) fn drain(body: B, budget: u64) -> Self {
-        Self {
-            body,
-            phase: Phase::Draining { left: budget },
+    /// Reads and drops the frames of `body` until it ends, fails (a client gone: quietly) or
+    /// `budget` bytes were read. Never starts on a body announced longer than the budget.
+    pub(crate) async fn drain<B: Body>(body: B, budget: u64) {
+        let mut body = pin!(body);
+        let mut left = budget;
+        while worth_draining(&*body, left) {
+            let Some(Ok(frame)) = body.frame().await else {
+                return;
+            };
+            left = left.saturating_sub(frame.data_ref().map_or(0, Buf::remaining) as u64);
         }
     }
 }
 
-/// Whether draining `body` is worth starting with `budget` bytes.
+/// Whether draining `body` is worth going on with `budget` bytes (it could end within them).
 fn worth_draining<B: Body>(body: &B, budget: u64) -> bool {
     budget > 0 && !body.is_end_stream() && body.size_hint().lower() <= budget
 }
 
-/// The drain budget for a request of `version` with `headers`: `budget`, or 0 (no draining) for
-/// HTTP/2 and later (a refused stream is reset on its own, the connection is not lost).
-/// `before_reading`: the body has not been polled yet; then an `Expect: 100-continue` request is
-/// not drained either (its client waits for the go-ahead, which hyper sends only when the body
-/// is polled, and sends nothing otherwise).
-pub(crate) fn budget_for(
-    version: Version,
-    headers: &HeaderMap,
-    budget: u64,
-    before_reading: bool,
-) -> u64 {
+/// The drain budget of a request: `limit` over HTTP/1, 0 (none) over HTTP/2 and later (a
+/// refused stream is reset alone). `unread`: refused by its head, its body not polled yet; then
+/// none either for `Expect: 100-continue` (its client waits for the go-ahead, which hyper sends
+/// only once the body is polled) or a `Content-Length` over `limit` (it could not end within it).
+pub(crate) fn budget_for(version: Version, headers: &HeaderMap, limit: u64, unread: bool) -> u64 {
     let http1 = matches!(version, Version::HTTP_10 | Version::HTTP_11);
-    let expects_continue = before_reading
-        && headers
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if http1 && !expects_continue {
-        budget
-    } else {
-        0
-    }
-}
-
-/// The budget for draining `body` from the start (a refusal before the body was read): `budget`
-/// as [`budget_for`] gives it, and 0 when the body is already over, or is announced longer than
-/// the budget (by its size hint or `Content-Length`: it could not end within the budget,
-/// answering at once is better).
-pub(crate) fn budget_before_reading<B: Body>(
-    version: Version,
-    headers: &HeaderMap,
-    body: &B,
-    budget: u64,
-) -> u64 {
-    let budget = budget_for(version, headers, budget, true);
-    let announced = super::content_length(headers).unwrap_or(0);
-    if announced <= budget && worth_draining(body, budget) {
-        budget
-    } else {
-        0
-    }
-}
-
-impl<B> Future for ReadBody<B>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    type Output = ReadOutcome;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.phase {
-                Phase::Collecting { buffer, drain } => {
-                    match ready!(this.body.as_mut().poll_frame(cx)) {
-                        Some(Ok(frame)) => {
-                            // Trailers are ignored (as `Collected::to_bytes` does).
-                            let Ok(data) = frame.into_data() else {
-                                continue;
-                            };
-                            let n = data.remaining();
-                            if buffer.push(data).is_err() {
-                                // Over the limit: free what was collected, drain the rest.
-                                let left = drain.saturating_sub(n as u64);
-                                if !worth_draining(&*this.body, left) {
-                                    *this.phase = Phase::Done;
-                                    return Poll::Ready(ReadOutcome::TooLarge);
-                                }
-                                *this.phase = Phase::Draining { left };
-                            }
-                        }
-                        Some(Err(error)) => {
-                            *this.phase = Phase::Done;
-                            // Another layer's limit (axum's `DefaultBodyLimit`) is a 413 too.
-                            return Poll::Ready(if is_length_limit(&*error.into()) {
-                                ReadOutcome::TooLarge
-                            } else {
-                                ReadOutcome::Failed
-                            });
-                        }
-                        None => {
-                            let Phase::Collecting { buffer, .. } =
-                                std::mem::replace(this.phase, Phase::Done)
-                            else {
-                                return Poll::Ready(ReadOutcome::Failed);
-                            };
-                            return Poll::Ready(ReadOutcome::Read(buffer.finish()));
-                        }
-                    }
-                }
-                Phase::Draining { left } => {
-                    if *left == 0 || this.body.is_end_stream() {
-                        *this.phase = Phase::Done;
-                        return Poll::Ready(ReadOutcome::TooLarge);
-                    }
-                    match ready!(this.body.as_mut().poll_frame(cx)) {
-                        Some(Ok(frame)) => {
-                            let n = frame.data_ref().map_or(0, Buf::remaining);
-                            *left = left.saturating_sub(n as u64);
-                        }
-                        // A client gone ends the drain quietly.
-                        Some(Err(_)) | None => {
-                            *this.phase = Phase::Done;
-                            return Poll::Ready(ReadOutcome::TooLarge);
-                        }
-                    }
-                }
-                // Polled after completion: nothing more to read.
-                Phase::Done => return Poll::Ready(ReadOutcome::Failed),
-            }
-        }
-    }
+    let header = |name| headers.get(name).map(HeaderValue::as_bytes);
+    let unsent = unread
+        && (header(http::header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
+            || crate::head::content_length(header(http::header::CONTENT_LENGTH)) > Some(limit));
+    if http1 && !unsent { limit } else { 0 }
 }
 
 /// The body as read, checked against the token: the verified bytes and the claims, or the
@@ -227,14 +123,7 @@ pub(crate) fn check_read(
 
 /// Whether a body error is (or wraps) a length limit being exceeded.
 fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if e.is::<LengthLimitError>() {
-            return true;
-        }
-        current = e.source();
-    }
-    false
+    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<LengthLimitError>())
 }
 
 #[cfg(test)]
@@ -271,11 +160,7 @@ mod tests {
         Ok(Frame::data(Bytes::from(vec![b'a'; n])))
     }
 
-    fn run<B>(read: ReadBody<B>) -> ReadOutcome
-    where
-        B: Body,
-        B::Error: Into<BoxError>,
-    {
+    fn run<T>(read: impl Future<Output = T>) -> T {
         Box::pin(read).now_or_never().expect("ready bodies")
     }
 
@@ -324,10 +209,7 @@ mod tests {
         ));
 
         let (b, polled) = body(vec![data(1), Err(std::io::Error::other("gone")), data(1)]);
-        assert!(matches!(
-            run(ReadBody::drain(b, 100)),
-            ReadOutcome::TooLarge
-        ));
+        run(ReadBody::drain(b, 100));
         assert_eq!(polled.load(Ordering::SeqCst), 2);
     }
 
