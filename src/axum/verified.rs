@@ -14,7 +14,7 @@ use tracing::Instrument as _;
 use super::ReceiverState;
 use crate::head::RequestHead as _;
 use crate::log::refusal;
-use crate::tower::drain::{ReadBody, check_read};
+use crate::tower::drain::{check_read, collect};
 use crate::tower::{Head, VerifiedByLayer};
 use crate::{CallbackEvent, FailureCallbackEvent, Receiver, Rejection};
 
@@ -226,12 +226,15 @@ where
 
 /// The standalone verification (no layer in front), inside the delivery's span.
 async fn verify_alone(req: Request, receiver: Receiver) -> Result<(Request, Receiver), Rejection> {
-    let head = Head::of(&req);
-    let (token, delivery) = crate::head::check_head(&receiver, &head, SystemTime::now())
-        .inspect_err(|rejection| refusal(rejection, head.message_id()))?;
+    let (token, delivery) = {
+        // Not held across an await: `Head` borrows the request, whose body is not `Sync`.
+        let head = Head::of(&req);
+        crate::head::check_head(&receiver, &head, SystemTime::now())
+            .inspect_err(|rejection| refusal(rejection, head.message_id()))?
+    };
     // axum's `DefaultBodyLimit`, then the receiver's limit; no draining (axum's own follows).
     let (mut parts, body) = req.with_limited_body().into_parts();
-    let read = ReadBody::collect(body, receiver.get_max_body_bytes(), 0).await;
+    let read = collect(body, receiver.get_max_body_bytes(), 0).await;
     let (bytes, claims) = check_read(&receiver, token, read).inspect_err(|rejection| {
         refusal(rejection, delivery.message_id().map(str::as_bytes));
     })?;

@@ -30,57 +30,51 @@ pub(crate) enum ReadOutcome {
     Failed,
 }
 
-/// Reading a request body: [`collect`](Self::collect) it under a limit, or only
-/// [`drain`](Self::drain) it.
-pub(crate) struct ReadBody;
-
-impl ReadBody {
-    /// Collects `body` into one buffer ([`BodyBuffer`]: at most `limit` bytes whatever the
-    /// framing, sized by an exact size hint); past the limit, drains at most `drain` more bytes
-    /// (0: none) before answering [`ReadOutcome::TooLarge`]. Trailers are ignored.
-    pub(crate) async fn collect<B>(body: B, limit: usize, drain: u64) -> ReadOutcome
-    where
-        B: Body,
-        B::Error: Into<BoxError>,
-    {
-        let mut body = pin!(body);
-        let mut buffer = BodyBuffer::new(limit, body.size_hint().exact());
-        loop {
-            let data = match body.frame().await {
-                None => return ReadOutcome::Read(buffer.finish()),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => data,
-                    Err(_trailers) => continue,
-                },
-                // Another layer's limit (axum's `DefaultBodyLimit`) is a 413 too.
-                Some(Err(error)) => {
-                    return match is_length_limit(&*error.into()) {
-                        true => ReadOutcome::TooLarge,
-                        false => ReadOutcome::Failed,
-                    };
-                }
-            };
-            let n = data.remaining() as u64;
-            if buffer.push(data).is_err() {
-                // Over the limit: free what was collected, drain the rest.
-                drop(buffer);
-                Self::drain(body, drain.saturating_sub(n)).await;
-                return ReadOutcome::TooLarge;
+/// Collects `body` into one buffer ([`BodyBuffer`]: at most `limit` bytes whatever the
+/// framing, sized by an exact size hint); past the limit, drains at most `budget` more bytes
+/// (0: none) before answering [`ReadOutcome::TooLarge`]. Trailers are ignored.
+pub(crate) async fn collect<B>(body: B, limit: usize, budget: u64) -> ReadOutcome
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let mut body = pin!(body);
+    let mut buffer = BodyBuffer::new(limit, body.size_hint().exact());
+    loop {
+        let data = match body.frame().await {
+            None => return ReadOutcome::Read(buffer.finish()),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_trailers) => continue,
+            },
+            // Another layer's limit (axum's `DefaultBodyLimit`) is a 413 too.
+            Some(Err(error)) => {
+                return match is_length_limit(&*error.into()) {
+                    true => ReadOutcome::TooLarge,
+                    false => ReadOutcome::Failed,
+                };
             }
+        };
+        let n = data.remaining() as u64;
+        if buffer.push(data).is_err() {
+            // Over the limit: free what was collected, drain the rest.
+            drop(buffer);
+            drain(body, budget.saturating_sub(n)).await;
+            return ReadOutcome::TooLarge;
         }
     }
+}
 
-    /// Reads and drops the frames of `body` until it ends, fails (a client gone: quietly) or
-    /// `budget` bytes were read. Never starts on a body announced longer than the budget.
-    pub(crate) async fn drain<B: Body>(body: B, budget: u64) {
-        let mut body = pin!(body);
-        let mut left = budget;
-        while worth_draining(&*body, left) {
-            let Some(Ok(frame)) = body.frame().await else {
-                return;
-            };
-            left = left.saturating_sub(frame.data_ref().map_or(0, Buf::remaining) as u64);
-        }
+/// Reads and drops the frames of `body` until it ends, fails (a client gone: quietly) or
+/// `budget` bytes were read. Never starts on a body announced longer than the budget.
+pub(crate) async fn drain<B: Body>(body: B, budget: u64) {
+    let mut body = pin!(body);
+    let mut left = budget;
+    while worth_draining(&*body, left) {
+        let Some(Ok(frame)) = body.frame().await else {
+            return;
+        };
+        left = left.saturating_sub(frame.data_ref().map_or(0, Buf::remaining) as u64);
     }
 }
 
@@ -172,7 +166,7 @@ mod tests {
             Ok(Frame::trailers(HeaderMap::new())),
             data(2),
         ]);
-        match run(ReadBody::collect(b, 5, 0)) {
+        match run(collect(b, 5, 0)) {
             ReadOutcome::Read(bytes) => assert_eq!(&bytes[..], b"aaaaa"),
             other => panic!("{other:?}"),
         }
@@ -181,10 +175,7 @@ mod tests {
     #[test]
     fn one_byte_over_the_limit_without_budget_stops_there() {
         let (b, polled) = body(vec![data(3), data(3), data(3)]);
-        assert!(matches!(
-            run(ReadBody::collect(b, 5, 0)),
-            ReadOutcome::TooLarge
-        ));
+        assert!(matches!(run(collect(b, 5, 0)), ReadOutcome::TooLarge));
         assert_eq!(polled.load(Ordering::SeqCst), 2);
     }
 
@@ -193,23 +184,17 @@ mod tests {
         // The frame over the limit counts: 3 + 3 + 3 reach the budget of 9, the 5th frame
         // is never polled.
         let (b, polled) = body(vec![data(3), data(3), data(3), data(3), data(3)]);
-        assert!(matches!(
-            run(ReadBody::collect(b, 5, 9)),
-            ReadOutcome::TooLarge
-        ));
+        assert!(matches!(run(collect(b, 5, 9)), ReadOutcome::TooLarge));
         assert_eq!(polled.load(Ordering::SeqCst), 4);
     }
 
     #[test]
     fn errors_fail_a_read_and_end_a_drain_quietly() {
         let (b, _) = body(vec![data(1), Err(std::io::Error::other("gone"))]);
-        assert!(matches!(
-            run(ReadBody::collect(b, 5, 9)),
-            ReadOutcome::Failed
-        ));
+        assert!(matches!(run(collect(b, 5, 9)), ReadOutcome::Failed));
 
         let (b, polled) = body(vec![data(1), Err(std::io::Error::other("gone")), data(1)]);
-        run(ReadBody::drain(b, 100));
+        run(drain(b, 100));
         assert_eq!(polled.load(Ordering::SeqCst), 2);
     }
 
@@ -228,11 +213,7 @@ mod tests {
     #[test]
     fn one_chunk_is_kept_without_a_copy() {
         let chunk = Bytes::from_static(b"hello world");
-        let read = run(ReadBody::collect(
-            http_body_util::Full::new(chunk.clone()),
-            64,
-            0,
-        ));
+        let read = run(collect(http_body_util::Full::new(chunk.clone()), 64, 0));
         let ReadOutcome::Read(bytes) = read else {
             panic!("{read:?}");
         };
@@ -247,13 +228,13 @@ mod tests {
             .map(|p| Ok(Frame::data(Bytes::copy_from_slice(p))))
             .collect();
         let (b, _) = body(frames);
-        let read = run(ReadBody::collect(b, 6, 0));
+        let read = run(collect(b, 6, 0));
         let ReadOutcome::Read(bytes) = read else {
             panic!("{read:?}");
         };
         assert_eq!(&bytes[..], b"abcdef");
         let (b, _) = body(Vec::new());
-        assert!(matches!(run(ReadBody::collect(b, 0, 0)), ReadOutcome::Read(b) if b.is_empty()));
+        assert!(matches!(run(collect(b, 0, 0)), ReadOutcome::Read(b) if b.is_empty()));
     }
 
     #[test]
@@ -262,13 +243,10 @@ mod tests {
         let (b, _) = body(vec![data(3), data(3)]);
         let limited = http_body_util::Limited::new(b, 4);
         assert!(matches!(
-            run(ReadBody::collect(limited, 100, 0)),
+            run(collect(limited, 100, 0)),
             ReadOutcome::TooLarge
         ));
         let (b, _) = body(vec![data(1), Err(std::io::Error::other("gone"))]);
-        assert!(matches!(
-            run(ReadBody::collect(b, 100, 0)),
-            ReadOutcome::Failed
-        ));
+        assert!(matches!(run(collect(b, 100, 0)), ReadOutcome::Failed));
     }
 }

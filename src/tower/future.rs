@@ -13,7 +13,7 @@ use http_body::Body;
 use http_body_util::Full;
 use tower_service::Service;
 
-use super::drain::{ReadBody, budget_for, check_read};
+use super::drain::{budget_for, check_read, collect, drain};
 use super::layer::Config;
 use super::{BoxError, Head, ResponseBody, VerifiedByLayer};
 use crate::dedup::Begin;
@@ -63,14 +63,14 @@ where
             // client must not hold the connection by trickling a body.
             if matches!(rejection, Rejection::PayloadTooLarge { .. }) {
                 let budget = budget_for(req.version(), req.headers(), config.drain_limit, true);
-                ReadBody::drain(req.into_body(), budget).await;
+                drain(req.into_body(), budget).await;
             }
             return Ok(config.response(&rejection));
         }
     };
     let (mut parts, body) = req.into_parts();
     let drain = budget_for(parts.version, &parts.headers, config.drain_limit, false);
-    let read = ReadBody::collect(body, receiver.get_max_body_bytes(), drain).await;
+    let read = collect(body, receiver.get_max_body_bytes(), drain).await;
     let (bytes, claims) = match check_read(receiver, token, read) {
         Ok(checked) => checked,
         Err(rejection) => {
