@@ -179,6 +179,21 @@ pub(crate) fn is_payload_refusal(status: u16) -> bool {
     matches!(status, 400 | 415 | 422)
 }
 
+/// The handler behind the layer or the middleware answered `status` to a verified delivery:
+/// counted and logged. `true` when the answer must go out as 489 with
+/// `Upstash-NonRetryable-Error: true` (the receiver's choice, for a payload refusal).
+pub(crate) fn handler_answered(receiver: &Receiver, status: u16) -> bool {
+    crate::observe::handled(status);
+    if status == 413 {
+        crate::log::handler_too_large();
+    }
+    let non_retryable = receiver.get_non_retryable_invalid_payload() && is_payload_refusal(status);
+    if non_retryable {
+        crate::log::payload_refused_downstream(status);
+    }
+    non_retryable
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -190,12 +190,7 @@ where
 /// becomes 489 `Upstash-NonRetryable-Error: true` when the receiver says so.
 fn passed<B>(mut response: ServiceResponse<B>, receiver: &Receiver) -> ServiceResponse<B> {
     let status = response.status().as_u16();
-    crate::observe::handled(status);
-    if status == 413 {
-        crate::log::handler_too_large();
-    }
-    if receiver.get_non_retryable_invalid_payload() && crate::head::is_payload_refusal(status) {
-        crate::log::payload_refused_downstream(status);
+    if crate::head::handler_answered(receiver, status) {
         let head = response.response_mut().head_mut();
         if let Ok(dlq) = StatusCode::from_u16(NON_RETRYABLE_STATUS) {
             head.status = dlq;

@@ -108,13 +108,8 @@ where
         // `Lease::finish`); the lease logs its outcome.
         let _ = lease.finish(status).await;
     }
-    crate::observe::handled(status);
-    if status == 413 {
-        crate::log::handler_too_large();
-    }
     // The body is verified: retrying a payload the handler refused cannot help.
-    if receiver.get_non_retryable_invalid_payload() && crate::head::is_payload_refusal(status) {
-        crate::log::payload_refused_downstream(status);
+    if crate::head::handler_answered(receiver, status) {
         if let Ok(dlq) = http::StatusCode::from_u16(NON_RETRYABLE_STATUS) {
             *response.status_mut() = dlq;
         }
