@@ -17,8 +17,8 @@ use crate::{Claims, Delivery, Rejection};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OnStoreError {
-    /// Refuse with [`Rejection::StoreUnavailable`] (`503` + `Retry-After`): the handler does not
-    /// run, QStash retries. The default: never processes a message twice because Redis blinked.
+    /// Refuse with [`Rejection::StoreUnavailable`] (`503` + `Retry-After`); QStash retries. The
+    /// default: never processes a message twice because Redis blinked.
     #[default]
     FailClosed,
     /// Run the handler without deduplication ([`Begin::RunUnguarded`]) and log a warning.
@@ -49,10 +49,10 @@ impl Default for InProgressRetryAfter {
 
 impl InProgressRetryAfter {
     pub(super) fn seconds(self, remaining: Duration) -> u32 {
-        match self {
-            Self::RemainingLease { max } => retry_after_secs(remaining.min(max)),
-            Self::Fixed(delay) => retry_after_secs(delay),
-        }
+        retry_after_secs(match self {
+            Self::RemainingLease { max } => remaining.min(max),
+            Self::Fixed(delay) => delay,
+        })
     }
 }
 
@@ -150,14 +150,15 @@ impl Dedup {
         self
     }
 
-    /// How long a claim holds a message id before another may take it over (a crashed holder
-    /// never settles it). Keep it above your handlers' longest run. Capped at 10 years.
+    /// How long a claim holds a message id before another may take it over (default
+    /// [`DEFAULT_LEASE_TTL`]). Keep it above your handlers' longest run. Capped at 10 years.
     #[must_use]
     pub fn lease_ttl(self, ttl: Duration) -> Self {
         self.with(|c| c.lease_ttl = ttl.min(MAX_TTL))
     }
 
-    /// How long a completed message id is remembered. Capped at 10 years.
+    /// How long a completed message id is remembered (default [`DEFAULT_RETENTION`]). Capped at
+    /// 10 years.
     #[must_use]
     pub fn retention(self, retention: Duration) -> Self {
         self.with(|c| c.retention = retention.min(MAX_TTL))

@@ -44,22 +44,16 @@ impl Armed {
         rest.rsplit_once(':').map_or(rest, |(id, _)| id)
     }
 
-    async fn settle(&self, complete: bool) -> Result<LeaseOutcome, StoreError> {
-        if complete {
-            self.store
-                .complete(&self.key, &self.token, self.retention)
-                .await
+    /// Completes or releases the lease and logs the outcome (`then`: what follows a failure).
+    async fn settle(&self, complete: bool, then: &str) -> Result<LeaseOutcome, StoreError> {
+        let message_id = self.message_id();
+        let (settle, result) = if complete {
+            let completed = self.store.complete(&self.key, &self.token, self.retention);
+            ("complete", completed.await)
         } else {
-            self.store.release(&self.key, &self.token).await
-        }
-    }
-
-    fn log(&self, complete: bool, result: &Result<LeaseOutcome, StoreError>, then: &str) {
-        let (message_id, settle) = (
-            self.message_id(),
-            if complete { "complete" } else { "release" },
-        );
-        match result {
+            ("release", self.store.release(&self.key, &self.token).await)
+        };
+        match &result {
             Ok(LeaseOutcome::Applied) => {
                 tracing::debug!(message_id, settle, "qstash lease settled")
             }
@@ -73,6 +67,7 @@ impl Armed {
                 tracing::warn!(message_id, settle, %error, "qstash dedup store failed to settle a lease: {then}");
             }
         }
+        result
     }
 }
 
@@ -141,12 +136,7 @@ impl Lease {
         let Some(a) = self.armed.as_ref() else {
             return Ok(LeaseOutcome::NotHeld);
         };
-        let result = a.settle(self.completing).await;
-        a.log(
-            self.completing,
-            &result,
-            "tried once more in the background",
-        );
+        let result = a.settle(self.completing, "tried once more shortly").await;
         if let (Err(_), Some(a)) = (&result, self.armed.take()) {
             settle_in_background(a, self.completing, RELEASE_RETRY_DELAY);
         }
@@ -182,8 +172,9 @@ fn settle_in_background(a: Armed, complete: bool, delay: Duration) {
                 #[cfg(not(any(feature = "tower", feature = "actix-web", feature = "redis")))]
                 std::future::pending::<()>().await;
             }
-            let result = a.settle(complete).await;
-            a.log(complete, &result, "retries wait until the lease expires");
+            let _ = a
+                .settle(complete, "retries wait until the lease expires")
+                .await;
         }
     };
     let mut task = Box::pin(task);

@@ -31,15 +31,13 @@ const MIN_SHARD_CAPACITY: usize = 1024;
 /// use [`RedisStore`](super::RedisStore) (feature `redis`) when several instances receive.
 ///
 /// Bounded: it holds at most its capacity of entries. When full, it evicts an expired entry
-/// first, then the oldest **completed** id (delivered again, it is processed again), then an
-/// expired lease; never a live lease nor a live replay-guard id: full of those, it refuses with
-/// [`StoreError::CapacityExhausted`] (`503`, QStash retries). See [`DEFAULT_MEMORY_CAPACITY`]
-/// for sizing.
+/// first, then the oldest **completed** id (delivered again, it is processed again); never a
+/// live lease nor a live replay-guard id: full of those, it refuses with
+/// [`StoreError::CapacityExhausted`] (`503`, QStash retries). See [`DEFAULT_MEMORY_CAPACITY`].
 ///
-/// Concurrent: keys are spread over up to 16 shards (one per 1024 entries of capacity), each
-/// behind its own mutex, never held across an `await`. Each shard holds an equal part of the
-/// capacity, so eviction may start slightly before the whole store is full, and "oldest first"
-/// is per shard. Its futures are ready at once.
+/// Keys are spread over up to 16 shards (one per 1024 entries of capacity), each with an equal
+/// part of the capacity (so "oldest first" is per shard) behind its own mutex. Its futures are
+/// ready at once.
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     capacity: usize,
@@ -104,8 +102,7 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// The shard of `key`, locked, and the key with its hash: hashed once per operation, for
-    /// the shard and its table alike.
+    /// The shard of `key`, locked, and the key with its hash (hashed once per operation).
     fn shard<'k>(&self, key: &'k str) -> Result<(MutexGuard<'_, Shard>, Key<'k>), StoreError> {
         let key = Key {
             hash: self.hasher.hash_one(key),
@@ -114,7 +111,7 @@ impl MemoryStore {
         // Bits the table does not use for its own placement (the low ones) nor its tags (the
         // top 7), so that each shard's keys spread over its whole table.
         let index = (key.hash >> 32) % self.shards.len().max(1) as u64;
-        // `with_capacity` makes at least one shard: the error is not reachable.
+        // Not reachable: `with_capacity` makes at least one shard.
         let shard = usize::try_from(index).ok().and_then(|i| self.shards.get(i));
         let shard = shard.ok_or(StoreError::CapacityExhausted { capacity: 0 })?;
         Ok((lock(shard), key))
@@ -219,8 +216,7 @@ impl DedupStore for MemoryStore {
 }
 
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    // A panic while holding the lock cannot leave a shard half-updated in a way that matters
-    // more than losing dedup for a few ids: keep serving.
+    // A panic while holding the lock costs at most the dedup of a few ids: keep serving.
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -298,11 +294,10 @@ struct Slot {
     expires_at: Instant,
 }
 
-/// Entries by insertion order. An entry that leaves it (removed, or completed under a new
-/// sequence number) leaves its slot behind, stale: skipped when met, swept out once stale slots
-/// outnumber live ones. A push or a leave is O(1), where a `BTreeMap` by sequence number cost
-/// an ordered insert or remove: memory guarded claim + complete 1.77 → 1.23 µs on a full store,
-/// 0.80 → 0.70 µs on a new one (`cargo bench --bench dedup -- memory_guarded`).
+/// Entries by insertion order. An entry that leaves it leaves its slot behind, stale: skipped
+/// when met, swept out once stale slots outnumber live ones. O(1) per operation, where a
+/// `BTreeMap` by sequence number cost an ordered insert or remove: memory guarded claim +
+/// complete 1.77 → 1.23 µs on a full store (`cargo bench --bench dedup -- memory_guarded`).
 #[derive(Default)]
 struct Order {
     slots: VecDeque<Slot>,
@@ -321,24 +316,17 @@ impl Order {
         self.live = self.live.saturating_sub(1);
     }
 
-    /// The oldest live slot (stale ones before it are dropped).
-    fn first(&mut self, is_live: impl Fn(&Slot) -> bool) -> Option<Slot> {
-        while let Some(front) = self.slots.front() {
-            if is_live(front) {
-                return Some(*front);
-            }
-            self.slots.pop_front();
-        }
-        None
-    }
-
-    /// Takes the oldest live slot out, if `take` says so (its entry is the caller's to remove).
+    /// Takes the oldest live slot out (its entry is the caller's to remove) if `take` says so;
+    /// stale slots before it are dropped.
     fn pop_first_if(
         &mut self,
         is_live: impl Fn(&Slot) -> bool,
         take: impl FnOnce(&Slot) -> bool,
     ) -> Option<Slot> {
-        self.first(is_live).filter(take)?;
+        while self.slots.front().is_some_and(|s| !is_live(s)) {
+            self.slots.pop_front();
+        }
+        self.slots.front().filter(|s| take(s))?;
         self.leave();
         self.slots.pop_front()
     }

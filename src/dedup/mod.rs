@@ -44,16 +44,7 @@
 //!   runs under its message id's lease, unguarded. Turn the guard off
 //!   ([`Dedup::replay_guard`]`(false)`) only if your handlers are idempotent on the body itself.
 //!
-//! # Migrating from earlier versions
-//!
-//! - The replay guard is on by default (`replay_guard(true)` can go) and remembers a token until
-//!   `exp` + the verifier's leeway ([`REPLAY_GUARD_MARGIN`] is deprecated): if you call
-//!   [`Dedup::begin`] yourself, give it your verifier's leeway with [`Dedup::verifier_leeway`].
-//! - A delivery without a message id is refused ([`UnguardedReason::NoMessageId`] is no longer
-//!   produced).
-//! - Store keys changed from `msg:<id>` to `msg:<id>:<body hash>`: ids completed before the
-//!   upgrade are not seen as completed (a message re-sent across the upgrade may run once more).
-//! - A lease whose handler answered 2xx completes even when the request is dropped meanwhile.
+//! Upgrading from an earlier version (new defaults, new store keys): see `CHANGELOG.md`.
 //!
 //! # Example
 //!

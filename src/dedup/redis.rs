@@ -1,12 +1,11 @@
 //! The Redis store (feature `redis`): shared by every instance of a service.
 
 use std::fmt;
-use std::io::Write as _;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, ErrorKind, RedisWrite, Script, ServerErrorKind, ToRedisArgs};
 
 use super::lease::{Armed, Lease};
 use super::{
@@ -31,44 +30,22 @@ const COMPLETED: &str = "done";
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if #KEYS == 2 and not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then
-  return {3, 0}
-end
+if #KEYS == 2 and not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then return {3, 0} end
 local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {0, 0}
-end
-if v == ARGV[3] then
-  return {1, redis.call('PTTL', KEYS[1])}
-end
-return {2, redis.call('PTTL', KEYS[1])}
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return {0, 0} end
+return {v == ARGV[3] and 1 or 2, redis.call('PTTL', KEYS[1])}
 ",
     )
 });
 
-/// Complete, only for the lease's holder: `1` applied, `0` not held.
-static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
+/// Complete (`ARGV[2]`, for `ARGV[3]` ms) or, without those, release, only while the lease's
+/// holder (`ARGV[1]`) holds it: `1` applied, `0` not held.
+static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-return 0
-",
-    )
-});
-
-/// Release, only for the lease's holder: `1` applied, `0` not held.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) else redis.call('DEL', KEYS[1]) end
+return 1
 ",
     )
 });
@@ -76,20 +53,14 @@ return 0
 /// A deduplication store in Redis, shared by every instance that uses the same Redis and key
 /// prefix. Cheap to clone.
 ///
-/// One round trip per operation, each a Lua script (`EVALSHA`) that checks the lease token:
-/// the replay guard and the claim are one script, so a new delivery costs two round trips
-/// (guarded claim, complete), or three with
-/// [`OnStoreError::FailOpen`](super::OnStoreError::FailOpen) (the guard's `SET NX PX` on its
-/// own). Leases and retention are Redis TTLs (`PX`). The guarded claim touches two keys: this
-/// store takes a single-node [`ConnectionManager`] (no cluster).
-///
-/// A claim whose reply is lost (it came after the reply timeout, the connection failed, the
-/// request was dropped) may still have taken its lease: that lease is released in the
-/// background, so a delivery that never ran does not hold the id for the lease TTL.
-///
-/// The [`ConnectionManager`] reconnects by itself: while Redis is down, operations fail with
-/// [`StoreError::Backend`] (a `503` by default). `redis://` and `rediss://` (TLS with rustls
-/// and Mozilla's root certificates, e.g. for Upstash Redis) URLs are supported.
+/// One round trip per operation, each a Lua script that checks the lease token; the replay
+/// guard and the claim are one script, so a new delivery costs two round trips (three with
+/// [`OnStoreError::FailOpen`](super::OnStoreError::FailOpen)). Leases and retention are Redis
+/// TTLs. The guarded claim touches two keys: single-node Redis only (no cluster). A claim whose
+/// reply is lost (a timeout, a dropped request) may still have taken its lease: it is released
+/// in the background. While Redis is down, operations fail with [`StoreError::Backend`] (a
+/// `503` by default); the [`ConnectionManager`] reconnects by itself. `rediss://` URLs use TLS
+/// (rustls, Mozilla's root certificates), e.g. for Upstash Redis.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), qstash_receiver::dedup::StoreError> {
@@ -120,13 +91,10 @@ impl RedisStore {
     /// Connects to `url` (`redis://[user:password@]host[:port][/db]` or `rediss://…` for TLS)
     /// with a reconnecting [`ConnectionManager`], and loads the scripts.
     ///
-    /// The manager fails fast while Redis is down, so deliveries get their `503` quickly: a
-    /// reconnection is tried on each operation ([`RECONNECT_RETRIES`] retries, 100 ms apart at
-    /// first), connecting times out after 1 s and a reply after 500 ms (the `redis` crate's
-    /// defaults). Use [`RedisStore::from_manager`] for other settings.
-    ///
-    /// The error, should the URL be wrong or Redis unreachable, does not repeat the URL (it may
-    /// hold a password).
+    /// It fails fast while Redis is down, so deliveries get their `503` quickly: a reconnection
+    /// is tried on each operation ([`RECONNECT_RETRIES`] retries, 100 ms apart at first);
+    /// connecting times out after 1 s, a reply after 500 ms. Use [`RedisStore::from_manager`]
+    /// for other settings. The error does not repeat the URL (it may hold a password).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::backend)?;
         let config = ConnectionManagerConfig::new()
@@ -160,42 +128,16 @@ impl RedisStore {
     /// Loads the scripts into Redis (`SCRIPT LOAD`), so the first claim needs one round trip.
     /// After a Redis restart the scripts are loaded again on first use.
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
-        for script in [&CLAIM, &COMPLETE, &RELEASE] {
-            load(script, &mut self.connection.clone()).await?;
+        for script in [&CLAIM, &SETTLE] {
+            let loaded = script.load_async(&mut self.connection.clone()).await;
+            loaded.map_err(StoreError::backend)?;
         }
         Ok(())
     }
 
-    /// `EVALSHA <script> 1 <prefix><key> [args…]` (`2 <prefix><key> <prefix><second>` with a
-    /// second key), built straight into one [`Cmd`] (`ScriptInvocation` makes a `Vec` for its
-    /// keys and one for its arguments); on `NOSCRIPT` (Redis restarted or its scripts flushed)
-    /// the script is loaded and sent again.
-    async fn eval<T: redis::FromRedisValue>(
-        &self,
-        script: &Script,
-        key: &str,
-        second: Option<&str>,
-        args: impl FnOnce(&mut Cmd),
-    ) -> Result<T, StoreError> {
-        let extra = second.map_or(0, |k| self.prefix.len() + k.len());
-        let mut cmd = Cmd::with_capacity(9, 128 + self.prefix.len() + key.len() + extra);
-        cmd.arg("EVALSHA")
-            .arg(script.get_hash())
-            .arg(1 + usize::from(second.is_some()))
-            .arg(PrefixedKey(&self.prefix, key));
-        if let Some(second) = second {
-            cmd.arg(PrefixedKey(&self.prefix, second));
-        }
-        args(&mut cmd);
-        let mut connection = self.connection.clone();
-        match cmd.query_async(&mut connection).await {
-            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                load(script, &mut connection).await?;
-                cmd.query_async(&mut connection).await
-            }
-            reply => reply,
-        }
-        .map_err(StoreError::backend)
+    /// `<prefix><key>`.
+    fn key(&self, key: &str) -> String {
+        [&*self.prefix, key].concat()
     }
 
     /// Claims `key`, behind the replay guard's `guard` key and TTL when given (one script).
@@ -207,24 +149,27 @@ impl RedisStore {
     ) -> Result<GuardedClaim, StoreError> {
         let token = LeaseToken::generate()?;
         // Until its reply is read, the script may have taken the lease unbeknownst to us (the
-        // reply timed out, the connection failed after sending, this future was dropped): left
-        // alone, that lease would answer QStash's retries 409 for the lease TTL. Dropped
-        // unsettled, `pending` releases it in the background, on the same connection, after the
-        // claim; the release script checks the token, so another holder's lease is left alone.
+        // reply timed out, the connection failed, this future was dropped), which would answer
+        // QStash's retries 409 for the lease TTL: dropped unsettled, `pending` releases it (on the
+        // same connection, after the claim; only for this token).
         let pending = Lease::new(Armed {
             store: Arc::new(self.clone()),
             key: key.to_owned(),
             token: token.clone(),
             retention: Duration::ZERO,
         });
-        let (kind, pttl): (i64, i64) = self
-            .eval(&CLAIM, key, guard.map(|(k, _)| k), |cmd| {
-                cmd.arg(LeaseValue(&token)).arg(millis(ttl)).arg(COMPLETED);
-                if let Some((_, guard_ttl)) = guard {
-                    cmd.arg(millis(guard_ttl));
-                }
-            })
-            .await?;
+        // Scripts run as `EVALSHA`; on `NOSCRIPT` (Redis restarted, scripts flushed) the
+        // invocation loads the script and sends it again.
+        let mut claim = CLAIM.key(self.key(key));
+        claim
+            .arg(lease_value(&token))
+            .arg(millis(ttl))
+            .arg(COMPLETED);
+        if let Some((guard_key, guard_ttl)) = guard {
+            claim.key(self.key(guard_key)).arg(millis(guard_ttl));
+        }
+        let reply = claim.invoke_async(&mut self.connection.clone()).await;
+        let (kind, pttl): (i64, i64) = reply.map_err(StoreError::backend)?;
         let claimed = match kind {
             0 => GuardedClaim::Claimed(ClaimOutcome::Acquired(token)),
             1 => GuardedClaim::Claimed(ClaimOutcome::Completed),
@@ -241,34 +186,23 @@ impl RedisStore {
 
     async fn settle(
         &self,
-        script: &Script,
         key: &str,
         token: &LeaseToken,
         retention: Option<Duration>,
     ) -> Result<LeaseOutcome, StoreError> {
-        let applied: i64 = self
-            .eval(script, key, None, |cmd| {
-                cmd.arg(LeaseValue(token));
-                if let Some(retention) = retention {
-                    cmd.arg(COMPLETED).arg(millis(retention));
-                }
-            })
-            .await?;
+        let mut settle = SETTLE.key(self.key(key));
+        settle.arg(lease_value(token));
+        if let Some(retention) = retention {
+            settle.arg(COMPLETED).arg(millis(retention));
+        }
+        let reply = settle.invoke_async(&mut self.connection.clone()).await;
+        let applied: i64 = reply.map_err(StoreError::backend)?;
         Ok(if applied == 1 {
             LeaseOutcome::Applied
         } else {
             LeaseOutcome::NotHeld
         })
     }
-}
-
-async fn load(script: &Script, connection: &mut ConnectionManager) -> Result<(), StoreError> {
-    let _: String = script
-        .prepare_invoke()
-        .load_async(connection)
-        .await
-        .map_err(StoreError::backend)?;
-    Ok(())
 }
 
 impl DedupStore for RedisStore {
@@ -287,17 +221,17 @@ impl DedupStore for RedisStore {
         token: &'a LeaseToken,
         retention: Duration,
     ) -> StoreFuture<'a, LeaseOutcome> {
-        Box::pin(self.settle(&COMPLETE, key, token, Some(retention)))
+        Box::pin(self.settle(key, token, Some(retention)))
     }
 
     fn release<'a>(&'a self, key: &'a str, token: &'a LeaseToken) -> StoreFuture<'a, LeaseOutcome> {
-        Box::pin(self.settle(&RELEASE, key, token, None))
+        Box::pin(self.settle(key, token, None))
     }
 
     fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let set: Option<String> = redis::cmd("SET")
-                .arg(PrefixedKey(&self.prefix, key))
+                .arg(self.key(key))
                 .arg("1")
                 .arg("NX")
                 .arg("PX")
@@ -320,27 +254,9 @@ impl DedupStore for RedisStore {
     }
 }
 
-/// The key `<prefix><key>`, written as one argument without a `String` of its own.
-struct PrefixedKey<'a>(&'a str, &'a str);
-
-impl ToRedisArgs for PrefixedKey<'_> {
-    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
-        let mut arg = out.writer_for_next_arg();
-        // Writing into the command's own buffer cannot fail.
-        let _ = arg.write_all(self.0.as_bytes());
-        let _ = arg.write_all(self.1.as_bytes());
-    }
-}
-
-/// A lease's value, `lease:<token>`, written as one argument.
-struct LeaseValue<'a>(&'a LeaseToken);
-
-impl ToRedisArgs for LeaseValue<'_> {
-    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
-        let mut arg = out.writer_for_next_arg();
-        let _ = arg.write_all(b"lease:");
-        let _ = arg.write_all(self.0.as_str().as_bytes());
-    }
+/// A lease's value: `lease:<token>`.
+fn lease_value(token: &LeaseToken) -> String {
+    ["lease:", token.as_str()].concat()
 }
 
 /// A TTL in milliseconds for `PX`: at least 1, at most [`MAX_TTL`].
