@@ -127,8 +127,7 @@ impl fmt::Debug for Dedup {
 }
 
 impl Dedup {
-    /// Deduplication in `store` with the defaults: lease TTL [`DEFAULT_LEASE_TTL`], retention
-    /// [`DEFAULT_RETENTION`], fail closed, replay guard on.
+    /// Deduplication in `store` with the defaults (see the setters).
     #[must_use]
     pub fn new(store: Arc<dyn DedupStore>) -> Self {
         Self {
@@ -170,10 +169,9 @@ impl Dedup {
         self.with(|c| c.on_store_error = policy)
     }
 
-    /// The replay guard (on by default): refuse ([`Rejection::Replayed`], `401`) a second
-    /// request carrying the same token `jti` while that token could still verify. See the
-    /// [module docs](super#defaults-and-why); turn it off only if your handlers are idempotent
-    /// on the body itself.
+    /// The replay guard (default: on): refuse ([`Rejection::Replayed`], `401`) a second request
+    /// carrying the same token `jti` while that token could still verify. See the [module
+    /// docs](super#defaults-and-why).
     #[must_use]
     pub fn replay_guard(self, enabled: bool) -> Self {
         self.with(|c| c.replay_guard = enabled)
@@ -188,14 +186,15 @@ impl Dedup {
         self.with(|c| c.verifier_leeway = c.verifier_leeway.max(leeway.min(MAX_TTL)))
     }
 
-    /// The `Retry-After` of the `409` answered while another request holds the lease.
+    /// The `Retry-After` of the `409` answered while another request holds the lease (default:
+    /// the lease's remaining time).
     #[must_use]
     pub fn in_progress_retry_after(self, policy: InProgressRetryAfter) -> Self {
         self.with(|c| c.in_progress_retry_after = policy)
     }
 
-    /// The `Retry-After` of the `503` answered when the store fails (at least 1 s, at most
-    /// [`MAX_RETRY_AFTER`]).
+    /// The `Retry-After` of the `503` answered when the store fails (default
+    /// [`DEFAULT_STORE_RETRY_AFTER`]; from 1 s to [`MAX_RETRY_AFTER`]).
     #[must_use]
     pub fn store_retry_after(self, delay: Duration) -> Self {
         self.with(|c| c.store_retry_after = delay)
@@ -222,8 +221,7 @@ impl Dedup {
         };
         let key = claim_key(message_id, claims.body_hash());
         let claimed = match self.guard(claims, now) {
-            // Guard and claim in one store operation: one Redis round trip fewer
-            // (`tests/dedup_redis.rs`, three round trips → two).
+            // Guard and claim in one store operation: one Redis round trip fewer.
             Some((jti, ttl)) if c.on_store_error == OnStoreError::FailClosed => {
                 self.store.claim_guarded(&jti, ttl, &key, c.lease_ttl).await
             }
@@ -272,9 +270,8 @@ impl Dedup {
     }
 
     /// How long the replay guard remembers the `jti` of a token that expires at `expires_at`
-    /// (Unix seconds), seen at `now`: until the token can no longer verify, `expires_at` plus
-    /// the [verifier's leeway](Dedup::verifier_leeway), plus one second for the rounding of
-    /// `now` to whole seconds. At least one second; at most 10 years.
+    /// (Unix seconds), seen at `now`: until it can no longer verify (`expires_at` + the
+    /// [verifier's leeway](Dedup::verifier_leeway) + 1 s of rounding). From 1 s to 10 years.
     pub fn replay_guard_ttl(&self, expires_at: i64, now: SystemTime) -> Duration {
         let now_secs = match now.duration_since(UNIX_EPOCH) {
             Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),

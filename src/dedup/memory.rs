@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
 
-use super::{
-    ClaimOutcome, DedupStore, GuardedClaim, LeaseOutcome, LeaseToken, MAX_TTL, StoreError,
-    StoreFuture,
-};
+use super::{ClaimOutcome, DedupStore, LeaseOutcome, LeaseToken, MAX_TTL, StoreError, StoreFuture};
 
 /// Default capacity of a [`MemoryStore`]: 1 000 000 entries (about 200 MiB when full; memory
 /// grows with use).
@@ -104,13 +101,10 @@ impl MemoryStore {
 
     /// The shard of `key`, locked, and the key with its hash (hashed once per operation).
     fn shard<'k>(&self, key: &'k str) -> Result<(MutexGuard<'_, Shard>, Key<'k>), StoreError> {
-        let key = Key {
-            hash: self.hasher.hash_one(key),
-            text: key,
-        };
+        let key = Key(self.hasher.hash_one(key), key);
         // Bits the table does not use for its own placement (the low ones) nor its tags (the
         // top 7), so that each shard's keys spread over its whole table.
-        let index = (key.hash >> 32) % self.shards.len().max(1) as u64;
+        let index = (key.0 >> 32) % self.shards.len().max(1) as u64;
         // Not reachable: `with_capacity` makes at least one shard.
         let shard = usize::try_from(index).ok().and_then(|i| self.shards.get(i));
         let shard = shard.ok_or(StoreError::CapacityExhausted { capacity: 0 })?;
@@ -148,7 +142,7 @@ impl MemoryStore {
         let now = Instant::now();
         let (mut guard, key) = self.shard(key)?;
         let shard = &mut *guard;
-        let held = shard.entries.find_mut(key.hash, |e| e.is(key)).filter(|e| {
+        let held = shard.entries.find_mut(key.0, |e| e.is(key)).filter(|e| {
             matches!(&e.state, State::Leased(held) if held == token) && e.expires_at > now
         });
         let Some(entry) = held else {
@@ -161,7 +155,7 @@ impl MemoryStore {
                 (entry.seq, entry.state, entry.expires_at) = (seq, State::Completed, expires_at);
                 shard.next_seq = seq.wrapping_add(1);
                 shard.orders.leases.leave();
-                shard.push(&State::Completed, key.hash, seq, expires_at);
+                shard.push(&State::Completed, key.0, seq, expires_at);
             }
             None => shard.remove(key),
         }
@@ -195,24 +189,6 @@ impl DedupStore for MemoryStore {
     fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         ready(self.remember_at(key, ttl, Instant::now()))
     }
-
-    // One call and one future for both (the two keys' shards locked one after the other).
-    fn claim_guarded<'a>(
-        &'a self,
-        guard_key: &'a str,
-        guard_ttl: Duration,
-        key: &'a str,
-        lease_ttl: Duration,
-    ) -> StoreFuture<'a, GuardedClaim> {
-        let now = Instant::now();
-        ready(match self.remember_at(guard_key, guard_ttl, now) {
-            Ok(true) => self
-                .claim_at(key, lease_ttl, now)
-                .map(GuardedClaim::Claimed),
-            Ok(false) => Ok(GuardedClaim::Replayed),
-            Err(error) => Err(error),
-        })
-    }
 }
 
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -231,12 +207,9 @@ enum State {
     Remembered,
 }
 
-/// A key and its hash (by the store's [`RandomState`]).
+/// A key's hash (by the store's [`RandomState`]) and the key.
 #[derive(Clone, Copy)]
-struct Key<'a> {
-    hash: u64,
-    text: &'a str,
-}
+struct Key<'a>(u64, &'a str);
 
 struct Entry {
     key: Box<str>,
@@ -250,7 +223,7 @@ struct Entry {
 
 impl Entry {
     fn is(&self, key: Key<'_>) -> bool {
-        *self.key == *key.text
+        *self.key == *key.1
     }
 }
 
@@ -346,7 +319,7 @@ impl Order {
 impl Shard {
     /// What a live entry says about `key`; an expired one is removed.
     fn live(&mut self, key: Key<'_>, now: Instant) -> Option<ClaimOutcome> {
-        let entry = self.entries.find(key.hash, |e| e.is(key))?;
+        let entry = self.entries.find(key.0, |e| e.is(key))?;
         if entry.expires_at <= now {
             self.remove(key);
             return None;
@@ -370,15 +343,15 @@ impl Shard {
         }
         let seq = self.next_seq;
         self.next_seq = seq.wrapping_add(1);
-        self.push(&state, key.hash, seq, expires_at);
+        self.push(&state, key.0, seq, expires_at);
         let entry = Entry {
-            key: Box::from(key.text),
-            hash: key.hash,
+            key: Box::from(key.1),
+            hash: key.0,
             state,
             expires_at,
             seq,
         };
-        self.entries.insert_unique(key.hash, entry, |e| e.hash);
+        self.entries.insert_unique(key.0, entry, |e| e.hash);
     }
 
     /// Adds a slot at the end of `state`'s order; sweeps the order's stale slots out once they
@@ -399,7 +372,7 @@ impl Shard {
     }
 
     fn remove(&mut self, key: Key<'_>) {
-        if let Ok(found) = self.entries.find_entry(key.hash, |e| e.is(key)) {
+        if let Ok(found) = self.entries.find_entry(key.0, |e| e.is(key)) {
             let (entry, _) = found.remove();
             self.orders.of(&entry.state).leave();
         }

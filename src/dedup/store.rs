@@ -6,10 +6,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+#[cfg(doc)]
+use super::Dedup;
 #[cfg(all(doc, feature = "redis"))]
 use super::RedisStore;
-#[cfg(doc)]
-use super::{Dedup, MemoryStore};
 
 /// A boxed, `Send` future returned by a [`DedupStore`]; keeps the trait object-safe.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -87,7 +87,7 @@ pub trait DedupStore: Send + Sync + 'static {
     /// taken without the store learning it (a lost reply) is the store's to release.
     ///
     /// What [`Dedup`] calls while the replay guard is on and store errors fail closed (the
-    /// defaults). The default makes two calls; [`MemoryStore`] and [`RedisStore`] make one.
+    /// defaults). The default makes two calls; [`RedisStore`] makes one round trip.
     fn claim_guarded<'a>(
         &'a self,
         guard_key: &'a str,
