@@ -64,7 +64,8 @@ impl Armed {
             Ok(LeaseOutcome::NotHeld) => {}
             Err(error) => {
                 crate::observe::store_error(settle);
-                tracing::warn!(message_id, settle, %error, "qstash dedup store failed to settle a lease: {then}");
+                let msg = "qstash dedup store failed to settle a lease";
+                tracing::warn!(message_id, settle, %error, "{msg}: {then}");
             }
         }
         result

@@ -13,8 +13,8 @@ use super::{
     StoreFuture,
 };
 
-/// The default key prefix of a [`RedisStore`]: `qstash:` (keys are `qstash:msg:<message id>`
-/// and `qstash:jti:<token id>`).
+/// The default key prefix of a [`RedisStore`]: `qstash:` (keys are `qstash:msg:<message
+/// id>:<body hash>` and `qstash:jti:<token id>`).
 pub const DEFAULT_KEY_PREFIX: &str = "qstash:";
 
 /// Reconnection retries of the manager made by [`RedisStore::connect`], per operation.
@@ -44,7 +44,8 @@ static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) else redis.call('DEL', KEYS[1]) end
+if ARGV[2] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else redis.call('DEL', KEYS[1]) end
 return 1
 ",
     )
@@ -53,8 +54,8 @@ return 1
 /// A deduplication store in Redis, shared by every instance that uses the same Redis and key
 /// prefix. Cheap to clone.
 ///
-/// One round trip per operation, each a Lua script that checks the lease token; the replay
-/// guard and the claim are one script, so a new delivery costs two round trips (three with
+/// One round trip per operation (Lua scripts check the lease token); the replay guard and the
+/// claim are one script, so a new delivery costs two round trips (three with
 /// [`OnStoreError::FailOpen`](super::OnStoreError::FailOpen)). Leases and retention are Redis
 /// TTLs. The guarded claim touches two keys: single-node Redis only (no cluster). A claim whose
 /// reply is lost (a timeout, a dropped request) may still have taken its lease: it is released

@@ -175,7 +175,8 @@ thread_local! {
     /// Random bytes for [`POOL_TOKENS`] tokens, drawn at once, each handed out once and wiped;
     /// how many are used up. Per thread: no lock. (As with any user-space generator, a process
     /// forked after a draw inherits the rest of the pool.)
-    static POOL: RefCell<Pool> = const { RefCell::new(([[0; TOKEN_BYTES]; POOL_TOKENS], POOL_TOKENS)) };
+    static POOL: RefCell<Pool> =
+        const { RefCell::new(([[0; TOKEN_BYTES]; POOL_TOKENS], POOL_TOKENS)) };
 }
 
 /// 128 bits from the OS generator. One `getrandom` call per 32 tokens instead of one per token:
