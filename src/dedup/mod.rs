@@ -59,10 +59,9 @@
 //! let verifier = Verifier::new(SigningKeys::new("sig_current", "sig_next")?);
 //!
 //! let url = "https://app.example.com/jobs";
-//! let first = Signer::new("sig_current").delivery_with_id(url, b"{}", "msg_1", 0);
-//! let retry = Signer::new("sig_current").delivery_with_id(url, b"{}", "msg_1", 1);
-//!
-//! for (attempt, delivery) in [first, retry].into_iter().enumerate() {
+//! for attempt in 0..2 {
+//!     // QStash's first attempt at `msg_1`, then a retry (a new token).
+//!     let delivery = Signer::new("sig_current").delivery_with_id(url, b"{}", "msg_1", attempt);
 //!     let claims = verifier.verify(&delivery.signature, b"{}", Some(url))?;
 //!     let meta = Delivery::from_headers(delivery.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))?;
 //!     match dedup.begin(&meta, &claims).await {
