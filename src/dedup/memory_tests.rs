@@ -2,6 +2,26 @@
 
 use super::*;
 
+/// The store's operations, answered at once.
+impl MemoryStore {
+    fn claim_sync(&self, key: &str, ttl: Duration) -> Result<ClaimOutcome, StoreError> {
+        self.claim_at(key, ttl, Instant::now())
+    }
+
+    fn complete_sync(
+        &self,
+        key: &str,
+        token: &LeaseToken,
+        retention: Duration,
+    ) -> Result<LeaseOutcome, StoreError> {
+        self.settle(key, token, Some(retention))
+    }
+
+    fn remember_sync(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.remember_at(key, ttl, Instant::now())
+    }
+}
+
 #[test]
 fn oldest_completed_evicted_first_and_live_leases_kept() {
     let store = MemoryStore::with_capacity(3);
@@ -154,16 +174,16 @@ fn stale_order_slots_behind_a_live_lease_are_swept() {
     // Each completion left a stale lease slot behind the live one: swept as they go.
     let shard = lock(&store.shards[0]);
     let o = &shard.orders;
-    assert!(o.leases.slots() <= 2 + 64, "{}", o.leases.slots());
+    assert!(o.leases.slots.len() <= 2 + 64, "{}", o.leases.slots.len());
     assert!(
-        o.completed.slots() <= 2 * 100 + 64,
+        o.completed.slots.len() <= 2 * 100 + 64,
         "{}",
-        o.completed.slots()
+        o.completed.slots.len()
     );
     assert!(
-        o.remembered.slots() <= 2 * 100 + 64,
+        o.remembered.slots.len() <= 2 * 100 + 64,
         "{}",
-        o.remembered.slots()
+        o.remembered.slots.len()
     );
     drop(shard);
     assert_eq!(store.len(), 100);

@@ -1,20 +1,20 @@
 //! The Redis store (feature `redis`): shared by every instance of a service.
 
 use std::fmt;
-use std::io::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, ErrorKind, RedisWrite, Script, ServerErrorKind, ToRedisArgs};
 
+use super::lease::{Armed, Lease};
 use super::{
     ClaimOutcome, DedupStore, GuardedClaim, LeaseOutcome, LeaseToken, MAX_TTL, StoreError,
     StoreFuture,
 };
 
-/// The default key prefix of a [`RedisStore`]: `qstash:` (keys are `qstash:msg:<message id>`
-/// and `qstash:jti:<token id>`).
+/// The default key prefix of a [`RedisStore`]: `qstash:` (keys are `qstash:msg:<message
+/// id>:<body hash>` and `qstash:jti:<token id>`).
 pub const DEFAULT_KEY_PREFIX: &str = "qstash:";
 
 /// Reconnection retries of the manager made by [`RedisStore::connect`], per operation.
@@ -23,77 +23,45 @@ pub const RECONNECT_RETRIES: usize = 1;
 /// The value of a completed key. A lease's value is `lease:<token>`.
 const COMPLETED: &str = "done";
 
-/// The claim of `KEYS[1]`: free → lease it (`ARGV[1]`, for `ARGV[2]` ms); completed
-/// (`ARGV[3]`) → say so; leased → its remaining TTL. Returns `{0, 0}` acquired, `{1, pttl}`
-/// completed, `{2, pttl}` in progress.
-macro_rules! claim_script {
-    () => {
+/// The claim of `KEYS[1]`, behind the replay guard when a second key is given: `KEYS[2]` (the
+/// token's guard key) is set for `ARGV[4]` ms if absent, else `{3, 0}` (replayed, nothing
+/// claimed). Then: free → lease it (`ARGV[1]`, for `ARGV[2]` ms), `{0, 0}`; completed
+/// (`ARGV[3]`) → `{1, pttl}`; leased → `{2, pttl}`.
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
         r"
+if #KEYS == 2 and not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then return {3, 0} end
 local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {0, 0}
-end
-if v == ARGV[3] then
-  return {1, redis.call('PTTL', KEYS[1])}
-end
-return {2, redis.call('PTTL', KEYS[1])}
-"
-    };
-}
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return {0, 0} end
+return {v == ARGV[3] and 1 or 2, redis.call('PTTL', KEYS[1])}
+",
+    )
+});
 
-/// Claim in one round trip (see `claim_script!`).
-const CLAIM: &str = claim_script!();
-
-/// The replay guard and the claim in one round trip: `KEYS[2]` (the token's guard key) is set
-/// for `ARGV[4]` ms if absent, else `{3, 0}` (replayed, nothing claimed); then the claim.
-const GUARDED_CLAIM: &str = concat!(
-    r"
-if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then
-  return {3, 0}
-end",
-    claim_script!()
-);
-
-/// Complete, only for the lease's holder: `1` applied, `0` not held.
-const COMPLETE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-return 0
-";
-
-/// Release, only for the lease's holder: `1` applied, `0` not held.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-";
+/// Complete (`ARGV[2]`, for `ARGV[3]` ms) or, without those, release, only while the lease's
+/// holder (`ARGV[1]`) holds it: `1` applied, `0` not held.
+static SETTLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else redis.call('DEL', KEYS[1]) end
+return 1
+",
+    )
+});
 
 /// A deduplication store in Redis, shared by every instance that uses the same Redis and key
 /// prefix. Cheap to clone.
 ///
-/// One round trip per operation: a claim is one Lua script (`EVALSHA`), and so is the replay
-/// guard's check together with the claim; complete and release are Lua scripts that check the
-/// lease token. A new delivery costs two round trips (guarded claim, complete), or three with
-/// [`OnStoreError::FailOpen`](super::OnStoreError::FailOpen) (the guard's `SET NX PX` on its
-/// own, so that a failing guard lets the claim be tried). The guarded claim's script touches two
-/// keys (the token's and the message's), every other command one; this store takes a
-/// single-node [`ConnectionManager`] (a cluster connection is not offered). Leases and
-/// retention are Redis TTLs (`PX`).
-///
-/// A claim whose reply is lost (Redis answered after the reply timeout, the connection failed
-/// after sending, or the claiming request was dropped) may still have taken its lease: that
-/// lease is released in the background, so the id is not held for the lease TTL by a delivery
-/// that never ran.
-///
-/// Built on the `redis` crate's [`ConnectionManager`], which reconnects by itself: while Redis
-/// is down, operations fail with [`StoreError::Backend`] (a `503` by default) and succeed again
-/// once it is back. `redis://` and `rediss://` (TLS with rustls and Mozilla's root certificates,
-/// for managed Redis such as Upstash Redis) URLs are supported.
+/// One round trip per operation (Lua scripts check the lease token); the replay guard and the
+/// claim are one script, so a new delivery costs two round trips (three with
+/// [`OnStoreError::FailOpen`](super::OnStoreError::FailOpen)). Leases and retention are Redis
+/// TTLs. The guarded claim touches two keys: single-node Redis only (no cluster). A claim whose
+/// reply is lost (a timeout, a dropped request) may still have taken its lease: it is released
+/// in the background. While Redis is down, operations fail with [`StoreError::Backend`] (a
+/// `503` by default); the [`ConnectionManager`] reconnects by itself. `rediss://` URLs use TLS
+/// (rustls, Mozilla's root certificates), e.g. for Upstash Redis.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), qstash_receiver::dedup::StoreError> {
@@ -110,14 +78,6 @@ return 0
 pub struct RedisStore {
     connection: ConnectionManager,
     prefix: Arc<str>,
-    scripts: Arc<Scripts>,
-}
-
-struct Scripts {
-    claim: Script,
-    guarded_claim: Script,
-    complete: Script,
-    release: Script,
 }
 
 impl fmt::Debug for RedisStore {
@@ -132,14 +92,10 @@ impl RedisStore {
     /// Connects to `url` (`redis://[user:password@]host[:port][/db]` or `rediss://…` for TLS)
     /// with a reconnecting [`ConnectionManager`], and loads the scripts.
     ///
-    /// The manager fails fast while Redis is down, so deliveries get their `503` quickly
-    /// instead of waiting through a long reconnection backoff: a reconnection is tried again on
-    /// each operation ([`RECONNECT_RETRIES`] retries, 100 ms apart at first), connecting times
-    /// out after 1 s and a reply after 500 ms (the `redis` crate's defaults). Build your own
-    /// manager and use [`RedisStore::from_manager`] for other settings.
-    ///
-    /// The error, should the URL be wrong or Redis unreachable, does not repeat the URL (it may
-    /// hold a password).
+    /// It fails fast while Redis is down, so deliveries get their `503` quickly: a reconnection
+    /// is tried on each operation ([`RECONNECT_RETRIES`] retries, 100 ms apart at first);
+    /// connecting times out after 1 s, a reply after 500 ms. Use [`RedisStore::from_manager`]
+    /// for other settings. The error does not repeat the URL (it may hold a password).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::backend)?;
         let config = ConnectionManagerConfig::new()
@@ -159,12 +115,6 @@ impl RedisStore {
         Self {
             connection,
             prefix: Arc::from(DEFAULT_KEY_PREFIX),
-            scripts: Arc::new(Scripts {
-                claim: Script::new(CLAIM),
-                guarded_claim: Script::new(GUARDED_CLAIM),
-                complete: Script::new(COMPLETE),
-                release: Script::new(RELEASE),
-            }),
         }
     }
 
@@ -179,57 +129,16 @@ impl RedisStore {
     /// Loads the scripts into Redis (`SCRIPT LOAD`), so the first claim needs one round trip.
     /// After a Redis restart the scripts are loaded again on first use.
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        for script in [
-            &self.scripts.claim,
-            &self.scripts.guarded_claim,
-            &self.scripts.complete,
-            &self.scripts.release,
-        ] {
-            script
-                .prepare_invoke()
-                .load_async(&mut connection)
-                .await
-                .map_err(StoreError::backend)?;
+        for script in [&CLAIM, &SETTLE] {
+            let loaded = script.load_async(&mut self.connection.clone()).await;
+            loaded.map_err(StoreError::backend)?;
         }
         Ok(())
     }
 
-    /// `EVALSHA <script> 1 <prefix><key> [args…]` (`2 <prefix><key> <prefix><second>` with a
-    /// second key), built straight into one [`Cmd`] (no
-    /// `ScriptInvocation`, whose keys and arguments are each a `Vec` of their own), then sent;
-    /// `NOSCRIPT` (Redis restarted or its scripts flushed) loads the script and sends it again,
-    /// as `ScriptInvocation::invoke_async` does.
-    async fn eval<T: redis::FromRedisValue>(
-        &self,
-        script: &Script,
-        key: &str,
-        second: Option<&str>,
-        args: impl FnOnce(&mut Cmd),
-    ) -> Result<T, StoreError> {
-        let extra = second.map_or(0, |k| self.prefix.len() + k.len());
-        let mut cmd = Cmd::with_capacity(9, 128 + self.prefix.len() + key.len() + extra);
-        cmd.arg("EVALSHA")
-            .arg(script.get_hash())
-            .arg(1 + usize::from(second.is_some()))
-            .arg(PrefixedKey(&self.prefix, key));
-        if let Some(second) = second {
-            cmd.arg(PrefixedKey(&self.prefix, second));
-        }
-        args(&mut cmd);
-        let mut connection = self.connection.clone();
-        match cmd.query_async(&mut connection).await {
-            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                script
-                    .prepare_invoke()
-                    .load_async(&mut connection)
-                    .await
-                    .map_err(StoreError::backend)?;
-                cmd.query_async(&mut connection).await
-            }
-            reply => reply,
-        }
-        .map_err(StoreError::backend)
+    /// `<prefix><key>`.
+    fn key(&self, key: &str) -> String {
+        [&*self.prefix, key].concat()
     }
 
     /// Claims `key`, behind the replay guard's `guard` key and TTL when given (one script).
@@ -239,74 +148,61 @@ impl RedisStore {
         ttl: Duration,
         guard: Option<(&str, Duration)>,
     ) -> Result<GuardedClaim, StoreError> {
-        // Until the reply is read, the lease may be taken without the caller knowing it.
-        let pending = PendingClaim {
-            store: self,
-            key,
-            token: LeaseToken::generate()?,
-            armed: true,
-        };
-        let script = match guard {
-            Some(_) => &self.scripts.guarded_claim,
-            None => &self.scripts.claim,
-        };
-        let (kind, pttl): (i64, i64) = self
-            .eval(script, key, guard.map(|(k, _)| k), |cmd| {
-                cmd.arg(LeaseValue(&pending.token))
-                    .arg(millis(ttl))
-                    .arg(COMPLETED);
-                if let Some((_, guard_ttl)) = guard {
-                    cmd.arg(millis(guard_ttl));
-                }
-            })
-            .await?;
+        let token = LeaseToken::generate()?;
+        // Until its reply is read, the script may have taken the lease unbeknownst to us (the
+        // reply timed out, the connection failed, this future was dropped), which would answer
+        // QStash's retries 409 for the lease TTL: dropped unsettled, `pending` releases it (on the
+        // same connection, after the claim; only for this token).
+        let pending = Lease::new(Armed {
+            store: Arc::new(self.clone()),
+            key: key.to_owned(),
+            token: token.clone(),
+            retention: Duration::ZERO,
+        });
+        // Scripts run as `EVALSHA`; on `NOSCRIPT` (Redis restarted, scripts flushed) the
+        // invocation loads the script and sends it again.
+        let mut claim = CLAIM.key(self.key(key));
+        claim
+            .arg(lease_value(&token))
+            .arg(millis(ttl))
+            .arg(COMPLETED);
+        if let Some((guard_key, guard_ttl)) = guard {
+            claim.key(self.key(guard_key)).arg(millis(guard_ttl));
+        }
+        let reply = claim.invoke_async(&mut self.connection.clone()).await;
+        let (kind, pttl): (i64, i64) = reply.map_err(StoreError::backend)?;
         let claimed = match kind {
-            0 => ClaimOutcome::Acquired(pending.taken()),
-            1 => pending.not_taken(ClaimOutcome::Completed),
-            2 => pending.not_taken(ClaimOutcome::InProgress {
-                // PTTL is -1 (no TTL) or -2 (gone) in odd cases: say 0, the caller retries soon.
+            0 => GuardedClaim::Claimed(ClaimOutcome::Acquired(token)),
+            1 => GuardedClaim::Claimed(ClaimOutcome::Completed),
+            // PTTL is -1 (no TTL) or -2 (gone) in odd cases: say 0, the caller retries soon.
+            2 => GuardedClaim::Claimed(ClaimOutcome::InProgress {
                 remaining: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
             }),
-            3 if guard.is_some() => return Ok(pending.not_taken(GuardedClaim::Replayed)),
+            3 if guard.is_some() => GuardedClaim::Replayed,
             _ => return Err(StoreError::UnexpectedReply("claim script")),
         };
-        Ok(GuardedClaim::Claimed(claimed))
+        pending.forget();
+        Ok(claimed)
     }
 
     async fn settle(
         &self,
-        script: &Script,
         key: &str,
         token: &LeaseToken,
         retention: Option<Duration>,
     ) -> Result<LeaseOutcome, StoreError> {
-        let applied: i64 = self
-            .eval(script, key, None, |cmd| {
-                cmd.arg(LeaseValue(token));
-                if let Some(retention) = retention {
-                    cmd.arg(COMPLETED).arg(millis(retention));
-                }
-            })
-            .await?;
+        let mut settle = SETTLE.key(self.key(key));
+        settle.arg(lease_value(token));
+        if let Some(retention) = retention {
+            settle.arg(COMPLETED).arg(millis(retention));
+        }
+        let reply = settle.invoke_async(&mut self.connection.clone()).await;
+        let applied: i64 = reply.map_err(StoreError::backend)?;
         Ok(if applied == 1 {
             LeaseOutcome::Applied
         } else {
             LeaseOutcome::NotHeld
         })
-    }
-
-    async fn remember_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let mut connection = self.connection.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(PrefixedKey(&self.prefix, key))
-            .arg("1")
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(ttl))
-            .query_async(&mut connection)
-            .await
-            .map_err(StoreError::backend)?;
-        Ok(set.is_some())
     }
 }
 
@@ -326,15 +222,26 @@ impl DedupStore for RedisStore {
         token: &'a LeaseToken,
         retention: Duration,
     ) -> StoreFuture<'a, LeaseOutcome> {
-        Box::pin(self.settle(&self.scripts.complete, key, token, Some(retention)))
+        Box::pin(self.settle(key, token, Some(retention)))
     }
 
     fn release<'a>(&'a self, key: &'a str, token: &'a LeaseToken) -> StoreFuture<'a, LeaseOutcome> {
-        Box::pin(self.settle(&self.scripts.release, key, token, None))
+        Box::pin(self.settle(key, token, None))
     }
 
     fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
-        Box::pin(self.remember_once(key, ttl))
+        Box::pin(async move {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(self.key(key))
+                .arg("1")
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl))
+                .query_async(&mut self.connection.clone())
+                .await
+                .map_err(StoreError::backend)?;
+            Ok(set.is_some())
+        })
     }
 
     fn claim_guarded<'a>(
@@ -348,78 +255,9 @@ impl DedupStore for RedisStore {
     }
 }
 
-/// A claim whose reply has not been read yet. The script may have taken the lease although the
-/// caller never learns it: the reply timed out (Redis stalled past the connection's response
-/// timeout but ran the script later), the connection failed after sending, or the claiming
-/// future was dropped (a client gone, a timeout around the service, a shutdown). Left alone,
-/// such a lease would hold the message id for the whole lease TTL (QStash's retries answered
-/// `409` although nothing ran). Dropped while still holding its token, it releases that lease in
-/// the background; the release script deletes the key only while it holds this very token, so it
-/// never touches another holder's lease, and it is sent on the same connection after the claim.
-struct PendingClaim<'a> {
-    store: &'a RedisStore,
-    key: &'a str,
-    token: LeaseToken,
-    /// Whether dropping it releases the lease (until the reply says what happened).
-    armed: bool,
-}
-
-impl PendingClaim<'_> {
-    /// The lease was taken: its token goes to the caller.
-    fn taken(mut self) -> LeaseToken {
-        self.armed = false;
-        self.token.clone()
-    }
-
-    /// Redis answered that the script took nothing: nothing to release.
-    fn not_taken<T>(mut self, outcome: T) -> T {
-        self.armed = false;
-        outcome
-    }
-}
-
-impl Drop for PendingClaim<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        tracing::debug!(
-            key = self.key,
-            "qstash claim's reply lost: releasing the lease it may have taken"
-        );
-        super::lease::release_in_background(
-            super::lease::Armed {
-                store: Arc::new(self.store.clone()),
-                key: self.key.to_owned(),
-                token: self.token.clone(),
-                retention: Duration::ZERO,
-            },
-            Duration::ZERO,
-        );
-    }
-}
-
-/// The key `<prefix><key>`, written as one argument without a `String` of its own.
-struct PrefixedKey<'a>(&'a str, &'a str);
-
-impl ToRedisArgs for PrefixedKey<'_> {
-    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
-        let mut arg = out.writer_for_next_arg();
-        // Writing into the command's own buffer cannot fail.
-        let _ = arg.write_all(self.0.as_bytes());
-        let _ = arg.write_all(self.1.as_bytes());
-    }
-}
-
-/// A lease's value, `lease:<token>`, written as one argument.
-struct LeaseValue<'a>(&'a LeaseToken);
-
-impl ToRedisArgs for LeaseValue<'_> {
-    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
-        let mut arg = out.writer_for_next_arg();
-        let _ = arg.write_all(b"lease:");
-        let _ = arg.write_all(self.0.as_str().as_bytes());
-    }
+/// A lease's value: `lease:<token>`.
+fn lease_value(token: &LeaseToken) -> String {
+    ["lease:", token.as_str()].concat()
 }
 
 /// A TTL in milliseconds for `PX`: at least 1, at most [`MAX_TTL`].

@@ -1,14 +1,15 @@
 //! The store interface: [`DedupStore`], what its operations answer, lease tokens, errors.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+#[cfg(doc)]
+use super::Dedup;
 #[cfg(all(doc, feature = "redis"))]
 use super::RedisStore;
-#[cfg(doc)]
-use super::{Dedup, MemoryStore};
 
 /// A boxed, `Send` future returned by a [`DedupStore`]; keeps the trait object-safe.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -35,69 +36,39 @@ pub trait DedupStore: Send + Sync + 'static {
     /// Deletes the lease on `key`, only if `token` still holds it, so the next claim acquires.
     fn release<'a>(&'a self, key: &'a str, token: &'a LeaseToken) -> StoreFuture<'a, LeaseOutcome>;
 
-    /// Formerly [`DedupStore::claim`] answered at once. No longer called by this crate: every
-    /// operation goes through its future (a store that never waits returns a future that is
-    /// ready at once). The default, `None`, means "await `claim`".
-    #[deprecated(
-        since = "0.2.0",
-        note = "no longer called: implement and call `claim` (a store that never waits returns a ready future)"
-    )]
-    fn claim_now(
-        &self,
-        key: &str,
-        lease_ttl: Duration,
-    ) -> Option<Result<ClaimOutcome, StoreError>> {
-        let _ = (key, lease_ttl);
+    /// Formerly [`DedupStore::claim`] answered at once; no longer called. `None`: await `claim`.
+    #[deprecated(since = "0.2.0", note = "no longer called: use `claim`")]
+    fn claim_now(&self, _: &str, _: Duration) -> Option<Result<ClaimOutcome, StoreError>> {
         None
     }
 
-    /// Formerly [`DedupStore::complete`] answered at once; no longer called (see
-    /// [`DedupStore::claim_now`]). The default, `None`, means "await `complete`".
-    #[deprecated(
-        since = "0.2.0",
-        note = "no longer called: implement and call `complete` (a store that never waits returns a ready future)"
-    )]
+    /// Formerly [`DedupStore::complete`] answered at once; no longer called. `None`: await it.
+    #[deprecated(since = "0.2.0", note = "no longer called: use `complete`")]
     fn complete_now(
         &self,
-        key: &str,
-        token: &LeaseToken,
-        retention: Duration,
+        _: &str,
+        _: &LeaseToken,
+        _: Duration,
     ) -> Option<Result<LeaseOutcome, StoreError>> {
-        let _ = (key, token, retention);
         None
     }
 
-    /// Formerly [`DedupStore::release`] answered at once; no longer called (see
-    /// [`DedupStore::claim_now`]). The default, `None`, means "await `release`".
-    #[deprecated(
-        since = "0.2.0",
-        note = "no longer called: implement and call `release` (a store that never waits returns a ready future)"
-    )]
-    fn release_now(
-        &self,
-        key: &str,
-        token: &LeaseToken,
-    ) -> Option<Result<LeaseOutcome, StoreError>> {
-        let _ = (key, token);
+    /// Formerly [`DedupStore::release`] answered at once; no longer called. `None`: await it.
+    #[deprecated(since = "0.2.0", note = "no longer called: use `release`")]
+    fn release_now(&self, _: &str, _: &LeaseToken) -> Option<Result<LeaseOutcome, StoreError>> {
         None
     }
 
-    /// Formerly [`DedupStore::remember`] answered at once; no longer called (see
-    /// [`DedupStore::claim_now`]). The default, `None`, means "await `remember`".
-    #[deprecated(
-        since = "0.2.0",
-        note = "no longer called: implement and call `remember` (a store that never waits returns a ready future)"
-    )]
-    fn remember_now(&self, key: &str, ttl: Duration) -> Option<Result<bool, StoreError>> {
-        let _ = (key, ttl);
+    /// Formerly [`DedupStore::remember`] answered at once; no longer called. `None`: await it.
+    #[deprecated(since = "0.2.0", note = "no longer called: use `remember`")]
+    fn remember_now(&self, _: &str, _: Duration) -> Option<Result<bool, StoreError>> {
         None
     }
 
-    /// Records `key` for `ttl` if it is absent: `true` when it was absent (first sight), `false`
-    /// when it is already there. Used by the replay guard: a store must keep such a key until
-    /// its `ttl` has passed (never evict it earlier; fail instead), or a replayed token would
-    /// be accepted again. The default claims and completes (two operations); stores override it
-    /// with a single one.
+    /// Records `key` for `ttl` if it is absent: `true` when it was absent, `false` when it is
+    /// already there. The replay guard's operation: a store must keep such a key for its whole
+    /// `ttl` (fail rather than evict it), or a replayed token would be accepted again. The
+    /// default claims and completes (two operations).
     fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             match self.claim(key, ttl).await? {
@@ -110,17 +81,13 @@ pub trait DedupStore: Send + Sync + 'static {
         })
     }
 
-    /// The replay guard and the claim as one operation: records `guard_key` for `guard_ttl` if
-    /// it is absent (as [`DedupStore::remember`]) and then, only if it was absent, claims `key`
-    /// for `lease_ttl` (as [`DedupStore::claim`]). Answers [`GuardedClaim::Replayed`], having
-    /// claimed nothing, when `guard_key` is already there.
+    /// The replay guard and the claim as one operation: [`DedupStore::remember`] `guard_key`,
+    /// then, only if it was absent, [`DedupStore::claim`] `key`; [`GuardedClaim::Replayed`]
+    /// (nothing claimed) otherwise. On an error the guard key may have been recorded; a lease
+    /// taken without the store learning it (a lost reply) is the store's to release.
     ///
-    /// On an error, the guard key may have been recorded; a lease the store may have taken
-    /// without learning it (a lost reply) is the store's to release, as [`RedisStore`] does.
-    ///
-    /// [`Dedup`] calls it for each delivery whose token has a `jti` while the replay guard is
-    /// on and store errors fail closed (the default). The default calls `remember`, then `claim`;
-    /// [`MemoryStore`] does both in one call and [`RedisStore`] in one script (one round trip).
+    /// What [`Dedup`] calls while the replay guard is on and store errors fail closed (the
+    /// defaults). The default makes two calls; [`RedisStore`] makes one round trip.
     fn claim_guarded<'a>(
         &'a self,
         guard_key: &'a str,
@@ -179,16 +146,13 @@ pub enum LeaseOutcome {
 pub struct LeaseToken([u8; 32]);
 
 impl LeaseToken {
-    /// A new unpredictable token: 128 bits from the operating system's generator (drawn for
-    /// several tokens at once, each handed out once), as 32 lower-case hex digits. Fails, as a [`StoreError::Random`], when the generator does (a
-    /// store then refuses the claim, and the delivery is answered 503 and retried): there is no
-    /// weaker fallback.
+    /// A new unpredictable token: 128 bits from the operating system's generator, as 32
+    /// lower-case hex digits. Fails with [`StoreError::Random`] when the generator does (the
+    /// claim is then refused, `503`): there is no weaker fallback.
     pub fn generate() -> Result<Self, StoreError> {
-        let bytes = random_token_bytes()?;
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        // Kept inline (no allocation).
         let mut text = [b'0'; 32];
-        for (pair, &b) in text.chunks_exact_mut(2).zip(bytes.iter()) {
+        for (pair, &b) in text.chunks_exact_mut(2).zip(random_token_bytes()?.iter()) {
             for (digit, nibble) in pair.iter_mut().zip([b >> 4, b & 0x0f]) {
                 *digit = HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
             }
@@ -203,59 +167,39 @@ impl LeaseToken {
     }
 }
 
-/// The bytes of one token.
 const TOKEN_BYTES: usize = 16;
-/// Tokens drawn per call to the OS generator.
 const POOL_TOKENS: usize = 32;
-
-/// Random bytes from the OS generator, drawn for [`POOL_TOKENS`] tokens at once and handed out
-/// once each (wiped as they go). Per thread: no lock, nothing shared between threads. (As with
-/// any user-space generator, a process forked after a draw inherits the rest of the pool.)
-struct Pool {
-    bytes: [u8; TOKEN_BYTES * POOL_TOKENS],
-    /// How many bytes at the front are used up (all of them: empty, drawn again on next use).
-    used: usize,
-}
-
-impl Pool {
-    const EMPTY: Self = Self {
-        bytes: [0; TOKEN_BYTES * POOL_TOKENS],
-        used: TOKEN_BYTES * POOL_TOKENS,
-    };
-
-    fn take(&mut self) -> Result<[u8; TOKEN_BYTES], StoreError> {
-        if self.used + TOKEN_BYTES > self.bytes.len() {
-            // A failing generator is an error (the pool stays empty), never a weaker fallback.
-            getrandom::fill(&mut self.bytes).map_err(|e| StoreError::Random(e.to_string()))?;
-            self.used = 0;
-        }
-        // Always in range (checked above); never a token of zeros should it not be.
-        let Some(next) = self.bytes.get_mut(self.used..self.used + TOKEN_BYTES) else {
-            return Err(StoreError::Random("token pool out of range".to_owned()));
-        };
-        let mut token = [0u8; TOKEN_BYTES];
-        token.copy_from_slice(next);
-        next.fill(0);
-        self.used += TOKEN_BYTES;
-        Ok(token)
-    }
-}
+type Pool = ([[u8; TOKEN_BYTES]; POOL_TOKENS], usize);
 
 thread_local! {
-    static POOL: std::cell::RefCell<Pool> = const { std::cell::RefCell::new(Pool::EMPTY) };
+    /// Random bytes for [`POOL_TOKENS`] tokens, drawn at once, each handed out once and wiped;
+    /// how many are used up. Per thread: no lock. (As with any user-space generator, a process
+    /// forked after a draw inherits the rest of the pool.)
+    static POOL: RefCell<Pool> =
+        const { RefCell::new(([[0; TOKEN_BYTES]; POOL_TOKENS], POOL_TOKENS)) };
 }
 
 /// 128 bits from the OS generator. One `getrandom` call per 32 tokens instead of one per token:
 /// 290 ns → 49 ns a token (`cargo bench --bench dedup -- baseline_lease_token`).
 fn random_token_bytes() -> Result<[u8; TOKEN_BYTES], StoreError> {
-    POOL.try_with(|pool| pool.borrow_mut().take())
-        .unwrap_or_else(|_| {
-            // The thread is exiting (its pool is gone): straight from the generator.
-            let mut token = [0u8; TOKEN_BYTES];
-            getrandom::fill(&mut token)
-                .map(|()| token)
-                .map_err(|e| StoreError::Random(e.to_string()))
-        })
+    let draw =
+        |bytes: &mut [u8]| getrandom::fill(bytes).map_err(|e| StoreError::Random(e.to_string()));
+    POOL.try_with(|pool| {
+        let (tokens, used) = &mut *pool.borrow_mut();
+        if *used >= POOL_TOKENS {
+            // A failing generator leaves the pool empty: an error, never a weaker fallback.
+            draw(tokens.as_flattened_mut())?;
+            *used = 0;
+        }
+        let token = tokens.get_mut(*used).map(std::mem::take);
+        *used += 1;
+        token.ok_or(StoreError::Random("token pool out of range".to_owned()))
+    })
+    .unwrap_or_else(|_| {
+        // The thread is exiting (its pool is gone): straight from the generator.
+        let mut token = [0; TOKEN_BYTES];
+        draw(&mut token).map(|()| token)
+    })
 }
 
 impl fmt::Debug for LeaseToken {
