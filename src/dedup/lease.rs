@@ -46,7 +46,6 @@ impl Armed {
 
     /// Completes or releases the lease and logs the outcome (`then`: what follows a failure).
     async fn settle(&self, complete: bool, then: &str) -> Result<LeaseOutcome, StoreError> {
-        let message_id = self.message_id();
         let (settle, result) = if complete {
             let completed = self.store.complete(&self.key, &self.token, self.retention);
             ("complete", completed.await)
@@ -55,16 +54,21 @@ impl Armed {
         };
         match &result {
             Ok(LeaseOutcome::Applied) => {
-                tracing::debug!(message_id, settle, "qstash lease settled")
+                tracing::debug!(
+                    message_id = self.message_id(),
+                    settle,
+                    "qstash lease settled"
+                )
             }
             Ok(LeaseOutcome::NotHeld) if complete => tracing::warn!(
-                message_id,
+                message_id = self.message_id(),
                 "qstash lease expired before completion: the message may be processed again"
             ),
             Ok(LeaseOutcome::NotHeld) => {}
             Err(error) => {
                 crate::observe::store_error(settle);
                 let msg = "qstash dedup store failed to settle a lease";
+                let message_id = self.message_id();
                 tracing::warn!(message_id, settle, %error, "{msg}: {then}");
             }
         }
