@@ -69,8 +69,8 @@ impl Delivery {
     {
         let mut reader = Reader::default();
         for (name, value) in headers {
-            match Header::from_name(name.as_ref()) {
-                None | Some(Header::Signature) => {}
+            match known_header(name.as_ref()) {
+                None | Some((_, Header::Signature)) => {}
                 Some(header) => reader.read(header, value)?,
             }
         }
@@ -126,36 +126,22 @@ enum Header {
     TopicName,
 }
 
-impl Header {
-    const ALL: [Self; 7] = [
-        Self::Signature,
-        Self::MessageId,
-        Self::Retried,
-        Self::Region,
-        Self::CallerIp,
-        Self::ScheduleId,
-        Self::TopicName,
-    ];
+/// The headers the scan reads, by lower-case name.
+const HEADERS: [(&str, Header); 7] = [
+    (SIGNATURE_HEADER, Header::Signature),
+    (MESSAGE_ID_HEADER, Header::MessageId),
+    (RETRIED_HEADER, Header::Retried),
+    (REGION_HEADER, Header::Region),
+    (CALLER_IP_HEADER, Header::CallerIp),
+    (SCHEDULE_ID_HEADER, Header::ScheduleId),
+    (TOPIC_NAME_HEADER, Header::TopicName),
+];
 
-    /// The header called `name`, compared case-insensitively.
-    fn from_name(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|header| name.eq_ignore_ascii_case(header.name()))
-    }
-
-    /// The name, lower-case.
-    fn name(self) -> &'static str {
-        match self {
-            Self::Signature => SIGNATURE_HEADER,
-            Self::MessageId => MESSAGE_ID_HEADER,
-            Self::Retried => RETRIED_HEADER,
-            Self::Region => REGION_HEADER,
-            Self::CallerIp => CALLER_IP_HEADER,
-            Self::ScheduleId => SCHEDULE_ID_HEADER,
-            Self::TopicName => TOPIC_NAME_HEADER,
-        }
-    }
+/// The header called `name` (compared case-insensitively), with its lower-case name.
+fn known_header(name: &str) -> Option<(&'static str, Header)> {
+    HEADERS
+        .into_iter()
+        .find(|(n, _)| name.eq_ignore_ascii_case(n))
 }
 
 /// A [`Delivery`] being read, header by header.
@@ -166,8 +152,11 @@ struct Reader {
 }
 
 impl Reader {
-    fn read(&mut self, header: Header, value: &[u8]) -> Result<(), DeliveryError> {
-        let name = header.name();
+    fn read(
+        &mut self,
+        (name, header): (&'static str, Header),
+        value: &[u8],
+    ) -> Result<(), DeliveryError> {
         let text = header_text(name, value)?;
         let repeated = DeliveryError::Repeated { header: name };
         let slot = match header {
@@ -222,10 +211,10 @@ where
     let mut reader = Reader::default();
     let mut problem = None;
     for (name, value) in headers {
-        let Some(header) = Header::from_name(name.as_ref()) else {
+        let Some(header) = known_header(name.as_ref()) else {
             continue;
         };
-        match header {
+        match header.1 {
             Header::Signature => {
                 signature = match signature {
                     Ok(None) => Ok(Some(value)),

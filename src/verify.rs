@@ -305,18 +305,11 @@ fn check_token(keys: Option<&SigningKeys>, token: &str) -> Result<Claims, Verify
     if token.len() > MAX_TOKEN_LEN {
         return Err(VerifyError::Malformed("token is too long"));
     }
-    // Three segments: the first and the last dot. A dot in the middle segment is refused by its
-    // base64url decoding below, so two searches suffice (the payload is not scanned twice).
-    let (Some(first), Some(last)) = (token.find('.'), token.rfind('.')) else {
-        return Err(VerifyError::Malformed("token must have three segments"));
-    };
-    let (Some(header), Some(payload), Some(signature)) = (
-        token.get(..first),
-        token.get(first + 1..last),
-        token.get(last + 1..),
-    ) else {
-        return Err(VerifyError::Malformed("token must have three segments"));
-    };
+    // Three segments: the last dot, then the first. A dot in the middle segment is refused by
+    // its base64url decoding below.
+    let three = VerifyError::Malformed("token must have three segments");
+    let (signing_input, signature) = token.rsplit_once('.').ok_or(three.clone())?;
+    let (header, payload) = signing_input.split_once('.').ok_or(three)?;
 
     if header != STANDARD_HEADER {
         check_header(header)?;
@@ -332,9 +325,6 @@ fn check_token(keys: Option<&SigningKeys>, token: &str) -> Result<Claims, Verify
         return Err(VerifyError::Malformed("payload segment is not base64url"));
     };
 
-    let Some(signing_input) = token.get(..header.len() + 1 + payload.len()) else {
-        return Err(VerifyError::Malformed("token must have three segments"));
-    };
     let signing_input = signing_input.as_bytes();
 
     let key = if sig_len != mac_bytes.len() {
