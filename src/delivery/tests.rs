@@ -3,6 +3,19 @@
 
 use super::*;
 
+impl Header {
+    fn from_name(name: &str) -> Option<Self> {
+        known_header(name).map(|(_, header)| header)
+    }
+
+    fn name(self) -> &'static str {
+        HEADERS
+            .iter()
+            .find(|(_, header)| *header == self)
+            .map_or("", |(name, _)| name)
+    }
+}
+
 fn parse(headers: &[(&str, &str)]) -> Result<Delivery, DeliveryError> {
     Delivery::from_headers(headers.iter().map(|(n, v)| (*n, v.as_bytes())))
 }
