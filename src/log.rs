@@ -108,29 +108,25 @@ pub(crate) fn payload_refused_downstream(status: u16) {
 /// only for a token that verified).
 #[cfg(feature = "actix-web")]
 pub(crate) fn guard_miss(rejection: &Rejection, message_id: Option<&[u8]>) {
-    let message_id = Escaped::bytes(message_id.unwrap_or(b"-"), MAX_VALUE);
-    let text = Escaped::text(rejection, MAX_MESSAGE);
-    let code = rejection.code();
-    if matches!(rejection, Rejection::Misconfigured(_)) {
-        tracing::error!(code, message_id = %message_id, "qstash guard: no match: {text}");
-    } else {
-        tracing::debug!(code, message_id = %message_id, "qstash guard: no match: {text}");
-    }
+    let level = match rejection {
+        Rejection::Misconfigured(_) => Level::ERROR,
+        _ => Level::DEBUG,
+    };
+    emit_as(level, rejection, message_id, "qstash guard: no match");
 }
 
 fn emit(level: Level, rejection: &Rejection, message_id: Option<&[u8]>) {
+    emit_as(level, rejection, message_id, "qstash delivery refused");
+}
+
+fn emit_as(level: Level, rejection: &Rejection, message_id: Option<&[u8]>, what: &str) {
     let message_id = Escaped::bytes(message_id.unwrap_or(b"-"), MAX_VALUE);
     let text = Escaped::text(rejection, MAX_MESSAGE);
     let code = rejection.code();
     let status = rejection.status();
     macro_rules! at {
         ($macro:ident) => {
-            tracing::$macro!(
-                code,
-                status,
-                message_id = %message_id,
-                "qstash delivery refused: {text}"
-            )
+            tracing::$macro!(code, status, message_id = %message_id, "{what}: {text}")
         };
     }
     match level {
