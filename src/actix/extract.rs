@@ -1,6 +1,5 @@
 //! Extractors: [`Verified<T>`], [`Callback`], [`FailureCallback`], [`Delivery`], [`Claims`].
 
-use std::fmt;
 use std::future::{Ready, ready};
 use std::ops::Deref;
 use std::sync::Arc;
@@ -22,8 +21,10 @@ use crate::{CallbackEvent, Claims, Delivery, FailureCallbackEvent, Receiver, Rej
 
 /// The error of this module's extractors: a [`Rejection`], answered as the middleware answers it
 /// (with its [`RejectionHandler`], else one registered as app data).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{rejection}")]
 pub struct QStashRejection {
+    #[source]
     rejection: Rejection,
     handler: Option<RejectionHandler>,
 }
@@ -51,18 +52,6 @@ impl QStashRejection {
     /// The rejection, without the response handler.
     pub fn into_rejection(self) -> Rejection {
         self.rejection
-    }
-}
-
-impl fmt::Display for QStashRejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.rejection.fmt(f)
-    }
-}
-
-impl std::error::Error for QStashRejection {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.rejection)
     }
 }
 
@@ -154,7 +143,7 @@ pub struct FailureCallback(pub FailureCallbackEvent);
 
 /// `Deref` to the event, and `FromRequest` through [`verified_json`].
 macro_rules! event_extractor {
-    ($name:ident, $event:ty, $what:literal) => {
+    ($($name:ident($event:ty): $what:literal),*) => {$(
         impl Deref for $name {
             type Target = $event;
             fn deref(&self) -> &$event {
@@ -171,14 +160,12 @@ macro_rules! event_extractor {
                 event.map_ok($name).boxed_local()
             }
         }
-    };
+    )*};
 }
 
-event_extractor!(Callback, CallbackEvent, "a qstash callback event");
 event_extractor!(
-    FailureCallback,
-    FailureCallbackEvent,
-    "a qstash failure callback event"
+    Callback(CallbackEvent): "a qstash callback event",
+    FailureCallback(FailureCallbackEvent): "a qstash failure callback event"
 );
 
 /// `FromRequest` for what the middleware leaves in the request extensions.

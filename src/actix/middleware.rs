@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{self, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{Error, HttpMessage as _, HttpResponse};
 use futures_util::future::LocalBoxFuture;
@@ -21,19 +20,17 @@ use crate::{NON_RETRYABLE_HEADER, NON_RETRYABLE_STATUS, Receiver, Rejection};
 
 /// actix-web middleware that verifies QStash deliveries before the handler runs.
 ///
-/// The token, the URL of the [`Receiver`]'s [`UrlPolicy`](crate::UrlPolicy) and the delivery
-/// headers are checked **before the payload is read**, then the payload, read as it came under
-/// the limit (413 past it), against the token's body hash. The verified bytes become the payload
-/// again, for `web::Json<T>`, `web::Bytes`, `String` under their own limits (raise
-/// `web::PayloadConfig`'s 256 KiB to [`Receiver::get_max_body_bytes`]), and
-/// [`Claims`](crate::Claims) and [`Delivery`](crate::Delivery) go into the request extensions.
-/// With [`Receiver::dedup`] the handler runs under a lease on the message id (see
-/// [`crate::dedup`]; a completed id is answered 200 without running it).
-///
-/// A refusal is answered with the [`Rejection`] (or by
-/// [`rejection_handler`](Self::rejection_handler)) and logged ([crate docs](crate#logging)).
-/// With [`Receiver::non_retryable_invalid_payload`], a 400, 415 or 422 from the handler
-/// (`web::Json`, `web::Form` rejections) goes out as 489.
+/// The token, the URL ([`UrlPolicy`](crate::UrlPolicy)) and the delivery headers are checked
+/// **before the payload is read**; then the payload, as it came and under the limit (413 past
+/// it), against the token's body hash. The verified bytes become the payload again (for
+/// `web::Json<T>`, `web::Bytes`, `String`: raise `web::PayloadConfig`'s 256 KiB to
+/// [`Receiver::get_max_body_bytes`]), with [`Claims`](crate::Claims) and
+/// [`Delivery`](crate::Delivery) in the request extensions. With [`Receiver::dedup`] the handler
+/// runs under a lease on the message id ([`crate::dedup`]; a completed id is answered 200
+/// without running it). A refusal is answered with the [`Rejection`] (or by
+/// [`rejection_handler`](Self::rejection_handler)) and logged ([crate docs](crate#logging)); with
+/// [`Receiver::non_retryable_invalid_payload`], a 400, 415 or 422 from the handler (`web::Json`,
+/// `web::Form` rejections) goes out as 489.
 ///
 /// Cheap to clone: build it once, outside `HttpServer::new`. Example: the [module docs](super).
 #[derive(Clone, Debug)]
@@ -192,9 +189,7 @@ fn passed<B>(mut response: ServiceResponse<B>, receiver: &Receiver) -> ServiceRe
     let status = response.status().as_u16();
     if crate::head::handler_answered(receiver, status) {
         let head = response.response_mut().head_mut();
-        if let Ok(dlq) = StatusCode::from_u16(NON_RETRYABLE_STATUS) {
-            head.status = dlq;
-        }
+        head.status = super::status(NON_RETRYABLE_STATUS);
         let name = HeaderName::from_static(NON_RETRYABLE_HEADER);
         head.headers.insert(name, HeaderValue::from_static("true"));
     }

@@ -48,7 +48,7 @@ use std::time::{Duration, SystemTime};
 use actix_web::body::BoxBody;
 use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, dev, web};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -63,7 +63,7 @@ pub use middleware::{QStashMiddleware, QStashMiddlewareService};
 
 impl ResponseError for Rejection {
     fn status_code(&self) -> StatusCode {
-        StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        status(self.status())
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
@@ -71,14 +71,16 @@ impl ResponseError for Rejection {
     }
 }
 
+/// `code` as an actix-web (`http` 0.2) status (the core's are all valid: 500 never shows).
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 /// The core's answer as an actix-web response.
 fn response(answer: Answer) -> HttpResponse {
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = HttpResponse::build(status);
-    for (name, value) in answer.headers {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            response.insert_header((HeaderName::from_static(name), value));
-        }
+    let mut response = HttpResponse::build(status(answer.status));
+    for header in answer.headers {
+        response.insert_header(header); // the core's names and values, all valid
     }
     response.body(answer.body)
 }
@@ -94,10 +96,8 @@ fn response(answer: Answer) -> HttpResponse {
 /// assert_eq!(res.headers().get("upstash-nonretryable-error").unwrap(), "true");
 /// ```
 pub fn non_retryable() -> HttpResponseBuilder {
-    let status =
-        StatusCode::from_u16(NON_RETRYABLE_STATUS).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-    let mut builder = HttpResponseBuilder::new(status);
-    builder.insert_header((HeaderName::from_static(NON_RETRYABLE_HEADER), "true"));
+    let mut builder = HttpResponseBuilder::new(status(NON_RETRYABLE_STATUS));
+    builder.insert_header((NON_RETRYABLE_HEADER, "true"));
     builder
 }
 
@@ -117,9 +117,8 @@ pub fn non_retryable() -> HttpResponseBuilder {
 /// assert_eq!(res.headers().get("retry-after").unwrap(), "1");
 /// ```
 pub fn retry_after(status: StatusCode, delay: Duration) -> HttpResponseBuilder {
-    let secs = crate::head::retry_after_secs(delay);
     let mut builder = HttpResponseBuilder::new(status);
-    builder.insert_header((RETRY_AFTER, secs.to_string()));
+    builder.insert_header((RETRY_AFTER, crate::head::retry_after_secs(delay)));
     builder
 }
 

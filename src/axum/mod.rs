@@ -8,11 +8,10 @@
 //! [`Delivery`] and [`Claims`] need the layer. A refusal is the [`Rejection`]'s answer, as in
 //! every adapter.
 //!
-//! A verified body the handler cannot use (refused by these extractors or, behind the layer, by
-//! axum's `Json`, `Form`, `Query`) is answered 400, or 489 with
-//! [`Receiver::non_retryable_invalid_payload`](crate::Receiver::non_retryable_invalid_payload):
-//! QStash dead-letters it at once instead of retrying. Handlers steer retries with
-//! [`NonRetryable`] (489) and [`RetryAfter`] (503 + `Retry-After`).
+//! A verified body the handler cannot use (refused by these extractors or axum's `Json`, `Form`,
+//! `Query`) is answered 400, or 489, dead-lettered at once, with
+//! [`Receiver::non_retryable_invalid_payload`](crate::Receiver::non_retryable_invalid_payload).
+//! Handlers steer retries with [`NonRetryable`] (489) and [`RetryAfter`] (503 + `Retry-After`).
 //!
 //! ```
 //! # #[cfg(feature = "test-utils")]
@@ -63,11 +62,9 @@ pub use response::{NonRetryable, RetryAfter};
 pub use state::ReceiverState;
 pub use verified::{Callback, FailureCallback, Verified, VerifiedRejection};
 
-/// The URI the router received, before a `nest` stripped a prefix (axum's `OriginalUri`): the
-/// path the tower layer checks the signed URL against.
+/// axum's `OriginalUri` (before a `nest` stripped a prefix), for [`crate::original_uri`].
 pub(crate) fn original_uri(extensions: &http::Extensions) -> Option<&http::Uri> {
-    let original = extensions.get::<axum::extract::OriginalUri>()?;
-    Some(&original.0)
+    extensions.get::<axum::extract::OriginalUri>().map(|o| &o.0)
 }
 
 /// Every adapter's answer: [`Rejection::status`], [`Rejection::headers`], [`Rejection::json_body`].
@@ -89,20 +86,18 @@ fn from_layer<T: Clone + Send + Sync + 'static>(parts: &Parts, what: &str) -> Re
     })
 }
 
-/// The verified token's claims, left by the layer; without it: 500 `misconfigured`.
-impl<S: Send + Sync> FromRequestParts<S> for Claims {
-    type Rejection = Rejection;
+/// `FromRequestParts` through the `from_layer` function.
+macro_rules! from_layer {
+    ($($name:ident: $what:literal),*) => {$(
+        #[doc = concat!("The verified [`", stringify!($name), "`], left by the layer; without it: 500 `misconfigured`.")]
+        impl<S: Send + Sync> FromRequestParts<S> for $name {
+            type Rejection = Rejection;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Rejection> {
-        from_layer(parts, "claims")
-    }
+            async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Rejection> {
+                from_layer(parts, $what)
+            }
+        }
+    )*};
 }
 
-/// The delivery headers (message id, attempt…), left by the layer; without it: 500 `misconfigured`.
-impl<S: Send + Sync> FromRequestParts<S> for Delivery {
-    type Rejection = Rejection;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Rejection> {
-        from_layer(parts, "delivery")
-    }
-}
+from_layer!(Claims: "claims", Delivery: "delivery");

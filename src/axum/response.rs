@@ -60,12 +60,7 @@ impl IntoResponse for RetryAfter {
         let secs = self.as_secs();
         let body = serde_json::json!({ "error": "retry_later", "retry_after": secs });
         let header = [(http::header::RETRY_AFTER, http::HeaderValue::from(secs))];
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            header,
-            JSON,
-            body.to_string(),
-        )
-            .into_response()
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        (status, header, JSON, body.to_string()).into_response()
     }
 }

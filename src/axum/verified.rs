@@ -1,14 +1,12 @@
 //! The body extractors: [`Verified<T>`] (any body extractor, over a verified delivery),
 //! [`Callback`] and [`FailureCallback`].
 
-use std::fmt;
 use std::time::SystemTime;
 
 use axum::RequestExt as _;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
 use super::ReceiverState;
@@ -21,13 +19,12 @@ use crate::{CallbackEvent, FailureCallbackEvent, Receiver, Rejection};
 /// Extracts `T` (`Json<_>`, `Bytes`, `String`, `Form<_>`… any body extractor) from a verified
 /// QStash delivery; refusals are a [`VerifiedRejection`].
 ///
-/// Behind [`QStashLayer`](crate::tower::QStashLayer), the layer's verdict is trusted and `T`
-/// runs on the verified body (the router needs no state). Without the layer, it verifies by
-/// itself with the [`Receiver`] of the router's state ([`ReceiverState`]): the token before
-/// reading the body, the body under axum's `DefaultBodyLimit` and the receiver's limit (413 past
-/// either), its hash; `T` then runs on the verified bytes, with [`Claims`](crate::Claims) and
-/// [`Delivery`](crate::Delivery) in the request extensions. Alone, it does **not** deduplicate
-/// (an extractor cannot see the handler's response): put the layer in front for that.
+/// Behind [`QStashLayer`](crate::tower::QStashLayer), `T` runs on the body the layer verified
+/// (the router needs no state). Without the layer, it verifies as the layer does (the token
+/// before any body byte is read) with the [`Receiver`] of the router's state ([`ReceiverState`]),
+/// the body under axum's `DefaultBodyLimit` too (413 past either limit), and leaves
+/// [`Claims`](crate::Claims) and [`Delivery`](crate::Delivery) in the request extensions; it does
+/// **not** deduplicate (an extractor cannot see the handler's response): put the layer in front.
 ///
 /// ```
 /// use axum::{Json, Router, routing::post};
@@ -53,16 +50,19 @@ impl<T> std::ops::Deref for Verified<T> {
 }
 
 /// Why [`Verified<T>`] refused a request.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifiedRejection<R> {
     /// The request is not a verified QStash delivery (answered as the [`Rejection`]).
-    Rejected(Rejection),
+    #[error("{0}")]
+    Rejected(#[source] Rejection),
     /// The delivery verified, but the inner extractor refused its body: a payload refusal (400,
     /// 415, 422: axum's `Json`, `Form`, `Query`) is answered as [`Rejection::InvalidPayload`]
     /// (see [`Receiver::non_retryable_invalid_payload`]), any other with its own response.
+    #[error("verified payload refused: {rejection}")]
     Payload {
         /// The inner extractor's rejection.
+        #[source]
         rejection: R,
         /// Whether a payload refusal is answered 489 (non-retryable).
         non_retryable: bool,
@@ -79,37 +79,15 @@ impl<R> VerifiedRejection<R> {
     }
 }
 
-impl<R: fmt::Display> fmt::Display for VerifiedRejection<R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Rejected(r) => r.fmt(f),
-            Self::Payload { rejection, .. } => write!(f, "verified payload refused: {rejection}"),
-        }
-    }
-}
-
-impl<R> std::error::Error for VerifiedRejection<R>
-where
-    R: std::error::Error + 'static,
-{
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Rejected(r) => Some(r),
-            Self::Payload { rejection, .. } => Some(rejection),
-        }
-    }
-}
-
 impl<R: IntoResponse> IntoResponse for VerifiedRejection<R> {
     fn into_response(self) -> Response {
-        let (rejection, non_retryable) = match self {
+        let (response, non_retryable) = match self {
             Self::Rejected(r) => return r.into_response(),
             Self::Payload {
                 rejection,
                 non_retryable,
-            } => (rejection, non_retryable),
+            } => (rejection.into_response(), non_retryable),
         };
-        let response = rejection.into_response();
         let status = response.status().as_u16();
         if !crate::head::is_payload_refusal(status) {
             return response;
@@ -132,12 +110,11 @@ where
     type Rejection = VerifiedRejection<T::Rejection>;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (req, receiver) = verified_request(req, state, |receiver| receiver)
-            .await
-            .map_err(VerifiedRejection::Rejected)?;
+        let verified = verified_request(req, state, |receiver| receiver).await;
+        let (req, receiver) = verified.map_err(VerifiedRejection::Rejected)?;
         let non_retryable = receiver.get_non_retryable_invalid_payload();
-        T::from_request(req, state)
-            .await
+        let inner = T::from_request(req, state).await;
+        inner
             .map(Verified)
             .map_err(|rejection| VerifiedRejection::Payload {
                 rejection,
@@ -147,11 +124,11 @@ where
 }
 
 /// A verified QStash callback (sent after each delivery attempt), parsed; a verified body that
-/// is not a callback event is [`Receiver::invalid_payload`]. Verified as [`Verified`] verifies,
-/// up to the receiver's
-/// [callback limit](Receiver::get_callback_max_body_bytes) (a callback carries two bodies in
-/// base64): alone, under axum's `DefaultBodyLimit` too (2 MB unless raised on callback routes);
-/// behind the layer, build the layer of callback routes with [`Receiver::for_callbacks`].
+/// is not a callback event is [`Receiver::invalid_payload`]. Verified as [`Verified`] verifies, up
+/// to the receiver's [callback limit](Receiver::get_callback_max_body_bytes) (a callback carries
+/// two bodies in base64): alone, under axum's `DefaultBodyLimit` too (2 MB unless raised on
+/// callback routes); behind the layer, build the layer of callback routes with
+/// [`Receiver::for_callbacks`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Callback(pub CallbackEvent);
 
@@ -160,41 +137,33 @@ pub struct Callback(pub CallbackEvent);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailureCallback(pub FailureCallbackEvent);
 
-/// The verified body, parsed as `T` (`what`, for the refusal's message).
-async fn event<T, S>(req: Request, state: &S, what: &str) -> Result<T, Rejection>
-where
-    T: DeserializeOwned,
-    S: ReceiverState + Send + Sync,
-{
-    let (req, receiver) = verified_request(req, state, Receiver::for_callbacks).await?;
-    let bytes = axum::body::to_bytes(req.into_body(), receiver.get_max_body_bytes())
-        .await
-        .map_err(|_| Rejection::BodyRead("the verified body could not be read".to_owned()))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        let rejection = receiver.invalid_payload(crate::callback::json_error_summary(what, &e));
-        crate::log::refusal(&rejection, None);
-        rejection
-    })
+/// `FromRequest`: the verified body, parsed as the event (`$what`, for the refusal's message).
+macro_rules! event_extractor {
+    ($($name:ident: $what:literal),*) => {$(
+        impl<S: ReceiverState + Send + Sync> FromRequest<S> for $name {
+            type Rejection = Rejection;
+
+            async fn from_request(req: Request, state: &S) -> Result<Self, Rejection> {
+                let (req, receiver) = verified_request(req, state, Receiver::for_callbacks).await?;
+                let limit = receiver.get_max_body_bytes();
+                let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
+                    Rejection::BodyRead("the verified body could not be read".to_owned())
+                })?;
+                serde_json::from_slice(&bytes).map($name).map_err(|e| {
+                    let summary = crate::callback::json_error_summary($what, &e);
+                    let rejection = receiver.invalid_payload(summary);
+                    refusal(&rejection, None);
+                    rejection
+                })
+            }
+        }
+    )*};
 }
 
-impl<S: ReceiverState + Send + Sync> FromRequest<S> for Callback {
-    type Rejection = Rejection;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Rejection> {
-        event(req, state, "a qstash callback event")
-            .await
-            .map(Callback)
-    }
-}
-
-impl<S: ReceiverState + Send + Sync> FromRequest<S> for FailureCallback {
-    type Rejection = Rejection;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Rejection> {
-        let event = event(req, state, "a qstash failure callback event").await;
-        event.map(FailureCallback)
-    }
-}
+event_extractor!(
+    Callback: "a qstash callback event",
+    FailureCallback: "a qstash failure callback event"
+);
 
 /// The request with a verified body and the receiver that answers for it: the layer's, else the
 /// state's, `adapt`ed ([`Receiver::for_callbacks`] for a callback), verifying here.
@@ -221,24 +190,24 @@ where
         return Err(rejection);
     };
     let span = crate::head::span(&Head::of(&req));
-    verify_alone(req, adapt(receiver)).instrument(span).await
-}
-
-/// The standalone verification (no layer in front), inside the delivery's span.
-async fn verify_alone(req: Request, receiver: Receiver) -> Result<(Request, Receiver), Rejection> {
-    let (token, delivery) = {
-        // Not held across an await: `Head` borrows the request, whose body is not `Sync`.
-        let head = Head::of(&req);
-        crate::head::check_head(&receiver, &head, SystemTime::now())
-            .inspect_err(|rejection| refusal(rejection, head.message_id()))?
-    };
-    // axum's `DefaultBodyLimit`, then the receiver's limit; no draining (axum's own follows).
-    let (mut parts, body) = req.with_limited_body().into_parts();
-    let read = collect(body, receiver.get_max_body_bytes(), 0).await;
-    let (bytes, claims) = check_read(&receiver, token, read).inspect_err(|rejection| {
-        refusal(rejection, delivery.message_id().map(str::as_bytes));
-    })?;
-    parts.extensions.insert(claims);
-    parts.extensions.insert(delivery);
-    Ok((Request::from_parts(parts, Body::from(bytes)), receiver))
+    let receiver = adapt(receiver);
+    async move {
+        let (token, delivery) = {
+            // Not held across an await: `Head` borrows the request, whose body is not `Sync`.
+            let head = Head::of(&req);
+            crate::head::check_head(&receiver, &head, SystemTime::now())
+                .inspect_err(|rejection| refusal(rejection, head.message_id()))?
+        };
+        // axum's `DefaultBodyLimit`, then the receiver's limit; no draining (axum's own follows).
+        let (mut parts, body) = req.with_limited_body().into_parts();
+        let read = collect(body, receiver.get_max_body_bytes(), 0).await;
+        let (bytes, claims) = check_read(&receiver, token, read).inspect_err(|rejection| {
+            refusal(rejection, delivery.message_id().map(str::as_bytes));
+        })?;
+        parts.extensions.insert(claims);
+        parts.extensions.insert(delivery);
+        Ok((Request::from_parts(parts, Body::from(bytes)), receiver))
+    }
+    .instrument(span)
+    .await
 }

@@ -1,5 +1,4 @@
-//! [`CallbackBuilder`]: signed callback and failure-callback deliveries, shaped as QStash sends
-//! them.
+//! [`CallbackBuilder`]: signed callback and failure-callback deliveries as QStash sends them.
 
 use std::fmt;
 use std::time::SystemTime;
@@ -12,9 +11,7 @@ use crate::{CallbackEvent, FailureCallbackEvent};
 /// Builds the body of a callback (`Upstash-Callback`) or failure callback
 /// (`Upstash-Failure-Callback`) exactly as QStash shapes it, and signs it as a delivery to the
 /// callback URL. The body parses as [`CallbackEvent`] / [`FailureCallbackEvent`]. See the
-/// [module example](super).
-///
-/// `Debug` shows neither body.
+/// [module example](super). `Debug` shows neither body.
 #[derive(Clone)]
 pub struct CallbackBuilder {
     event: CallbackEvent,

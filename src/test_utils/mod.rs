@@ -70,10 +70,8 @@ pub const DEV_NEXT_KEY: &str = crate::keys::DEV_NEXT_KEY;
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 
 /// Produces `Upstash-Signature` tokens as QStash does today: claims in Go's alphabetical order,
-/// `aud: ""`, `nbf` = Go's zero time, padded base64url body hash, 300 s lifetime,
-/// `jti` = `jwt_` + random hex digits. Time, key, lifetime and `nbf` can be changed.
-///
-/// `Debug` does not show the key.
+/// `aud: ""`, `nbf` = Go's zero time, padded base64url body hash, 300 s lifetime, `jti` =
+/// `jwt_` + random hex digits. Time, key, lifetime and `nbf` can be changed; `Debug` hides the key.
 #[derive(Clone)]
 pub struct Signer {
     key: String,
@@ -187,9 +185,7 @@ impl Signer {
 
 /// A signed delivery made by [`Signer::delivery`]: the token, every header QStash sends with it,
 /// and what it was signed for (URL, body, method, attempt number). See the
-/// [module example](self).
-///
-/// `Debug` shows neither the token nor the body.
+/// [module example](self). `Debug` shows neither the token nor the body.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct SignedDelivery {
