@@ -62,11 +62,6 @@ pub use response::{NonRetryable, RetryAfter};
 pub use state::ReceiverState;
 pub use verified::{Callback, FailureCallback, Verified, VerifiedRejection};
 
-/// axum's `OriginalUri` (before a `nest` stripped a prefix), for [`crate::original_uri`].
-pub(crate) fn original_uri(extensions: &http::Extensions) -> Option<&http::Uri> {
-    extensions.get::<axum::extract::OriginalUri>().map(|o| &o.0)
-}
-
 /// Every adapter's answer: [`Rejection::status`], [`Rejection::headers`], [`Rejection::json_body`].
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
