@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(event.not_before, Some(1767225600000));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct CallbackEvent {
@@ -120,7 +120,7 @@ impl CallbackEvent {
 
 /// What QStash reports once a message failed for good (after the last retry): the last attempt,
 /// and the dead-letter-queue entry. Dereferences to [`CallbackEvent`] for the common fields.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct FailureCallbackEvent {

@@ -128,7 +128,9 @@ pub mod actix;
 #[cfg(feature = "tower")]
 pub(crate) fn original_uri(extensions: &http::Extensions) -> Option<&http::Uri> {
     #[cfg(feature = "axum")]
-    return extensions.get::<::axum::extract::OriginalUri>().map(|o| &o.0);
+    return extensions
+        .get::<::axum::extract::OriginalUri>()
+        .map(|o| &o.0);
     #[cfg(not(feature = "axum"))]
     {
         let _ = extensions;

@@ -36,21 +36,13 @@ impl CallbackBuilder {
             dlq_id: None,
             event: CallbackEvent {
                 status: 200,
-                header: Default::default(),
-                body: Vec::new(),
-                retried: 0,
                 max_retries: 3,
                 source_message_id: source_message_id.into(),
                 url: url.into(),
                 method: "POST".to_owned(),
-                source_header: Default::default(),
-                source_body: Vec::new(),
-                topic_name: None,
-                endpoint_name: None,
-                schedule_id: None,
                 caller_ip: Some("127.0.0.1".to_owned()),
-                not_before: None,
                 created_at: Some(unix_seconds(SystemTime::now()).saturating_mul(1000)),
+                ..CallbackEvent::default()
             },
         }
     }
