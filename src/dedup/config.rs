@@ -56,14 +56,9 @@ impl InProgressRetryAfter {
     }
 }
 
-/// Whole seconds, rounded up, at least 1, at most `u32::MAX`.
-pub(super) fn ceil_secs(d: Duration) -> u32 {
-    u32::try_from(crate::head::retry_after_secs(d)).unwrap_or(u32::MAX)
-}
-
-/// A `Retry-After` in seconds: [`ceil_secs`] of `d`, at most [`MAX_RETRY_AFTER`].
+/// A `Retry-After` in whole seconds, rounded up: from 1 to [`MAX_RETRY_AFTER`].
 pub(super) fn retry_after_secs(d: Duration) -> u32 {
-    ceil_secs(d.min(MAX_RETRY_AFTER))
+    u32::try_from(crate::head::retry_after_secs(d.min(MAX_RETRY_AFTER))).unwrap_or(u32::MAX)
 }
 
 /// Why [`Begin::RunUnguarded`] runs the handler without deduplication.
@@ -177,10 +172,9 @@ impl Dedup {
         self.with(|c| c.replay_guard = enabled)
     }
 
-    /// The clock leeway of the verifier that checks the tokens: the replay guard remembers a
-    /// token until `exp` + leeway. [`Receiver::dedup`](crate::Receiver::dedup) sets it from the
-    /// receiver's verifier; set it yourself when you call [`Dedup::begin`] with another one.
-    /// Keeps the larger of the values given. Capped at 10 years.
+    /// The clock leeway of the verifier that checks the tokens (the replay guard remembers a token
+    /// until `exp` + leeway); [`Receiver::dedup`](crate::Receiver::dedup) sets it from the
+    /// receiver's. Keeps the larger of the values given; capped at 10 years.
     #[must_use]
     pub fn verifier_leeway(self, leeway: Duration) -> Self {
         self.with(|c| c.verifier_leeway = c.verifier_leeway.max(leeway.min(MAX_TTL)))
@@ -248,9 +242,8 @@ impl Dedup {
             Ok(GuardedClaim::Claimed(ClaimOutcome::Completed)) => {
                 tracing::info!(message_id, "qstash duplicate: message already completed");
                 crate::observe::duplicate();
-                Begin::Duplicate {
-                    message_id: message_id.to_owned(),
-                }
+                let message_id = message_id.to_owned();
+                Begin::Duplicate { message_id }
             }
             Ok(GuardedClaim::Claimed(ClaimOutcome::InProgress { remaining })) => {
                 let retry_after_secs = c.in_progress_retry_after.seconds(remaining);
@@ -273,20 +266,17 @@ impl Dedup {
     /// (Unix seconds), seen at `now`: until it can no longer verify (`expires_at` + the
     /// [verifier's leeway](Dedup::verifier_leeway) + 1 s of rounding). From 1 s to 10 years.
     pub fn replay_guard_ttl(&self, expires_at: i64, now: SystemTime) -> Duration {
-        let now_secs = match now.duration_since(UNIX_EPOCH) {
-            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
+        // In `i128`, nothing here can overflow.
+        let now = match now.duration_since(UNIX_EPOCH) {
+            Ok(since) => i128::from(since.as_secs()),
+            Err(before) => -i128::from(before.duration().as_secs()),
         };
-        let leeway = i64::try_from(self.config.verifier_leeway.as_secs()).unwrap_or(i64::MAX);
-        let valid_for = expires_at
-            .saturating_add(leeway)
-            .saturating_sub(now_secs)
-            .saturating_add(1);
-        Duration::from_secs(u64::try_from(valid_for).unwrap_or(0).max(1)).min(MAX_TTL)
+        let until = i128::from(expires_at) + i128::from(self.config.verifier_leeway.as_secs()) + 1;
+        let secs = (until - now).clamp(1, i128::from(MAX_TTL.as_secs()));
+        Duration::from_secs(u64::try_from(secs).unwrap_or(1))
     }
 
-    /// The guard's key (`jti:<jti>`) and TTL, when the guard is on and the token has a `jti`
-    /// (QStash's always do; one without runs under its message id's lease, unguarded).
+    /// The guard's key (`jti:<jti>`) and TTL, when the guard is on and the token has a `jti`.
     fn guard(&self, claims: &Claims, now: SystemTime) -> Option<(String, Duration)> {
         if !self.config.replay_guard {
             return None;
@@ -295,10 +285,8 @@ impl Dedup {
             tracing::debug!("qstash token without jti: the replay guard does not apply");
             return None;
         };
-        Some((
-            ["jti:", jti].concat(),
-            self.replay_guard_ttl(claims.expires_at(), now),
-        ))
+        let ttl = self.replay_guard_ttl(claims.expires_at(), now);
+        Some((["jti:", jti].concat(), ttl))
     }
 
     async fn claim(&self, key: &str) -> Result<GuardedClaim, StoreError> {
@@ -311,9 +299,8 @@ impl Dedup {
         match self.config.on_store_error {
             OnStoreError::FailClosed => {
                 tracing::error!(message_id, %error, "qstash dedup store failed: refused with 503");
-                refuse(Rejection::StoreUnavailable {
-                    retry_after_secs: retry_after_secs(self.config.store_retry_after),
-                })
+                let retry_after_secs = retry_after_secs(self.config.store_retry_after);
+                refuse(Rejection::StoreUnavailable { retry_after_secs })
             }
             OnStoreError::FailOpen => {
                 tracing::warn!(
@@ -321,9 +308,8 @@ impl Dedup {
                     %error,
                     "qstash dedup store failed: processing without deduplication (fail open)"
                 );
-                Begin::RunUnguarded {
-                    reason: UnguardedReason::StoreUnavailable,
-                }
+                let reason = UnguardedReason::StoreUnavailable;
+                Begin::RunUnguarded { reason }
             }
         }
     }
@@ -340,11 +326,6 @@ pub(super) const MESSAGE_KEY_PREFIX: &str = "msg:";
 /// The store key of a delivery: `msg:<message id>:<body hash>`, the body hash being the
 /// token's signed `body` claim without its `=` padding (see the [module docs](super)).
 pub(super) fn claim_key(message_id: &str, body_hash: &str) -> String {
-    [
-        MESSAGE_KEY_PREFIX,
-        message_id,
-        ":",
-        body_hash.trim_end_matches('='),
-    ]
-    .concat()
+    let body_hash = body_hash.trim_end_matches('=');
+    [MESSAGE_KEY_PREFIX, message_id, ":", body_hash].concat()
 }

@@ -10,8 +10,7 @@ use super::MemoryStore;
 use super::config::MESSAGE_KEY_PREFIX;
 use super::{DedupStore, LeaseOutcome, LeaseToken, StoreError};
 
-/// How long after a failed [`Lease::release`] (or [`Lease::complete`]) it is tried once more,
-/// in the background.
+/// How long after a [`Lease`]'s failed settlement it is tried once more, in the background.
 pub const RELEASE_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// The lease on a message id, held while the handler runs. Finish it with the handler's status
@@ -20,11 +19,12 @@ pub const RELEASE_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Dropped before it is settled, it completes once its completion has begun ([`Lease::complete`],
 /// or [`Lease::finish`] with a 2xx, even if that future is never polled): a dropped request
 /// never turns a success into a release. Otherwise (a panic, a request dropped while the handler
-/// runs) it releases, so QStash's retry runs. This is done at once with a store whose futures are
-/// ready at once ([`MemoryStore`]), else in the background on the current tokio runtime; without
-/// one, the lease expires after its TTL.
+/// runs) it releases, so QStash's retry runs: at once with a store that answers at once
+/// ([`MemoryStore`]), else on the current tokio runtime (without one, the lease expires after its
+/// TTL). A failed settlement is tried once more [`RELEASE_RETRY_DELAY`] later, in the background.
 pub struct Lease {
-    armed: Option<Armed>,
+    /// What to settle; `None` once settled (or, for a claim that took no lease, to forget it).
+    pub(super) armed: Option<Armed>,
     /// The handler succeeded: dropping the lease completes it.
     completing: bool,
 }
@@ -52,24 +52,21 @@ impl Armed {
         } else {
             ("release", self.store.release(&self.key, &self.token).await)
         };
+        // The message id, computed only for an enabled log line (tracing evaluates fields lazily).
+        let id = || self.message_id();
         match &result {
             Ok(LeaseOutcome::Applied) => {
-                tracing::debug!(
-                    message_id = self.message_id(),
-                    settle,
-                    "qstash lease settled"
-                )
+                tracing::debug!(message_id = id(), settle, "qstash lease settled")
             }
             Ok(LeaseOutcome::NotHeld) if complete => tracing::warn!(
-                message_id = self.message_id(),
+                message_id = id(),
                 "qstash lease expired before completion: the message may be processed again"
             ),
             Ok(LeaseOutcome::NotHeld) => {}
             Err(error) => {
                 crate::observe::store_error(settle);
                 let msg = "qstash dedup store failed to settle a lease";
-                let message_id = self.message_id();
-                tracing::warn!(message_id, settle, %error, "{msg}: {then}");
+                tracing::warn!(message_id = id(), settle, %error, "{msg}: {then}");
             }
         }
         result
@@ -93,19 +90,13 @@ impl Lease {
         }
     }
 
-    /// Dropped without settling anything (a claim that turned out not to have taken the lease).
-    #[cfg(feature = "redis")]
-    pub(super) fn forget(mut self) {
-        self.armed = None;
-    }
-
     /// The message id this lease holds.
     pub fn message_id(&self) -> &str {
         self.armed.as_ref().map_or("", Armed::message_id)
     }
 
-    /// Settles from the handler's response status: a 2xx completes ([`Lease::complete`], committed
-    /// as soon as this is called), anything else releases ([`Lease::release`]).
+    /// Settles from the handler's response status: a 2xx completes ([`Lease::complete`]),
+    /// anything else releases ([`Lease::release`]).
     pub fn finish(
         mut self,
         status: u16,
@@ -117,19 +108,14 @@ impl Lease {
     /// Marks the message completed: later deliveries of it are duplicates for the retention.
     ///
     /// `Ok(LeaseOutcome::NotHeld)` means the lease had expired (the handler ran longer than the
-    /// lease TTL) and may have been taken over: logged as a warning. Committed when called: if
-    /// the returned future is dropped before it finishes, the completion is written in the
-    /// background. Should the store fail, it is tried once more [`RELEASE_RETRY_DELAY`] later in
-    /// the background (the store checks the lease token).
+    /// lease TTL) and may have been taken over: logged as a warning.
     pub fn complete(
-        mut self,
+        self,
     ) -> impl Future<Output = Result<LeaseOutcome, StoreError>> + Send + 'static {
-        self.completing = true;
-        self.settle()
+        self.finish(200)
     }
 
-    /// Gives the message id back, so the next delivery of it (QStash's retry) runs. Should the
-    /// store fail, it is tried once more [`RELEASE_RETRY_DELAY`] later in the background.
+    /// Gives the message id back, so the next delivery of it (QStash's retry) runs.
     pub async fn release(mut self) -> Result<LeaseOutcome, StoreError> {
         self.completing = false;
         self.settle().await
@@ -161,33 +147,25 @@ impl Drop for Lease {
     }
 }
 
-/// Completes or releases `a`'s lease after `delay`. Without a delay, the settlement is first
-/// polled once right here: a store that answers at once ([`MemoryStore`]) needs no task, so it
-/// also works outside a runtime and while one shuts down. Otherwise it goes on as a task of the
-/// current tokio runtime; without a runtime, the lease expires after its TTL.
+/// Completes or releases `a`'s lease after `delay` (see [`Lease`]). Without a delay, first
+/// polled once right here: a store that answers at once needs no task, even outside a runtime or
+/// while one shuts down.
 fn settle_in_background(a: Armed, complete: bool, delay: Duration) {
     let a = Arc::new(a);
-    let task = {
-        let a = Arc::clone(&a);
-        async move {
-            if !delay.is_zero() {
-                #[cfg(any(feature = "tower", feature = "actix-web", feature = "redis"))]
-                tokio::time::sleep(delay).await;
-                // Without tokio there is no timer (nor a runtime): never polled past here.
-                #[cfg(not(any(feature = "tower", feature = "actix-web", feature = "redis")))]
-                std::future::pending::<()>().await;
-            }
-            let _ = a
-                .settle(complete, "retries wait until the lease expires")
-                .await;
+    let armed = Arc::clone(&a);
+    let mut task = Box::pin(async move {
+        // Without tokio, a task with a delay is never polled: there is no runtime to spawn it on.
+        #[cfg(any(feature = "tower", feature = "actix-web", feature = "redis"))]
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
-    };
-    let mut task = Box::pin(task);
-    if delay.is_zero() {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if task.as_mut().poll(&mut cx).is_ready() {
-            return;
-        }
+        let _ = armed
+            .settle(complete, "retries wait until the lease expires")
+            .await;
+    });
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if delay.is_zero() && task.as_mut().poll(&mut cx).is_ready() {
+        return;
     }
     #[cfg(any(feature = "tower", feature = "actix-web", feature = "redis"))]
     if let Ok(handle) = tokio::runtime::Handle::try_current() {

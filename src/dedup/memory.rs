@@ -14,30 +14,25 @@ use super::{
 };
 
 /// Default capacity of a [`MemoryStore`]: 1 000 000 entries (about 200 MiB when full; memory
-/// grows with use).
-///
-/// Every delivery leaves a replay-guard entry that lives as long as its token can verify (about
-/// 300 s) and is never evicted before: a store of capacity `C` takes about `C / 300` deliveries a
-/// second, sustained (about 3 300 by default), and beyond that answers `503` (QStash retries)
-/// rather than forget a live token. Size it for your peak rate, or use Redis.
+/// grows with use). Every delivery leaves a replay-guard entry, never evicted while its token can
+/// verify (about 300 s): a store of capacity `C` takes about `C / 300` deliveries a second,
+/// sustained (about 3 300 by default), and beyond that answers `503` (QStash retries) rather than
+/// forget a live token. Size it for your peak rate, or use Redis.
 pub const DEFAULT_MEMORY_CAPACITY: usize = 1_000_000;
 
 const SHARDS: usize = 16;
 const MIN_SHARD_CAPACITY: usize = 1024;
 
-/// A deduplication store in this process's memory.
+/// A deduplication store in this process's memory, **per process**: two instances of a service
+/// (or a restart) do not see each other's claims; use [`RedisStore`](super::RedisStore) (feature
+/// `redis`) when several instances receive. Its futures are ready at once.
 ///
-/// **Per process**: two instances of a service (or a restart) do not see each other's claims;
-/// use [`RedisStore`](super::RedisStore) (feature `redis`) when several instances receive.
-///
-/// Bounded: it holds at most its capacity of entries. When full, it evicts an expired entry
+/// Bounded by its capacity ([`DEFAULT_MEMORY_CAPACITY`]). When full, it evicts an expired entry
 /// first, then the oldest **completed** id (delivered again, it is processed again); never a
 /// live lease nor a live replay-guard id: full of those, it refuses with
-/// [`StoreError::CapacityExhausted`] (`503`, QStash retries). See [`DEFAULT_MEMORY_CAPACITY`].
-///
-/// Keys are spread over up to 16 shards (one per 1024 entries of capacity), each with an equal
-/// part of the capacity (so "oldest first" is per shard) behind its own mutex. Its futures are
-/// ready at once.
+/// [`StoreError::CapacityExhausted`] (`503`, QStash retries). Keys are spread over up to 16
+/// shards (one per 1024 entries of capacity), each with an equal part of the capacity (so
+/// "oldest first" is per shard) behind its own mutex.
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     capacity: usize,
@@ -93,8 +88,7 @@ impl MemoryStore {
         self.capacity
     }
 
-    /// How many entries it holds now (leases, completed ids, replay-guard ids, expired ones not
-    /// yet dropped).
+    /// How many entries it holds now, expired ones not yet dropped included.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).entries.len()).sum()
     }
@@ -147,7 +141,8 @@ impl MemoryStore {
         let now = Instant::now();
         let (mut guard, key) = self.shard(key)?;
         let shard = &mut *guard;
-        let held = shard.entries.find_mut(key.0, |e| e.is(key)).filter(|e| {
+        let found = shard.entries.find_mut(key.0, |e| *e.key == *key.1);
+        let held = found.filter(|e| {
             matches!(&e.state, State::Leased(held) if held == token) && e.expires_at > now
         });
         let Some(entry) = held else {
@@ -201,13 +196,11 @@ impl DedupStore for MemoryStore {
         guard_key: &'a str,
         guard_ttl: Duration,
         key: &'a str,
-        lease_ttl: Duration,
+        ttl: Duration,
     ) -> StoreFuture<'a, GuardedClaim> {
         let now = Instant::now();
         ready(match self.remember_at(guard_key, guard_ttl, now) {
-            Ok(true) => self
-                .claim_at(key, lease_ttl, now)
-                .map(GuardedClaim::Claimed),
+            Ok(true) => self.claim_at(key, ttl, now).map(GuardedClaim::Claimed),
             Ok(false) => Ok(GuardedClaim::Replayed),
             Err(error) => Err(error),
         })
@@ -244,13 +237,7 @@ struct Entry {
     seq: u64,
 }
 
-impl Entry {
-    fn is(&self, key: Key<'_>) -> bool {
-        *self.key == *key.1
-    }
-}
-
-/// A table of entries, each found by its precomputed hash: one SipHash per store operation
+/// A table of entries, each found by its precomputed hash: one hash per store operation
 /// (three to eight with a `HashMap`): memory guarded claim + complete, a new store every 300,
 /// 1.00 → 0.71 µs (`cargo bench --bench dedup`).
 #[derive(Default)]
@@ -342,7 +329,7 @@ impl Order {
 impl Shard {
     /// What a live entry says about `key`; an expired one is removed.
     fn live(&mut self, key: Key<'_>, now: Instant) -> Option<ClaimOutcome> {
-        let entry = self.entries.find(key.0, |e| e.is(key))?;
+        let entry = self.entries.find(key.0, |e| *e.key == *key.1)?;
         if entry.expires_at <= now {
             self.remove(key);
             return None;
@@ -395,7 +382,7 @@ impl Shard {
     }
 
     fn remove(&mut self, key: Key<'_>) {
-        if let Ok(found) = self.entries.find_entry(key.0, |e| e.is(key)) {
+        if let Ok(found) = self.entries.find_entry(key.0, |e| *e.key == *key.1) {
             let (entry, _) = found.remove();
             self.orders.of(&entry.state).leave();
         }

@@ -2,12 +2,11 @@
 //! although QStash delivers at least once (a retry after any non-2xx or timeout, sometimes a
 //! second delivery after a 2xx) and several instances may receive in parallel.
 //!
-//! [`Dedup`] claims the message id in a [`DedupStore`] ([`MemoryStore`] per process,
-//! `RedisStore` shared by instances) before the handler runs and settles the claim from the
-//! handler's answer. It runs in the tower layer and the actix-web middleware, around the
-//! handler (the standalone extractors cannot see the response and do not deduplicate): after
-//! the body is verified, [`Dedup::begin`], the handler on [`Begin::Run`], then
-//! [`Lease::finish`] with its status.
+//! [`Dedup`] runs in the tower layer and the actix-web middleware, around the handler (the
+//! standalone extractors cannot see the response and do not deduplicate): once the body is
+//! verified, [`Dedup::begin`] claims the message id in a [`DedupStore`] ([`MemoryStore`] per
+//! process, `RedisStore` shared by instances), the handler runs on [`Begin::Run`], and
+//! [`Lease::finish`] settles the claim with the handler's status.
 //!
 //! The claim is keyed on the message id **and** the token's signed `body` claim
 //! (`msg:<message id>:<body hash>`): the message id is not signed, so a captured token sent
@@ -32,17 +31,14 @@
 //! - Retention [`DEFAULT_RETENTION`] = 7 days: QStash's backoff is `min(1 day, e^(2.5·n))` s,
 //!   so its default schedules span at most about 31 hours; 7 days covers up to about 10 retries.
 //! - Store failures fail closed: `503` with `Retry-After` [`DEFAULT_STORE_RETRY_AFTER`]. Every
-//!   `Retry-After` is whole seconds, from 1 to [`MAX_RETRY_AFTER`] (1 day, the longest QStash
-//!   honours).
-//! - The replay guard is **on**: a message id is not signed, a token's `jti` is. Each accepted
-//!   `jti` is remembered (with the claim, in one store operation:
-//!   [`DedupStore::claim_guarded`]) until its token can no longer verify: its `exp` plus the
-//!   verifier's leeway ([`Dedup::verifier_leeway`], set by [`Receiver::dedup`]) plus a second.
-//!   The same token again is refused under any message id, so whoever holds a captured delivery
-//!   (logs that keep headers, a proxy) cannot run the handler again; QStash signs every attempt
-//!   anew, so it is never refused. A token without `jti` (only your signing key can make one)
-//!   runs under its message id's lease, unguarded. Turn the guard off
-//!   ([`Dedup::replay_guard`]`(false)`) only if your handlers are idempotent on the body itself.
+//!   `Retry-After` is whole seconds, from 1 to [`MAX_RETRY_AFTER`].
+//! - The replay guard is **on**: a token's `jti` (signed, unlike the message id) is remembered
+//!   with the claim until the token can no longer verify ([`Dedup::replay_guard_ttl`]); the same
+//!   token again is refused under any message id, so whoever holds a captured delivery (logs
+//!   that keep headers, a proxy) cannot run the handler again. QStash signs every attempt anew,
+//!   so it is never refused. A token without `jti` (only your signing key can make one) runs
+//!   unguarded, under its message id's lease. Turn the guard off ([`Dedup::replay_guard`]) only
+//!   if your handlers are idempotent on the body itself.
 //!
 //! Upgrading from an earlier version (new defaults, new store keys): see `CHANGELOG.md`.
 //!
@@ -93,7 +89,7 @@ mod tests;
 use std::time::Duration;
 
 #[cfg(doc)]
-use crate::{Receiver, Rejection};
+use crate::Rejection;
 
 pub use config::{Begin, Dedup, InProgressRetryAfter, OnStoreError, UnguardedReason};
 pub use lease::{Lease, RELEASE_RETRY_DELAY};
@@ -120,11 +116,8 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_STORE_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// The longest `Retry-After` QStash honours (1 day); longer values fall back to its backoff.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
-/// How long past its `exp` the replay guard used to remember a token's `jti`. No longer used
-/// (see [`Dedup::replay_guard_ttl`]).
-#[deprecated(
-    note = "the replay guard remembers a jti until exp + the verifier's leeway; see Dedup::replay_guard_ttl"
-)]
+/// How long past its `exp` the replay guard used to remember a `jti`; no longer used.
+#[deprecated(note = "no longer used: see Dedup::replay_guard_ttl")]
 pub const REPLAY_GUARD_MARGIN: Duration = Duration::from_secs(300);
 
 /// TTLs are capped at 10 years: keeps `Instant` arithmetic and Redis' `PX` in range.

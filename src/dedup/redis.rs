@@ -27,29 +27,23 @@ const COMPLETED: &str = "done";
 /// token's guard key) is set for `ARGV[4]` ms if absent, else `{3, 0}` (replayed, nothing
 /// claimed). Then: free → lease it (`ARGV[1]`, for `ARGV[2]` ms), `{0, 0}`; completed
 /// (`ARGV[3]`) → `{1, pttl}`; leased → `{2, pttl}`.
-static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM_LUA));
+const CLAIM_LUA: &str = r"
 if #KEYS == 2 and not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then return {3, 0} end
 local v = redis.call('GET', KEYS[1])
 if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return {0, 0} end
 return {v == ARGV[3] and 1 or 2, redis.call('PTTL', KEYS[1])}
-",
-    )
-});
+";
 
 /// Complete (`ARGV[2]`, for `ARGV[3]` ms) or, without those, release, only while the lease's
 /// holder (`ARGV[1]`) holds it: `1` applied, `0` not held.
-static SETTLE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_LUA));
+const SETTLE_LUA: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 else redis.call('DEL', KEYS[1]) end
 return 1
-",
-    )
-});
+";
 
 /// A deduplication store in Redis, shared by every instance that uses the same Redis and key
 /// prefix. Cheap to clone.
@@ -149,39 +143,33 @@ impl RedisStore {
         guard: Option<(&str, Duration)>,
     ) -> Result<GuardedClaim, StoreError> {
         let token = LeaseToken::generate()?;
-        // Until its reply is read, the script may have taken the lease unbeknownst to us (the
-        // reply timed out, the connection failed, this future was dropped), which would answer
-        // QStash's retries 409 for the lease TTL: dropped unsettled, `pending` releases it (on the
-        // same connection, after the claim; only for this token).
-        let pending = Lease::new(Armed {
+        // Until its reply is read, the script may have taken the lease unbeknownst to us (a
+        // timeout, a failed connection, this future dropped), which would answer QStash's retries
+        // 409 for the lease TTL: dropped unsettled, `pending` releases it (only for this token).
+        let mut pending = Lease::new(Armed {
             store: Arc::new(self.clone()),
             key: key.to_owned(),
             token: token.clone(),
             retention: Duration::ZERO,
         });
-        // Scripts run as `EVALSHA`; on `NOSCRIPT` (Redis restarted, scripts flushed) the
-        // invocation loads the script and sends it again.
+        // `EVALSHA`, or on `NOSCRIPT` (Redis restarted, scripts flushed) the script itself.
         let mut claim = CLAIM.key(self.key(key));
-        claim
-            .arg(lease_value(&token))
-            .arg(millis(ttl))
-            .arg(COMPLETED);
+        claim.arg((lease_value(&token), millis(ttl), COMPLETED));
         if let Some((guard_key, guard_ttl)) = guard {
             claim.key(self.key(guard_key)).arg(millis(guard_ttl));
         }
         let reply = claim.invoke_async(&mut self.connection.clone()).await;
         let (kind, pttl): (i64, i64) = reply.map_err(StoreError::backend)?;
+        // PTTL is -1 (no TTL) or -2 (gone) in odd cases: say 0, the caller retries soon.
+        let remaining = Duration::from_millis(u64::try_from(pttl).unwrap_or(0));
         let claimed = match kind {
             0 => GuardedClaim::Claimed(ClaimOutcome::Acquired(token)),
             1 => GuardedClaim::Claimed(ClaimOutcome::Completed),
-            // PTTL is -1 (no TTL) or -2 (gone) in odd cases: say 0, the caller retries soon.
-            2 => GuardedClaim::Claimed(ClaimOutcome::InProgress {
-                remaining: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
-            }),
+            2 => GuardedClaim::Claimed(ClaimOutcome::InProgress { remaining }),
             3 if guard.is_some() => GuardedClaim::Replayed,
             _ => return Err(StoreError::UnexpectedReply("claim script")),
         };
-        pending.forget();
+        pending.armed = None; // the reply is read: nothing to release
         Ok(claimed)
     }
 
@@ -196,13 +184,11 @@ impl RedisStore {
         if let Some(retention) = retention {
             settle.arg(COMPLETED).arg(millis(retention));
         }
-        let reply = settle.invoke_async(&mut self.connection.clone()).await;
-        let applied: i64 = reply.map_err(StoreError::backend)?;
-        Ok(if applied == 1 {
-            LeaseOutcome::Applied
-        } else {
-            LeaseOutcome::NotHeld
-        })
+        let reply: Result<i64, _> = settle.invoke_async(&mut self.connection.clone()).await;
+        match reply.map_err(StoreError::backend)? {
+            1 => Ok(LeaseOutcome::Applied),
+            _ => Ok(LeaseOutcome::NotHeld),
+        }
     }
 }
 
@@ -232,11 +218,7 @@ impl DedupStore for RedisStore {
     fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let set: Option<String> = redis::cmd("SET")
-                .arg(self.key(key))
-                .arg("1")
-                .arg("NX")
-                .arg("PX")
-                .arg(millis(ttl))
+                .arg((self.key(key), "1", "NX", "PX", millis(ttl)))
                 .query_async(&mut self.connection.clone())
                 .await
                 .map_err(StoreError::backend)?;
@@ -261,8 +243,6 @@ fn lease_value(token: &LeaseToken) -> String {
 }
 
 /// A TTL in milliseconds for `PX`: at least 1, at most [`MAX_TTL`].
-fn millis(ttl: Duration) -> u64 {
-    u64::try_from(ttl.min(MAX_TTL).as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
+fn millis(ttl: Duration) -> u128 {
+    ttl.min(MAX_TTL).as_millis().max(1)
 }

@@ -20,9 +20,8 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// Keys are given by [`Dedup`] (`msg:<message id>:<body hash>`, `jti:<token id>`); a store may
 /// prefix them. Each operation must be atomic for its key.
 pub trait DedupStore: Send + Sync + 'static {
-    /// Claims `key`: if it is absent (or expired), stores a new lease for `lease_ttl` and
-    /// returns [`ClaimOutcome::Acquired`] with its token; otherwise says whether the key is
-    /// completed or leased by someone else, and for how long.
+    /// Claims `key`: if it is absent (or expired), stores a new lease for `lease_ttl`
+    /// ([`ClaimOutcome::Acquired`]); otherwise says whether it is completed or leased, and how long.
     fn claim<'a>(&'a self, key: &'a str, lease_ttl: Duration) -> StoreFuture<'a, ClaimOutcome>;
 
     /// Marks `key` completed for `retention`, only if `token` still holds its lease.
@@ -65,10 +64,9 @@ pub trait DedupStore: Send + Sync + 'static {
         None
     }
 
-    /// Records `key` for `ttl` if it is absent: `true` when it was absent, `false` when it is
-    /// already there. The replay guard's operation: a store must keep such a key for its whole
-    /// `ttl` (fail rather than evict it), or a replayed token would be accepted again. The
-    /// default claims and completes (two operations).
+    /// Records `key` for `ttl` if it is absent (`true`), else `false`: the replay guard's
+    /// operation. A store must keep such a key for its whole `ttl` (fail rather than evict it), or
+    /// a replayed token would be accepted again. The default claims and completes.
     fn remember<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             match self.claim(key, ttl).await? {
@@ -83,11 +81,10 @@ pub trait DedupStore: Send + Sync + 'static {
 
     /// The replay guard and the claim as one operation: [`DedupStore::remember`] `guard_key`,
     /// then, only if it was absent, [`DedupStore::claim`] `key`; [`GuardedClaim::Replayed`]
-    /// (nothing claimed) otherwise. On an error the guard key may have been recorded; a lease
-    /// taken without the store learning it (a lost reply) is the store's to release.
-    ///
-    /// What [`Dedup`] calls while the replay guard is on and store errors fail closed (the
-    /// defaults). The default makes two calls; [`RedisStore`] makes one round trip.
+    /// (nothing claimed) otherwise. What [`Dedup`] calls with the defaults (replay guard on, store
+    /// errors fail closed); the default makes two calls. On an error the guard key may have been
+    /// recorded; a lease taken without the store learning it (a lost reply) is the store's to
+    /// release.
     fn claim_guarded<'a>(
         &'a self,
         guard_key: &'a str,
@@ -140,8 +137,8 @@ pub enum LeaseOutcome {
     NotHeld,
 }
 
-/// An unpredictable token identifying one lease (128 random bits, hex). Only its holder can
-/// complete or release the lease. `Debug` does not show it.
+/// An unpredictable token identifying one lease: only its holder can complete or release it.
+/// `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct LeaseToken([u8; 32]);
 
@@ -215,8 +212,7 @@ pub enum StoreError {
     /// The backend (Redis…) failed: connection refused or lost, timeout, server error.
     #[error("deduplication store backend failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The in-memory store is full of live leases and replay-guard ids (completed ids are
-    /// evicted first; the others are never evicted while live).
+    /// The in-memory store is full of live leases and replay-guard ids, which it never evicts.
     #[error("deduplication store is full of live entries (capacity {capacity})")]
     CapacityExhausted {
         /// The store's capacity, in entries.

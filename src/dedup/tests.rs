@@ -6,17 +6,17 @@ use std::time::Duration;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::config::{ceil_secs, claim_key};
+use super::config::{claim_key, retry_after_secs};
 use super::*;
 use crate::test_utils::Signer;
 use crate::{Claims, Delivery, Rejection};
 
 #[test]
 fn retry_after_rounds_up_and_clamps() {
-    assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
-    assert_eq!(ceil_secs(Duration::ZERO), 1);
-    assert_eq!(ceil_secs(Duration::from_millis(2001)), 3);
-    assert_eq!(ceil_secs(Duration::from_secs(u64::MAX)), u32::MAX);
+    assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+    assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
+    assert_eq!(retry_after_secs(Duration::from_secs(u64::MAX)), 86_400);
     let policy = InProgressRetryAfter::default();
     assert_eq!(policy.seconds(Duration::from_secs(90)), 90);
     assert_eq!(policy.seconds(Duration::from_secs(3 * 86400)), 86400);
@@ -399,7 +399,7 @@ fn a_receiver_gives_its_verifier_leeway_to_its_dedup() {
 
 #[test]
 fn retry_after_never_overflows() {
-    assert_eq!(ceil_secs(Duration::MAX), u32::MAX);
+    assert_eq!(retry_after_secs(Duration::MAX), 86_400);
     assert_eq!(
         InProgressRetryAfter::Fixed(Duration::MAX).seconds(Duration::ZERO),
         86_400
