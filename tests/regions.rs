@@ -15,39 +15,19 @@ mod common;
 use std::collections::HashMap;
 use std::time::SystemTime;
 
+use common::regions::{
+    DEFAULT_CURRENT, DEFAULT_NEXT, EU_CURRENT, EU_NEXT, US_CURRENT, US_NEXT, env,
+};
 use common::{Logs, level_of};
 use qstash_receiver::test_utils::Signer;
 use qstash_receiver::{KeyError, MatchedKey, SigningKeys, Verifier, VerifyError};
 
 const URL: &str = "https://receiver.test/jobs";
-const EU_CURRENT: &str = "sig_euCurrent0123456789abcdefgh";
-const EU_NEXT: &str = "sig_euNext0123456789abcdefghijk";
-const US_CURRENT: &str = "sig_usCurrent0123456789abcdefgh";
-const US_NEXT: &str = "sig_usNext0123456789abcdefghijk";
-const DEFAULT_CURRENT: &str = "sig_defaultCurrent0123456789ab";
-const DEFAULT_NEXT: &str = "sig_defaultNext0123456789abcde";
 const DEV_CURRENT: &str = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r";
 const DEV_NEXT: &str = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs";
 
 fn capture() -> (Logs, common::CaptureGuard) {
     Logs::capture()
-}
-
-/// QStash's multi-region guide: `QSTASH_REGION` and both regions' keys, plus the default pair
-/// when `default` is set.
-fn env(default: bool) -> HashMap<&'static str, &'static str> {
-    let mut env = HashMap::from([
-        ("QSTASH_REGION", "EU_CENTRAL_1"),
-        ("EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY", EU_CURRENT),
-        ("EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY", EU_NEXT),
-        ("US_EAST_1_QSTASH_CURRENT_SIGNING_KEY", US_CURRENT),
-        ("US_EAST_1_QSTASH_NEXT_SIGNING_KEY", US_NEXT),
-    ]);
-    if default {
-        env.insert("QSTASH_CURRENT_SIGNING_KEY", DEFAULT_CURRENT);
-        env.insert("QSTASH_NEXT_SIGNING_KEY", DEFAULT_NEXT);
-    }
-    env
 }
 
 fn verifier(env: &HashMap<&'static str, &'static str>) -> Result<Verifier, KeyError> {

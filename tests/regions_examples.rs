@@ -18,7 +18,12 @@ mod axum_server;
 #[allow(dead_code)]
 mod actix_server;
 
+mod common;
+
+use std::collections::HashMap;
+
 use bytes::Bytes;
+use common::regions::{EU_CURRENT, US_NEXT, env};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -27,33 +32,16 @@ use qstash_receiver::test_utils::Signer;
 use serde_json::{Value, json};
 
 const PUBLIC_URL: &str = "https://receiver.example";
-const EU_CURRENT: &str = "sig_euCurrent0123456789abcdefgh";
-const EU_NEXT: &str = "sig_euNext0123456789abcdefghijk";
-const US_CURRENT: &str = "sig_usCurrent0123456789abcdefgh";
-const US_NEXT: &str = "sig_usNext0123456789abcdefghijk";
-
-/// The environment of QStash's multi-region guide, and where the example listens.
+/// The environment of QStash's multi-region guide (no unprefixed keys), and where the example
+/// listens.
 fn environment(bind: &str) -> impl Fn(&str) -> Option<String> + Clone + use<> {
-    let vars = [
-        ("QSTASH_REGION", "EU_CENTRAL_1".to_owned()),
-        (
-            "EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY",
-            EU_CURRENT.to_owned(),
-        ),
-        ("EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY", EU_NEXT.to_owned()),
-        (
-            "US_EAST_1_QSTASH_CURRENT_SIGNING_KEY",
-            US_CURRENT.to_owned(),
-        ),
-        ("US_EAST_1_QSTASH_NEXT_SIGNING_KEY", US_NEXT.to_owned()),
-        ("BIND", bind.to_owned()),
-        ("PUBLIC_URL", PUBLIC_URL.to_owned()),
-    ];
-    move |name: &str| {
-        vars.iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.clone())
-    }
+    let mut vars: HashMap<&str, String> = env(false)
+        .into_iter()
+        .map(|(name, value)| (name, value.to_owned()))
+        .collect();
+    vars.insert("BIND", bind.to_owned());
+    vars.insert("PUBLIC_URL", PUBLIC_URL.to_owned());
+    move |name: &str| vars.get(name).cloned()
 }
 
 /// The running example: its base URL (it runs on a thread of its own until the tests end).

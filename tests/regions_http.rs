@@ -9,34 +9,17 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::collections::HashMap;
 
+use common::regions::{
+    DEFAULT_CURRENT, DEFAULT_NEXT, EU_CURRENT, EU_NEXT, US_CURRENT, US_NEXT, env,
+};
 use qstash_receiver::test_utils::Signer;
 use qstash_receiver::{Receiver, UrlPolicy, Verifier};
 
 const PUBLIC_BASE: &str = "https://receiver.test";
-const EU_CURRENT: &str = "sig_euCurrent0123456789abcdefgh";
-const EU_NEXT: &str = "sig_euNext0123456789abcdefghijk";
-const US_CURRENT: &str = "sig_usCurrent0123456789abcdefgh";
-const US_NEXT: &str = "sig_usNext0123456789abcdefghijk";
-const DEFAULT_CURRENT: &str = "sig_defaultCurrent0123456789ab";
-const DEFAULT_NEXT: &str = "sig_defaultNext0123456789abcde";
-
-/// The variables of QStash's multi-region guide, and the default pair when `default` is set.
-fn env(default: bool) -> HashMap<&'static str, &'static str> {
-    let mut env = HashMap::from([
-        ("QSTASH_REGION", "EU_CENTRAL_1"),
-        ("EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY", EU_CURRENT),
-        ("EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY", EU_NEXT),
-        ("US_EAST_1_QSTASH_CURRENT_SIGNING_KEY", US_CURRENT),
-        ("US_EAST_1_QSTASH_NEXT_SIGNING_KEY", US_NEXT),
-    ]);
-    if default {
-        env.insert("QSTASH_CURRENT_SIGNING_KEY", DEFAULT_CURRENT);
-        env.insert("QSTASH_NEXT_SIGNING_KEY", DEFAULT_NEXT);
-    }
-    env
-}
 
 fn receiver(env: &HashMap<&'static str, &'static str>) -> Receiver {
     let verifier = Verifier::from_vars(|name| env.get(name).map(|v| (*v).to_owned())).unwrap();

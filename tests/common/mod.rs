@@ -401,3 +401,32 @@ pub fn eu_delivery(path: &str, body: &[u8], regions: &[&str]) -> Vec<(String, St
     }
     headers
 }
+
+/// The keys of QStash's multi-region guide (`tests/regions*.rs`).
+pub mod regions {
+    use std::collections::HashMap;
+
+    pub const EU_CURRENT: &str = "sig_euCurrent0123456789abcdefgh";
+    pub const EU_NEXT: &str = "sig_euNext0123456789abcdefghijk";
+    pub const US_CURRENT: &str = "sig_usCurrent0123456789abcdefgh";
+    pub const US_NEXT: &str = "sig_usNext0123456789abcdefghijk";
+    pub const DEFAULT_CURRENT: &str = "sig_defaultCurrent0123456789ab";
+    pub const DEFAULT_NEXT: &str = "sig_defaultNext0123456789abcde";
+
+    /// The variables of QStash's multi-region guide: `QSTASH_REGION` and both regions' keys,
+    /// plus the default pair when `default` is set.
+    pub fn env(default: bool) -> HashMap<&'static str, &'static str> {
+        let mut env = HashMap::from([
+            ("QSTASH_REGION", "EU_CENTRAL_1"),
+            ("EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY", EU_CURRENT),
+            ("EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY", EU_NEXT),
+            ("US_EAST_1_QSTASH_CURRENT_SIGNING_KEY", US_CURRENT),
+            ("US_EAST_1_QSTASH_NEXT_SIGNING_KEY", US_NEXT),
+        ]);
+        if default {
+            env.insert("QSTASH_CURRENT_SIGNING_KEY", DEFAULT_CURRENT);
+            env.insert("QSTASH_NEXT_SIGNING_KEY", DEFAULT_NEXT);
+        }
+        env
+    }
+}
